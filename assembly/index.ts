@@ -1,0 +1,65 @@
+// The engine's exports. Every 64-bit quantity crosses the boundary as two
+// u32 halves (lo, hi) or through the mailbox: no BigInt on any path.
+// host/engine/engine.ts is the only caller.
+
+export * from "./layout";
+
+import { init as stateInit } from "./state";
+import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
+import { segAdd, segRemove } from "./segments";
+import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
+import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
+import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL } from "./layout";
+
+// @ts-ignore: decorator
+@inline function u64of(lo: u32, hi: u32): u64 { return (<u64>hi << 32) | lo; }
+
+/** Lay out the tables for a memory limit of limitPages wasm pages. 0 or ERR_*. */
+export function init(limitPages: u32, iotlbSetsLog2: u32, iotlbWays: u32, domains: u32, contexts: u32): i32 {
+  const r = stateInit(limitPages, iotlbSetsLog2, iotlbWays, domains, contexts);
+  if (r == 0) framesInit();
+  return r;
+}
+
+export function frames_alloc(n: u32, align: u32): i32 { return framesAlloc(n, align); }
+export function frames_get(pfn: u32, n: u32): i32 { return framesGet(pfn, n); }
+export function frames_put(pfn: u32, n: u32): i32 { return framesPut(pfn, n); }
+export function frames_refcount(pfn: u32): u32 { return framesRefcount(pfn); }
+export function frames_available(): u32 { return framesAvailable(); }
+export function frames_free(): u32 { return framesFree(); }
+export function frames_in_memory(): u32 { return framesInMemory(); }
+
+export function seg_add(sizeLo: u32, sizeHi: u32): i32 { return segAdd(sizeLo, sizeHi); }
+export function seg_remove(seg: u32): i32 { return segRemove(seg); }
+
+export function pt_create(levels: u32, sizes: u32): i32 { return ptCreate(levels, sizes); }
+export function pt_destroy(did: u32): i32 { return ptDestroy(did); }
+export function pt_map(did: u32, iovaLo: u32, iovaHi: u32, paLo: u32, paHi: u32, lenLo: u32, lenHi: u32, perm: u32): i32 {
+  return ptMap(did, u64of(iovaLo, iovaHi), u64of(paLo, paHi), u64of(lenLo, lenHi), perm);
+}
+export function pt_unmap(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: u32): i32 {
+  return ptUnmap(did, u64of(iovaLo, iovaHi), u64of(lenLo, lenHi));
+}
+/** Walk without the IOTLB. F_NONE with the leaf in the mailbox, or a fault with its level. */
+export function pt_walk(did: u32, iovaLo: u32, iovaHi: u32): u32 {
+  const st = ptWalk(did, u64of(iovaLo, iovaHi));
+  store<u32>(MAILBOX + MB_LEVEL, walkLevel);
+  if (st == 0) {
+    store<u64>(MAILBOX + MB_PA_LO, walkPa);
+    store<u32>(MAILBOX + MB_SHIFT, walkShift);
+    store<u32>(MAILBOX + MB_PERM, walkPerm);
+  }
+  return st;
+}
+/** Bytes mapped, into the mailbox as a u64 at MB_PA_LO. */
+export function pt_mapped(did: u32): void { store<u64>(MAILBOX + MB_PA_LO, ptMapped(did)); }
+export function pt_tables(did: u32): u32 { return ptTables(did); }
+
+export { ctxSet as ctx_set, ctxDomain as ctx_domain, translate, translateBatch as translate_batch, dmaRanges as dma_ranges } from "./translate";
+
+export function iotlb_flush_all(): void { iotlbFlushAll(); }
+export function iotlb_flush_domain(did: u32): void { iotlbFlushDomain(did); }
+export function iotlb_flush_range(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: u32): void {
+  iotlbFlushRange(did, u64of(iovaLo, iovaHi), u64of(lenLo, lenHi));
+}
+export function iotlb_count(did: u32): u32 { return iotlbCount(did); }

@@ -1,0 +1,163 @@
+// The IOTLB: set-associative, tagged by domain (with its generation) and
+// PASID, one entry per leaf whatever its size. Entry layout in layout.ts.
+//
+// Large leaves are stored under their own size class; a lookup probes the
+// size classes this domain has cached (DOM_TLB_SIZES), 4 KiB first, so a
+// 4 KiB-only domain pays one probe. Invalidation:
+//   - global: the whole array is zeroed;
+//   - by domain: the domain's generation is bumped (no sweep; a sweep only
+//     when the 16-bit generation wraps);
+//   - by domain + range: small ranges probe each page / block of each cached
+//     size, large ones sweep; either way an entry whose leaf touches the
+//     range is dropped whole.
+
+import {
+  TLBE_SIZE, TLBE_VALID, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
+} from "./layout";
+import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count } from "./state";
+
+// @ts-ignore: decorator
+@inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
+
+// @ts-ignore: decorator
+@inline export function leafShift(sizeClass: u32): u32 { return 12 + 9 * sizeClass; }
+
+/** The set holding the leaf of size class `sc` whose first page is `vpn`. */
+// @ts-ignore: decorator
+@inline function setOf(vpn: u64, sc: u32, did: u32): usize {
+  const h = (<u32>vpn * 0x9e3779b1) ^ ((<u32>(vpn >> 32) + (sc << 24)) * 0x85ebca77) ^ (did * 0xc2b2ae35);
+  const set = iotlbSetsLog2 == 0 ? 0 : h >>> (32 - iotlbSetsLog2);
+  return iotlbBase + <usize>set * iotlbWays * TLBE_SIZE;
+}
+
+// @ts-ignore: decorator
+@inline function key0(vpn: u64, sc: u32): u64 { return vpn + (<u64>sc << 56); }
+
+// Result of the last hit.
+export let hitPa: u64 = 0;
+export let hitShift: u32 = 0;
+export let hitPerm: u32 = 0;
+
+/**
+ * Look `iova` up for (did, pasid). On a hit, sets hitPa (the address of the
+ * byte), hitShift and hitPerm, and returns true.
+ */
+// @ts-ignore: decorator
+@inline export function iotlbLookup(did: u32, pasid: u32, iova: u64): bool {
+  const d = dom(did);
+  const sizes = load<u32>(d + DOM_TLB_SIZES);
+  const k1 = (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(d + DOM_GEN) << 16));
+  for (let sc: u32 = 0; sc < 3; sc++) {
+    if ((sizes & (1 << sc)) == 0) continue;
+    const shift = leafShift(sc);
+    const vpn = (iova >> shift) << (shift - 12);
+    const k0 = key0(vpn, sc);
+    let e = setOf(vpn, sc, did);
+    const end = e + <usize>iotlbWays * TLBE_SIZE;
+    for (; e < end; e += TLBE_SIZE) {
+      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) {
+        hitPa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
+        hitShift = shift;
+        hitPerm = load<u32>(e, 24);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+/** Cache the leaf of size class sc at leafPa that maps iova. */
+export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u64, perm: u32): void {
+  const d = dom(did);
+  const shift = leafShift(sc);
+  const vpn = (iova >> shift) << (shift - 12);
+  const set = setOf(vpn, sc, did);
+  // Prefer a free way; otherwise evict round-robin (the pointer lives in way 0).
+  let e: usize = 0;
+  for (let w: u32 = 0; w < iotlbWays; w++) {
+    const c = set + <usize>w * TLBE_SIZE;
+    if ((load<u32>(c, 12) & TLBE_VALID) == 0) { e = c; break; }
+  }
+  if (e == 0) {
+    const victim = load<u32>(set, 28) % iotlbWays;
+    store<u32>(set, (victim + 1) % iotlbWays, 28);
+    e = set + <usize>victim * TLBE_SIZE;
+  }
+  store<u64>(e, key0(vpn, sc));
+  store<u32>(e, did | (load<u32>(d + DOM_GEN) << 16), 8);
+  store<u32>(e, pasid | TLBE_VALID, 12);
+  store<u64>(e, leafPa, 16);
+  store<u32>(e, perm, 24);
+  store<u32>(d + DOM_TLB_SIZES, load<u32>(d + DOM_TLB_SIZES) | (1 << sc));
+}
+
+function entries(): usize { return (<usize>1 << iotlbSetsLog2) * iotlbWays; }
+
+/** Drop everything. */
+export function iotlbFlushAll(): void {
+  memory.fill(iotlbBase, 0, entries() * TLBE_SIZE);
+  for (let did: u32 = 0; did < maxDomains; did++) store<u32>(dom(did) + DOM_TLB_SIZES, 0);
+  count(CTRL_STAT_INVALIDATIONS);
+}
+
+/** Drop every entry of a domain by moving it to a new generation. */
+export function iotlbFlushDomain(did: u32): void {
+  const d = dom(did);
+  const gen = (load<u32>(d + DOM_GEN) + 1) & 0xffff;
+  store<u32>(d + DOM_GEN, gen);
+  if (gen == 0) sweep(did, 0, <u64>-1);
+  store<u32>(d + DOM_TLB_SIZES, 0);
+  count(CTRL_STAT_INVALIDATIONS);
+}
+
+/** Drop the entries of did whose leaf intersects [first, last] (any generation, any PASID). */
+function sweep(did: u32, first: u64, last: u64): void {
+  const end = iotlbBase + entries() * TLBE_SIZE;
+  for (let e = iotlbBase; e < end; e += TLBE_SIZE) {
+    if ((load<u32>(e, 12) & TLBE_VALID) == 0 || (load<u32>(e, 8) & 0xffff) != did) continue;
+    const k = load<u64>(e);
+    const shift = leafShift(<u32>(k >> 56));
+    const base = (k & 0x00ffffffffffffff) << 12;
+    if (base <= last && base + ((<u64>1 << shift) - 1) >= first) store<u32>(e, 0, 12);
+  }
+}
+
+/** Probe threshold: ranges of more blocks than this sweep instead. */
+const PROBE_MAX: u64 = 64;
+
+/**
+ * Drop every entry of did whose leaf touches [iova, iova + len). A leaf that
+ * only partly overlaps goes whole (the domain may just have split it).
+ */
+export function iotlbFlushRange(did: u32, iova: u64, len: u64): void {
+  if (len == 0) return;
+  const last = iova + len - 1 < iova ? <u64>-1 : iova + len - 1;
+  const sizes = load<u32>(dom(did) + DOM_TLB_SIZES);
+  count(CTRL_STAT_INVALIDATIONS);
+  if (sizes == 0) return;
+  if ((last >> 12) - (iova >> 12) >= PROBE_MAX) { sweep(did, iova, last); return; }
+  for (let sc: u32 = 0; sc < 3; sc++) {
+    if ((sizes & (1 << sc)) == 0) continue;
+    const shift = leafShift(sc);
+    for (let b = iova >> shift; b <= last >> shift; b++) {
+      const vpn = b << (shift - 12);
+      const k0 = key0(vpn, sc);
+      let e = setOf(vpn, sc, did);
+      const end = e + <usize>iotlbWays * TLBE_SIZE;
+      for (; e < end; e += TLBE_SIZE) {
+        if (load<u64>(e) == k0 && (load<u32>(e, 8) & 0xffff) == did) store<u32>(e, 0, 12);
+      }
+    }
+  }
+}
+
+/** Valid entries of did in the current generation (for tests and stats). */
+export function iotlbCount(did: u32): u32 {
+  const gen = load<u32>(dom(did) + DOM_GEN);
+  const end = iotlbBase + entries() * TLBE_SIZE;
+  let n: u32 = 0;
+  for (let e = iotlbBase; e < end; e += TLBE_SIZE) {
+    if ((load<u32>(e, 12) & TLBE_VALID) != 0 && load<u32>(e, 8) == (did | (gen << 16))) n++;
+  }
+  return n;
+}

@@ -1,0 +1,174 @@
+// The engine's memory layout: the ONE contract between assembly/ and host/.
+//
+// Every constant exported here becomes a wasm global; host/engine reads them
+// at instantiation (as wasmboy's constants.ts does), so nothing on the host
+// side spells an offset of its own.
+//
+// Linear memory (segment 0 of host physical memory):
+//
+//   0x0000_0000 +---------------------------------------------+
+//               | AssemblyScript static data (< 64 KiB)       |
+//   CTRL_BASE   +---------------------------------------------+
+//               | control block (region bases, counters)      |  4 KiB
+//   MAILBOX     +---------------------------------------------+
+//               | per-call results (translate, walk, dma)     |  4 KiB
+//   BATCH_IN    +---------------------------------------------+
+//               | batch requests: N x (iova lo, iova hi)      |  32 KiB
+//   BATCH_OUT   +---------------------------------------------+
+//               | batch results / DMA range list              |  32 KiB
+//   tables      +---------------------------------------------+  (placed by init)
+//               | segment table   SEG_MAX  x SEG_SIZE         |
+//               | domain table    domains  x DOM_SIZE         |
+//               | context table   contexts x CTX_SIZE         |
+//               | IOTLB           sets x ways x TLBE_SIZE     |
+//               | frame refcounts limitFrames x 4             |
+//   frameBase   +---------------------------------------------+  2 MiB aligned
+//               | 4 KiB frames: page-table pages, mmap RAM,   |
+//               | rings; handed out by frames.ts; the memory  |
+//               | grows on demand up to the configured limit  |
+//               +---------------------------------------------+
+//
+// A physical address is 64 bits: the high word names the segment, the low
+// word is the byte offset inside it. Segment 0 is this linear memory; other
+// segments are buffers registered by the embedder (an emulator's RAM).
+// Because the segment sits in bits 32..51, a physical address fits the
+// address field (bits 51:12) of a VT-d page-table entry unchanged.
+
+export const PAGE_SHIFT: u32 = 12;
+export const PAGE_SIZE: u32 = 1 << PAGE_SHIFT;
+/** Frames per 64 KiB wasm page. */
+export const FRAMES_PER_WASM_PAGE: u32 = 16;
+
+export const CTRL_BASE: u32 = 0x10000;
+export const MAILBOX: u32 = 0x11000;
+export const BATCH_IN: u32 = 0x12000;
+export const BATCH_OUT: u32 = 0x1a000;
+export const BATCH_BYTES: u32 = 0x8000;
+/** Largest N for translate_batch: one (lo, hi) pair in and out per IOVA. */
+export const BATCH_MAX: u32 = BATCH_BYTES / 8;
+export const TABLES_BASE: u32 = 0x22000;
+
+// Control block (CTRL_BASE), u32 words:
+//
+//   +0  magic 'vIOM'        +4  layout version
+//   +8  frameBase (pfn)     +12 limitFrames
+//   +16 segTable            +20 domTable        +24 ctxTable
+//   +28 iotlb base          +32 iotlb sets log2 +36 iotlb ways
+//   +40 refcount base       +44 domains         +48 contexts
+//   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
+//       invalidations @88
+export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
+export const LAYOUT_VERSION: u32 = 1;
+export const CTRL_FRAME_BASE: u32 = 8;
+export const CTRL_LIMIT_FRAMES: u32 = 12;
+export const CTRL_SEG_TABLE: u32 = 16;
+export const CTRL_DOM_TABLE: u32 = 20;
+export const CTRL_CTX_TABLE: u32 = 24;
+export const CTRL_IOTLB: u32 = 28;
+export const CTRL_IOTLB_SETS_LOG2: u32 = 32;
+export const CTRL_IOTLB_WAYS: u32 = 36;
+export const CTRL_REFCOUNT: u32 = 40;
+export const CTRL_DOMAINS: u32 = 44;
+export const CTRL_CONTEXTS: u32 = 48;
+export const CTRL_STAT_HITS: u32 = 56;
+export const CTRL_STAT_MISSES: u32 = 64;
+export const CTRL_STAT_WALKS: u32 = 72;
+export const CTRL_STAT_FAULTS: u32 = 80;
+export const CTRL_STAT_INVALIDATIONS: u32 = 88;
+
+// Mailbox (MAILBOX), u32 words, written by translate / walk / dma_ranges:
+//
+//   +0  pa lo   +4  pa hi (segment)   +8  leaf shift (12, 21, 30)
+//   +12 perm (PERM_*)   +16 level where the walk stopped
+//   +20 bytes covered (dma_ranges)   +24 fault iova lo   +28 fault iova hi
+export const MB_PA_LO: u32 = 0;
+export const MB_PA_HI: u32 = 4;
+export const MB_SHIFT: u32 = 8;
+export const MB_PERM: u32 = 12;
+export const MB_LEVEL: u32 = 16;
+export const MB_COVERED: u32 = 20;
+export const MB_FAULT_LO: u32 = 24;
+export const MB_FAULT_HI: u32 = 28;
+
+// Segment record (segTable + seg * SEG_SIZE):
+//
+//   +0 u64 size in bytes (0 = free slot; segment 0 is the linear memory)
+//   +8 u32 flags (SEG_PRESENT)   +12 reserved
+export const SEG_SIZE: u32 = 16;
+export const SEG_MAX: u32 = 256;
+export const SEG_PRESENT: u32 = 1;
+
+// Domain record (domTable + did * DOM_SIZE): one I/O page table.
+//
+//   +0  root pfn (0 = free slot)   +4  levels (3..5)
+//   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G)
+//   +12 generation (16 bits: the IOTLB tag; bumped to flush the domain)
+//   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
+//   +20 table pages held          +24 leaf bytes mapped (u64)
+// Domain id 0 is the blocked domain: a context pointing at it faults.
+export const DOM_SIZE: u32 = 32;
+export const DOM_ROOT: u32 = 0;
+export const DOM_LEVELS: u32 = 4;
+export const DOM_SIZES: u32 = 8;
+export const DOM_GEN: u32 = 12;
+export const DOM_TLB_SIZES: u32 = 16;
+export const DOM_TABLES: u32 = 20;
+export const DOM_MAPPED: u32 = 24;
+
+// Context record (ctxTable + ctx * CTX_SIZE): what one device+PASID reaches.
+//
+//   +0 domain id (0 = blocked)   +4 pasid   +8 flags   +12 reserved
+export const CTX_SIZE: u32 = 16;
+export const CTX_DID: u32 = 0;
+export const CTX_PASID: u32 = 4;
+
+// IOTLB entry (iotlb + (set * ways + way) * TLBE_SIZE), 32 bytes:
+//
+//   +0  u32 vpn lo    page number (iova >> 12) of the leaf's first page
+//   +4  u32 vpn hi    | size class << 24 (0: 4 KiB, 1: 2 MiB, 2: 1 GiB)
+//   +8  u32 did | generation << 16
+//   +12 u32 pasid | TLBE_VALID
+//   +16 u32 leaf pa lo   +20 u32 leaf pa hi (segment)
+//   +24 u32 perm         +28 u32 next victim way (way 0 of a set only)
+// Words 0..1 and 2..3 are compared as two u64 keys. The set index hashes the
+// page number and the domain, not the PASID, so that one probe finds every
+// PASID's copy of a page when a domain range is invalidated.
+export const TLBE_SIZE: u32 = 32;
+export const TLBE_VALID: u32 = 0x80000000;
+
+// Leaf sizes, as a bit per size class.
+export const SZ_4K: u32 = 1;
+export const SZ_2M: u32 = 2;
+export const SZ_1G: u32 = 4;
+
+// Access and permission bits (the R and W bits of a VT-d entry).
+export const PERM_R: u32 = 1;
+export const PERM_W: u32 = 2;
+
+// Translation status (0 = success). The level where a walk stopped is in the
+// mailbox; batch results carry it as status | level << 8.
+export const F_NONE: u32 = 0;
+/** The context has no domain: DMA is blocked. */
+export const F_BLOCKED: u32 = 1;
+/** The IOVA is above the domain's address width. */
+export const F_ADDR_WIDTH: u32 = 2;
+/** An entry of the walk is not present (R = W = 0). */
+export const F_NOT_PRESENT: u32 = 3;
+/** A read was refused by the entry's permissions. */
+export const F_READ: u32 = 4;
+/** A write was refused by the entry's permissions. */
+export const F_WRITE: u32 = 5;
+/** A reserved bit or a page size the table does not support. */
+export const F_RESERVED: u32 = 6;
+/** A table pointer leads outside the engine's memory. */
+export const F_TABLE_ADDR: u32 = 7;
+/** A leaf points outside its segment, or at no segment. */
+export const F_OUT_OF_SEGMENT: u32 = 8;
+
+// Engine-level errors of control calls (negative returns); host/engine maps
+// them to errnos, the engine itself knows none.
+export const ERR_NOMEM: i32 = -1;
+export const ERR_EXISTS: i32 = -2;
+export const ERR_INVAL: i32 = -3;
+export const ERR_FULL: i32 = -4;
+export const ERR_NOENT: i32 = -5;

@@ -1,0 +1,77 @@
+// Region bases chosen by init(), cached in wasm globals for the hot paths and
+// mirrored in the control block (layout.ts) so the host can read them.
+
+import {
+  CTRL_BASE, CTRL_MAGIC, LAYOUT_VERSION, CTRL_FRAME_BASE, CTRL_LIMIT_FRAMES,
+  CTRL_SEG_TABLE, CTRL_DOM_TABLE, CTRL_CTX_TABLE, CTRL_IOTLB, CTRL_IOTLB_SETS_LOG2,
+  CTRL_IOTLB_WAYS, CTRL_REFCOUNT, CTRL_DOMAINS, CTRL_CONTEXTS, TABLES_BASE,
+  SEG_MAX, SEG_SIZE, DOM_SIZE, CTX_SIZE, TLBE_SIZE, FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL,
+} from "./layout";
+
+export let segTable: usize = 0;
+export let domTable: usize = 0;
+export let ctxTable: usize = 0;
+export let iotlbBase: usize = 0;
+export let iotlbSetsLog2: u32 = 0;
+export let iotlbWays: u32 = 0;
+export let refBase: usize = 0;
+export let frameBase: u32 = 0;
+export let limitFrames: u32 = 0;
+export let maxDomains: u32 = 0;
+export let maxContexts: u32 = 0;
+
+// @ts-ignore: decorator
+@inline function alignUp(x: usize, a: usize): usize { return (x + a - 1) & ~(a - 1); }
+
+/**
+ * Lay out the tables for a memory of at most `limitPages` wasm pages, grow
+ * the memory to hold them, and fill the control block. Returns 0 or ERR_*.
+ */
+export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, contexts: u32): i32 {
+  if (limitPages == 0 || limitPages > 65536 || setsLog2 > 20 || ways == 0 || ways > 16 ||
+      domains < 2 || domains > 65536 || contexts == 0 || contexts > 65536) return ERR_INVAL;
+  limitFrames = limitPages * FRAMES_PER_WASM_PAGE;
+  iotlbSetsLog2 = setsLog2;
+  iotlbWays = ways;
+  maxDomains = domains;
+  maxContexts = contexts;
+
+  let p: usize = TABLES_BASE;
+  segTable = p; p += SEG_MAX * SEG_SIZE;
+  domTable = p; p += <usize>domains * DOM_SIZE;
+  ctxTable = p; p += <usize>contexts * CTX_SIZE;
+  p = alignUp(p, 64);
+  iotlbBase = p; p += (<usize>1 << setsLog2) * ways * TLBE_SIZE;
+  refBase = alignUp(p, 64); p = refBase + <usize>limitFrames * 4;
+  // Frames start on a 2 MiB boundary so that a run of frames can back a
+  // 2 MiB leaf (VT-d 3.7: a large page's address is aligned to its size).
+  p = alignUp(p, 2 << 20);
+  frameBase = <u32>(p >> 12);
+  if (frameBase >= limitFrames) return ERR_NOMEM;
+
+  const needPages = <i32>(p >> 16);
+  const have = memory.size();
+  if (needPages > have && memory.grow(needPages - have) < 0) return ERR_NOMEM;
+  memory.fill(TABLES_BASE, 0, p - TABLES_BASE);
+
+  store<u32>(CTRL_BASE, CTRL_MAGIC);
+  store<u32>(CTRL_BASE + 4, LAYOUT_VERSION);
+  store<u32>(CTRL_BASE + CTRL_FRAME_BASE, frameBase);
+  store<u32>(CTRL_BASE + CTRL_LIMIT_FRAMES, limitFrames);
+  store<u32>(CTRL_BASE + CTRL_SEG_TABLE, <u32>segTable);
+  store<u32>(CTRL_BASE + CTRL_DOM_TABLE, <u32>domTable);
+  store<u32>(CTRL_BASE + CTRL_CTX_TABLE, <u32>ctxTable);
+  store<u32>(CTRL_BASE + CTRL_IOTLB, <u32>iotlbBase);
+  store<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2, setsLog2);
+  store<u32>(CTRL_BASE + CTRL_IOTLB_WAYS, ways);
+  store<u32>(CTRL_BASE + CTRL_REFCOUNT, <u32>refBase);
+  store<u32>(CTRL_BASE + CTRL_DOMAINS, domains);
+  store<u32>(CTRL_BASE + CTRL_CONTEXTS, contexts);
+  return 0;
+}
+
+/** Add to a u64 counter of the control block. */
+// @ts-ignore: decorator
+@inline export function count(offset: u32, n: u64 = 1): void {
+  store<u64>(CTRL_BASE + offset, load<u64>(CTRL_BASE + offset) + n);
+}

@@ -1,0 +1,142 @@
+// Device contexts and the translation paths: one IOVA per call, N per call,
+// and a DMA range turned into a list of physical ranges.
+//
+// A context is what one device + PASID reaches (layout.ts, CTX_*): a domain
+// id, or 0 for the blocked domain. Translation = context -> IOTLB (tagged by
+// domain, generation and PASID) -> walk on a miss -> fill.
+
+import {
+  CTX_SIZE, CTX_DID, CTX_PASID, MAILBOX, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
+  MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_IN, BATCH_OUT, BATCH_BYTES, BATCH_MAX,
+  F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_W, ERR_INVAL, ERR_NOENT,
+  CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
+} from "./layout";
+import { ctxTable, maxContexts, maxDomains, count } from "./state";
+import { iotlbLookup, iotlbInsert, hitPa, hitShift, hitPerm } from "./iotlb";
+import { ptWalk, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
+
+// @ts-ignore: decorator
+@inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }
+
+/** Point context c at domain did (0 = blocked) for PASID pasid. */
+export function ctxSet(c: u32, did: u32, pasid: u32): i32 {
+  if (c >= maxContexts || did >= maxDomains) return ERR_INVAL;
+  store<u32>(ctx(c) + CTX_DID, did);
+  store<u32>(ctx(c) + CTX_PASID, pasid);
+  return 0;
+}
+
+export function ctxDomain(c: u32): i32 { return c < maxContexts ? <i32>load<u32>(ctx(c) + CTX_DID) : ERR_NOENT; }
+
+// Result of translate1.
+let rPa: u64 = 0;
+let rShift: u32 = 0;
+let rPerm: u32 = 0;
+let rLevel: u32 = 0;
+
+/** Translate one IOVA for an access (PERM_R and/or PERM_W); F_NONE or a fault. */
+// @ts-ignore: decorator
+@inline function translate1(c: u32, iova: u64, access: u32): u32 {
+  const did = load<u32>(ctx(c) + CTX_DID);
+  if (did == 0) { rLevel = 0; return F_BLOCKED; }
+  const pasid = load<u32>(ctx(c) + CTX_PASID);
+  if (iotlbLookup(did, pasid, iova)) {
+    count(CTRL_STAT_HITS);
+    rPa = hitPa; rShift = hitShift; rPerm = hitPerm;
+  } else {
+    count(CTRL_STAT_MISSES);
+    const st = ptWalk(did, iova);
+    rLevel = walkLevel;
+    if (st != F_NONE) return st;
+    iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, walkPerm);
+    rShift = walkShift; rPerm = walkPerm;
+    rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
+  }
+  rLevel = 0;
+  if ((access & ~rPerm) != 0) return (access & ~rPerm & PERM_W) != 0 ? F_WRITE : F_READ;
+  return F_NONE;
+}
+
+function fault(st: u32, iova: u64): u32 {
+  count(CTRL_STAT_FAULTS);
+  store<u32>(MAILBOX + MB_FAULT_LO, <u32>iova);
+  store<u32>(MAILBOX + MB_FAULT_HI, <u32>(iova >> 32));
+  store<u32>(MAILBOX + MB_LEVEL, rLevel);
+  return st;
+}
+
+/**
+ * Translate one IOVA. Returns F_NONE and fills the mailbox (pa lo/hi, leaf
+ * shift, perm), or a fault (mailbox: level, fault iova).
+ */
+export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
+  const iova = (<u64>iovaHi << 32) | iovaLo;
+  const st = translate1(c, iova, access);
+  if (st != F_NONE) return fault(st, iova);
+  store<u64>(MAILBOX + MB_PA_LO, rPa);
+  store<u32>(MAILBOX + MB_SHIFT, rShift);
+  store<u32>(MAILBOX + MB_PERM, rPerm);
+  return F_NONE;
+}
+
+/**
+ * Translate n IOVAs from BATCH_IN ((lo, hi) pairs) into BATCH_OUT: (pa lo,
+ * pa hi) per IOVA, or (status | level << 8, 0xffffffff) for a fault.
+ * Returns the number of faults.
+ */
+export function translateBatch(c: u32, n: u32, access: u32): u32 {
+  if (n > BATCH_MAX) n = BATCH_MAX;
+  let faults: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const p = <usize>i << 3;
+    const iova = load<u64>(<usize>BATCH_IN + p);
+    const st = translate1(c, iova, access);
+    if (st == F_NONE) {
+      store<u64>(<usize>BATCH_OUT + p, rPa);
+    } else {
+      store<u64>(<usize>BATCH_OUT + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
+      faults++;
+    }
+  }
+  if (faults != 0) count(CTRL_STAT_FAULTS, faults);
+  return faults;
+}
+
+/** Room for (pa lo, pa hi, length) triples in BATCH_OUT. */
+const RANGES_MAX: u32 = BATCH_BYTES / 12;
+
+/**
+ * Translate the DMA [iova, iova + len) into physical ranges, merging pages
+ * that are contiguous in one segment, into BATCH_OUT as (pa lo, pa hi, len)
+ * u32 triples. Stops when the list is full: the mailbox says how many bytes
+ * the list covers. Returns the number of ranges, or the fault as -(status)
+ * with the faulting IOVA in the mailbox. Touches no memory but the lists.
+ */
+export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u32): i32 {
+  let iova = (<u64>iovaHi << 32) | iovaLo;
+  let left = len;
+  let n: u32 = 0;
+  let out: usize = BATCH_OUT;
+  let prevEnd: u64 = 0;
+  while (left != 0) {
+    const st = translate1(c, iova, access);
+    if (st != F_NONE) return -<i32>fault(st, iova);
+    const inLeaf = (<u64>1 << rShift) - (iova & ((<u64>1 << rShift) - 1));
+    const chunk = <u32>min(<u64>left, inLeaf);
+    // Merge when contiguous and the offset stays inside the 32-bit segment.
+    if (n != 0 && rPa == prevEnd && (rPa & 0xffffffff) + chunk <= 0x100000000) {
+      store<u32>(out - 4, load<u32>(out - 4) + chunk);
+    } else {
+      if (n == RANGES_MAX) break;
+      store<u64>(out, rPa);
+      store<u32>(out, chunk, 8);
+      out += 12;
+      n++;
+    }
+    prevEnd = rPa + chunk;
+    iova += chunk;
+    left -= chunk;
+  }
+  store<u32>(MAILBOX + MB_COVERED, len - left);
+  return <i32>n;
+}
