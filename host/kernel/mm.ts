@@ -1,0 +1,257 @@
+// The process address space: user VAs mapped to physical pages at 4 KiB
+// granularity, as a process's page tables would map them (DESIGN 2).
+//
+// - Anonymous mmap gets its frames at once, physically contiguous where the
+//   allocator can (a 2 MiB-aligned run for mappings of 2 MiB or more, whose
+//   VA is 2 MiB-aligned too, as Linux aligns THP-sized anonymous mappings),
+//   so that large IOPTEs apply.
+// - A MAP_SHARED mapping of a memfd maps the file's pages, allocated on
+//   first touch. MAP_PRIVATE of a memfd copies the file's bytes at mmap time
+//   (a deliberate simplification of copy-on-write, stated in the README).
+// - An embedder segment can be mapped at a VA (mapPhys).
+// Pins take a frame reference per page (get_user_pages), so a pinned page
+// survives munmap and truncation until it is unpinned.
+
+import type { Engine } from '../engine/engine.js';
+import { SysError } from '../uapi/errno.js';
+import { MemFile } from './memfd.js';
+import { PhysMem, PAGE_SIZE, PAGE_SHIFT, SEG_SPAN } from './phys.js';
+
+// include/uapi/asm-generic/mman-common.h, mman.h
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+
+/** mmap() allocates top-down below this address, as x86-64 Linux does below its mmap_base. */
+const MMAP_TOP = 0x7f00_0000_0000;
+const MMAP_BOTTOM = 0x1_0000_0000;
+const HPAGE = 2 << 20;
+
+type Backing =
+  | { kind: 'anon'; frames: Uint32Array }
+  | { kind: 'file'; file: MemFile; pgoff: number }
+  | { kind: 'phys'; base: number };
+
+interface Vma { start: number; end: number; prot: number; backing: Backing }
+
+/** A physically contiguous piece of a pinned range. */
+export interface PhysRun { pa: number; length: number }
+
+export class AddressSpace {
+  /** Sorted by start, non-overlapping. */
+  private vmas: Vma[] = [];
+
+  constructor(private readonly engine: Engine, private readonly phys: PhysMem) {}
+
+  /** mmap(2) without an address hint. */
+  mmap(length: number, prot: number, flags: number, file: MemFile | null, offset: number): number {
+    const type = flags & (MAP_SHARED | MAP_PRIVATE);
+    if (!Number.isSafeInteger(length) || length <= 0 || (type !== MAP_SHARED && type !== MAP_PRIVATE) ||
+        (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0 || offset % PAGE_SIZE !== 0 || offset < 0) {
+      throw new SysError('EINVAL');
+    }
+    const len = roundUp(length);
+    const start = this.findHole(len, len >= HPAGE ? HPAGE : PAGE_SIZE);
+    let backing: Backing;
+    if (file === null) {
+      backing = { kind: 'anon', frames: this.allocFrames(len / PAGE_SIZE) };
+    } else if (type === MAP_SHARED) {
+      backing = { kind: 'file', file: file.get(), pgoff: offset / PAGE_SIZE };
+    } else {
+      backing = { kind: 'anon', frames: this.allocFrames(len / PAGE_SIZE) };
+      const bytes = new Uint8Array(Math.max(0, Math.min(len, file.size - offset)));
+      file.readAt(offset, bytes);
+      this.insert({ start, end: start + len, prot: PROT_READ | PROT_WRITE, backing });
+      this.write(start, bytes);
+      this.vmas.find((v) => v.start === start)!.prot = prot;
+      return start;
+    }
+    this.insert({ start, end: start + len, prot, backing });
+    return start;
+  }
+
+  /** Map [pa, pa + length) of a registered segment at a new VA. */
+  mapPhys(pa: number, length: number, prot: number): number {
+    const seg = Math.floor(pa / SEG_SPAN), off = pa - seg * SEG_SPAN;
+    if (!Number.isSafeInteger(length) || length <= 0 || off % PAGE_SIZE !== 0 || off + roundUp(length) > this.phys.segmentSize(seg)) {
+      throw new SysError('EINVAL');
+    }
+    const len = roundUp(length);
+    const start = this.findHole(len, len >= HPAGE ? HPAGE : PAGE_SIZE);
+    this.insert({ start, end: start + len, prot, backing: { kind: 'phys', base: pa } });
+    return start;
+  }
+
+  /** munmap(2): whole or partial; unmapped holes in the range are fine. */
+  munmap(va: number, length: number): void {
+    if (!Number.isSafeInteger(va) || va % PAGE_SIZE !== 0 || !Number.isSafeInteger(length) || length <= 0) throw new SysError('EINVAL');
+    const end = va + roundUp(length);
+    const kept: Vma[] = [];
+    for (const v of this.vmas) {
+      if (v.end <= va || v.start >= end) { kept.push(v); continue; }
+      if (v.start < va) kept.push(this.slice(v, v.start, va));
+      this.release(this.slice(v, Math.max(v.start, va), Math.min(v.end, end)));
+      if (v.end > end) kept.push(this.slice(v, end, v.end));
+      if (v.backing.kind === 'file') v.backing.file.put(); // the slices took their own references
+    }
+    this.vmas = kept;
+  }
+
+  /** Tear everything down (process exit). */
+  clear(): void {
+    for (const v of this.vmas) this.release(v);
+    this.vmas = [];
+  }
+
+  /** Read user memory; EFAULT if any byte is unmapped or not readable. */
+  read(va: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    this.access(va, length, PROT_READ, (pa, at, n) => this.phys.read(pa, out.subarray(at, at + n)));
+    return out;
+  }
+
+  /** Write user memory; EFAULT if any byte is unmapped or not writable (nothing is written then). */
+  write(va: number, bytes: Uint8Array): void {
+    this.access(va, bytes.length, PROT_WRITE, () => {});
+    this.access(va, bytes.length, PROT_WRITE, (pa, at, n) => this.phys.write(pa, bytes.subarray(at, at + n)));
+  }
+
+  /**
+   * Pin [va, va + length): take a reference on every page and return the
+   * physical runs. EFAULT if a page is unmapped, or lacks the access.
+   */
+  pin(va: number, length: number, writable: boolean): PhysRun[] {
+    const runs: PhysRun[] = [];
+    this.access(va, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, (pa, _at, n) => {
+      const last = runs[runs.length - 1];
+      if (last && last.pa + last.length === pa && sameSegment(last.pa, pa)) last.length += n;
+      else runs.push({ pa, length: n });
+    });
+    for (const r of runs) this.holdRun(r, +1);
+    return runs;
+  }
+
+  unpin(runs: PhysRun[]): void {
+    for (const r of runs) this.holdRun(r, -1);
+  }
+
+  private holdRun(r: PhysRun, delta: 1 | -1): void {
+    const first = Math.floor(r.pa / PAGE_SIZE), n = Math.ceil((r.pa % PAGE_SIZE + r.length) / PAGE_SIZE);
+    if (r.pa >= SEG_SPAN) { this.phys.pinSegment(Math.floor(r.pa / SEG_SPAN), delta); return; }
+    if (delta > 0) this.engine.getFrames(first, n);
+    else this.engine.putFrames(first, n);
+  }
+
+  /**
+   * Visit [va, va + length) page by page as (pa, offset in range, bytes),
+   * after checking that every page is mapped with `need`. Nothing is
+   * visited if any check fails.
+   */
+  private access(va: number, length: number, need: number, visit: (pa: number, at: number, n: number) => void): void {
+    if (length === 0) return;
+    if (!Number.isSafeInteger(va) || va < 0 || !Number.isSafeInteger(length) || length < 0) throw new SysError('EFAULT');
+    const end = va + length;
+    // Check first, so that a fault leaves nothing half done.
+    for (let at = va; at < end;) {
+      const v = this.find(at);
+      if (!v || (v.prot & need) !== need) throw new SysError('EFAULT');
+      if (v.backing.kind === 'file' && (v.backing.pgoff * PAGE_SIZE + (Math.min(end, v.end) - 1 - v.start)) >= v.backing.file.size) throw new SysError('EFAULT');
+      at = v.end;
+    }
+    let v: Vma | undefined;
+    for (let at = va; at < end;) {
+      if (!v || at >= v.end) v = this.find(at)!;
+      const n = Math.min(PAGE_SIZE - (at % PAGE_SIZE), end - at);
+      visit(this.pageAddr(v, at - (at % PAGE_SIZE)) + (at % PAGE_SIZE), at - va, n);
+      at += n;
+    }
+  }
+
+  private pageAddr(v: Vma, pageVa: number): number {
+    const idx = (pageVa - v.start) / PAGE_SIZE;
+    const b = v.backing;
+    if (b.kind === 'anon') return b.frames[idx] * PAGE_SIZE;
+    if (b.kind === 'phys') return b.base + idx * PAGE_SIZE;
+    return b.file.frame(b.pgoff + idx) * PAGE_SIZE;
+  }
+
+  private find(va: number): Vma | undefined {
+    let lo = 0, hi = this.vmas.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1, v = this.vmas[mid];
+      if (va < v.start) hi = mid - 1;
+      else if (va >= v.end) lo = mid + 1;
+      else return v;
+    }
+    return undefined;
+  }
+
+  /** Highest free [start, start + len) below MMAP_TOP with start aligned to `align`. */
+  private findHole(len: number, align: number): number {
+    let top = MMAP_TOP;
+    for (let i = this.vmas.length - 1; i >= -1; i--) {
+      const floor = i >= 0 ? this.vmas[i].end : MMAP_BOTTOM;
+      if (floor >= top) { top = Math.min(top, i >= 0 ? this.vmas[i].start : top); continue; }
+      const start = Math.floor((top - len) / align) * align;
+      if (start >= floor) return start;
+      if (i >= 0) top = this.vmas[i].start;
+    }
+    throw new SysError('ENOMEM');
+  }
+
+  private insert(v: Vma): void {
+    let i = this.vmas.length;
+    while (i > 0 && this.vmas[i - 1].start > v.start) i--;
+    this.vmas.splice(i, 0, v);
+  }
+
+  /** Frames for n pages: contiguous runs as large as the allocator gives, biggest first. */
+  private allocFrames(n: number): Uint32Array {
+    const frames = new Uint32Array(n);
+    let done = 0;
+    let chunk = n;
+    try {
+      while (done < n) {
+        chunk = Math.min(chunk, n - done);
+        const align = chunk >= 512 ? 512 : 1;
+        const pfn = this.engine.tryAllocFrames(chunk, align);
+        if (pfn < 0) {
+          if (chunk === 1) throw new SysError('ENOMEM');
+          chunk = Math.max(1, chunk >>> 1);
+          continue;
+        }
+        for (let i = 0; i < chunk; i++) frames[done + i] = pfn + i;
+        done += chunk;
+      }
+    } catch (e) {
+      for (let i = 0; i < done; i++) this.engine.putFrames(frames[i], 1);
+      throw e;
+    }
+    return frames;
+  }
+
+  /** A VMA for [start, end) of v, sharing its backing. */
+  private slice(v: Vma, start: number, end: number): Vma {
+    const skip = (start - v.start) / PAGE_SIZE;
+    const b = v.backing;
+    let backing: Backing;
+    if (b.kind === 'anon') backing = { kind: 'anon', frames: b.frames.subarray(skip, skip + (end - start) / PAGE_SIZE) };
+    else if (b.kind === 'phys') backing = { kind: 'phys', base: b.base + skip * PAGE_SIZE };
+    else backing = { kind: 'file', file: b.file.get(), pgoff: b.pgoff + skip };
+    return { start, end, prot: v.prot, backing };
+  }
+
+  private release(v: Vma): void {
+    const b = v.backing;
+    if (b.kind === 'anon') for (const pfn of b.frames) this.engine.putFrames(pfn, 1);
+    else if (b.kind === 'file') b.file.put();
+  }
+}
+
+function roundUp(n: number): number { return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE; }
+function sameSegment(a: number, b: number): boolean { return Math.floor(a / SEG_SPAN) === Math.floor(b / SEG_SPAN); }
+export { PAGE_SHIFT };

@@ -1,0 +1,85 @@
+// Host physical memory as the kernel sees it: segment 0 is the engine's
+// linear memory, the others are the embedder's buffers (DESIGN 2). A
+// physical address is a number: segment * 2^32 + offset (exact in a double,
+// since segments are below 2^20).
+
+import type { Engine } from '../engine/engine.js';
+import { SysError } from '../uapi/errno.js';
+
+export const SEG_SPAN = 0x1_0000_0000;
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;
+
+/** A buffer an embedder registers as physical memory. */
+export type SegmentSource = ArrayBuffer | SharedArrayBuffer | WebAssembly.Memory | Uint8Array;
+
+export interface Segment {
+  readonly id: number;
+  readonly size: number;
+  /** Physical address of the segment's first byte. */
+  readonly base: number;
+}
+
+interface SegEntry { source: SegmentSource; size: number; view: Uint8Array; pins: number }
+
+export class PhysMem {
+  private readonly segs = new Map<number, SegEntry>();
+
+  constructor(readonly engine: Engine) {}
+
+  /** Register an embedder buffer; its current length is the segment size. */
+  addSegment(source: SegmentSource): Segment {
+    const view = viewOf(source);
+    if (view.byteLength === 0 || view.byteLength > SEG_SPAN) throw new SysError('EINVAL', 'segment size must be 1 byte to 4 GiB');
+    const id = this.engine.addSegment(view.byteLength);
+    this.segs.set(id, { source, size: view.byteLength, view, pins: 0 });
+    return { id, size: view.byteLength, base: id * SEG_SPAN };
+  }
+
+  /** Unregister; EBUSY while pages of it are pinned (an IOAS maps them). */
+  removeSegment(id: number): void {
+    const s = this.segs.get(id);
+    if (!s) throw new SysError('ENOENT');
+    if (s.pins > 0) throw new SysError('EBUSY');
+    this.engine.removeSegment(id);
+    this.segs.delete(id);
+  }
+
+  segmentSize(id: number): number {
+    if (id === 0) return this.engine.memory.buffer.byteLength;
+    const s = this.segs.get(id);
+    if (!s) throw new SysError('EFAULT');
+    return s.size;
+  }
+
+  pinSegment(id: number, delta: number): void {
+    const s = this.segs.get(id);
+    if (s) s.pins += delta;
+  }
+
+  /** The bytes of a segment (re-derived when a WebAssembly.Memory has grown). */
+  view(seg: number): Uint8Array {
+    if (seg === 0) return this.engine.bytes;
+    const s = this.segs.get(seg);
+    if (!s) throw new SysError('EFAULT');
+    if (s.source instanceof WebAssembly.Memory && s.view.buffer !== s.source.buffer) s.view = new Uint8Array(s.source.buffer, 0, s.size);
+    return s.view;
+  }
+
+  /** Copy [pa, pa + dst.length) into dst. The range must lie in one segment. */
+  read(pa: number, dst: Uint8Array): void {
+    const seg = Math.floor(pa / SEG_SPAN), off = pa - seg * SEG_SPAN;
+    dst.set(this.view(seg).subarray(off, off + dst.length));
+  }
+
+  write(pa: number, src: Uint8Array): void {
+    const seg = Math.floor(pa / SEG_SPAN), off = pa - seg * SEG_SPAN;
+    this.view(seg).set(src, off);
+  }
+}
+
+function viewOf(source: SegmentSource): Uint8Array {
+  if (source instanceof WebAssembly.Memory) return new Uint8Array(source.buffer);
+  if (source instanceof Uint8Array) return source;
+  return new Uint8Array(source);
+}
