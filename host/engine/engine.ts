@@ -212,7 +212,7 @@ export class Engine {
 
   /**
    * Translate one IOVA through the IOTLB. Returns 0 and leaves the result in
-   * lastPa*/lastShift/lastPerm, or a fault status (lastFault*).
+   * lastPaLo, lastPaHi, lastShift and lastPerm, or a fault status (lastLevel, lastFaultIova).
    */
   translate(ctx: number, iovaLo: number, iovaHi: number, access: number): number {
     return this.x.translate(ctx, iovaLo, iovaHi, access);

@@ -1,0 +1,143 @@
+// The simulated process and kernel an embedder talks to: a POSIX-like face
+// (open, close, ioctl, read, write, poll, mmap, munmap, memfd_create,
+// ftruncate, byte access at a VA) over the engine, plus the machine's
+// emulated PCI functions.
+
+import { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
+import { Engine, type EngineOptions } from './engine/engine.js';
+import { intelVtd } from './iommu/intel_vtd.js';
+import { IommufdFile } from './iommufd/main.js';
+import { KFile, POLLNVAL } from './kernel/file.js';
+import { MemFile } from './kernel/memfd.js';
+import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
+import { ContextPool, PciFunction, type DeviceOptions, type Dma } from './kernel/pci.js';
+import { PhysMem, type Segment, type SegmentSource } from './kernel/phys.js';
+import { SysError } from './uapi/errno.js';
+import { VfioDeviceFile } from './vfio/device_cdev.js';
+
+export interface HostOptions extends EngineOptions {
+  /** Where the engine comes from: a URL, bytes or a compiled module (default: the package's own release.wasm). */
+  wasm?: WasmSource;
+  /** Which build to load by default. */
+  variant?: WasmVariant;
+}
+
+/** What addDevice returns: the function's VFIO path and its DMA. */
+export interface DeviceHandle {
+  readonly path: string;
+  readonly iommu: string;
+  readonly dma: Dma;
+}
+
+/** The first fd handed out: 0, 1 and 2 are the process's stdio. */
+const FIRST_FD = 3;
+
+export class Host {
+  readonly engine: Engine;
+  private readonly phys: PhysMem;
+  private readonly mm: AddressSpace;
+  private readonly fds = new Map<number, KFile>();
+  private readonly devices: PciFunction[] = [];
+  private readonly contexts: ContextPool;
+
+  /** Byte access to the process's memory at a VA (EFAULT where unmapped or not permitted). */
+  readonly mem: { read(va: number, length: number): Uint8Array; write(va: number, bytes: Uint8Array): void };
+
+  constructor(engine: Engine, contexts: number) {
+    this.engine = engine;
+    this.phys = new PhysMem(engine);
+    this.mm = new AddressSpace(engine, this.phys);
+    this.contexts = new ContextPool(contexts);
+    this.mem = {
+      read: (va, length) => this.mm.read(va, length),
+      write: (va, bytes) => this.mm.write(va, bytes),
+    };
+  }
+
+  private install(file: KFile): number {
+    let fd = FIRST_FD;
+    while (this.fds.has(fd)) fd++;
+    this.fds.set(fd, file);
+    return fd;
+  }
+
+  private file(fd: number): KFile {
+    const f = this.fds.get(fd);
+    if (!f) throw new SysError('EBADF');
+    return f;
+  }
+
+  /** open(2): /dev/iommu, or a VFIO device path from addDevice. */
+  open(path: string): number {
+    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm));
+    const dev = this.devices.find((d) => d.path === path);
+    if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
+    throw new SysError('ENOENT');
+  }
+
+  close(fd: number): void {
+    const f = this.file(fd);
+    this.fds.delete(fd);
+    f.put();
+  }
+
+  ioctl(fd: number, request: number, arg: Uint8Array): number { return this.file(fd).ioctl(request, arg); }
+  read(fd: number, buf: Uint8Array): number { return this.file(fd).read(buf); }
+  write(fd: number, buf: Uint8Array): number { return this.file(fd).write(buf); }
+
+  /** poll(2) on one fd, answered at once: the ready events (POLLNVAL for a bad fd). */
+  poll(fd: number, events: number): number {
+    const f = this.fds.get(fd);
+    return f ? f.poll(events) : POLLNVAL;
+  }
+
+  /** mmap(2) with no address hint; returns the VA. Anonymous private memory by default. */
+  mmap(length: number, prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS, fd = -1, offset = 0): number {
+    if (flags & MAP_ANONYMOUS) return this.mm.mmap(length, prot, flags, null, 0);
+    const f = this.file(fd);
+    if (!(f instanceof MemFile)) throw new SysError('ENODEV');
+    return this.mm.mmap(length, prot, flags, f, offset);
+  }
+
+  munmap(va: number, length: number): void { this.mm.munmap(va, length); }
+
+  /** memfd_create(2). */
+  memfdCreate(name: string): number {
+    if (name.length > 249) throw new SysError('EINVAL'); // MFD_NAME_MAX_LEN
+    return this.install(new MemFile(this.engine, name));
+  }
+
+  /** ftruncate(2): EINVAL on anything but a regular file (here, a memfd). */
+  ftruncate(fd: number, length: number): void {
+    const f = this.file(fd);
+    if (!(f instanceof MemFile)) throw new SysError('EINVAL');
+    f.truncate(length);
+  }
+
+  /**
+   * Register an embedder buffer (an emulator's RAM) as a segment of physical
+   * memory. mapSegment puts it in the address space, so an IOAS can map it.
+   */
+  addSegment(source: SegmentSource): Segment { return this.phys.addSegment(source); }
+  removeSegment(id: number): void { this.phys.removeSegment(id); }
+  mapSegment(seg: Segment, offset = 0, length = seg.size - offset, prot = PROT_READ | PROT_WRITE): number {
+    return this.mm.mapPhys(seg.base + offset, length, prot);
+  }
+
+  /** An emulated PCI function behind an emulated physical IOMMU. */
+  addDevice(options: DeviceOptions = {}): DeviceHandle {
+    const iommu = options.iommu ?? 'intel-vtd';
+    if (iommu !== 'intel-vtd') throw new SysError('ENODEV', `the ${iommu} IOMMU is not emulated yet`);
+    const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
+    const dev = new PciFunction(this.devices.length, intelVtd(this.engine), opts, this.engine, this.contexts, this.phys);
+    this.devices.push(dev);
+    return { path: dev.path, iommu, dma: dev.dma };
+  }
+}
+
+/** Create a host: compile (or take) the engine, instantiate it, lay out its memory. */
+export async function createHost(options: HostOptions = {}): Promise<Host> {
+  const module = await compileEngine(options.wasm, options.variant);
+  const engine = Engine.create(module, options);
+  return new Host(engine, options.contexts ?? 4096);
+}

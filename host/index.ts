@@ -1,0 +1,12 @@
+// wasm-viommu's public entry: the host (POSIX-like face over the engine),
+// its errors, and the uapi table for callers that build ioctl structs.
+
+export { createHost, Host, type HostOptions, type DeviceHandle } from './host.js';
+export { SysError, Errno, errnoName } from './uapi/errno.js';
+export { DmaFault, type DeviceOptions, type DmaOptions, type FaultReason, type Dma } from './kernel/pci.js';
+export type { Segment, SegmentSource } from './kernel/phys.js';
+export { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } from './kernel/mm.js';
+export { POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM } from './kernel/file.js';
+export type { EngineOptions } from './engine/engine.js';
+export { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
+export * as uapi from './uapi/index.js';

@@ -1,0 +1,127 @@
+// DEVICE (drivers/iommu/iommufd/device.c): a device bound to an iommufd by
+// its driver (VFIO), and its attachments per PASID. Attaching to an IOAS
+// picks or creates an automatic HWPT_PAGING; attaching to a HWPT uses it.
+
+import type { Engine } from '../engine/engine.js';
+import type { PciFunction } from '../kernel/pci.js';
+import { SysError } from '../uapi/errno.js';
+import { IommufdObject, type ObjectTable } from './object.js';
+import { HwptPaging } from './hw_pagetable.js';
+import type { Ioas } from './ioas.js';
+
+/** IOMMU_NO_PASID: the requester id itself. */
+export const NO_PASID = 0;
+
+export class IommufdDevice extends IommufdObject {
+  readonly type = 'DEVICE' as const;
+  private readonly attached = new Map<number, HwptPaging>();
+
+  constructor(private readonly engine: Engine, private readonly objects: ObjectTable, readonly pci: PciFunction) {
+    super();
+    this.users++; // the binding driver's reference: DESTROY from userspace is EBUSY
+  }
+
+  /** The HWPT attached on a PASID, if any. */
+  hwpt(pasid = NO_PASID): HwptPaging | undefined { return this.attached.get(pasid); }
+
+  /** iommufd_device_attach: returns the id of the HWPT attached. */
+  attach(ptId: number, pasid = NO_PASID): number {
+    if (this.attached.has(pasid)) throw new SysError('EBUSY');
+    const hwpt = this.resolve(ptId, pasid, (h) => this.link(h, pasid, null));
+    return hwpt.id;
+  }
+
+  /** iommufd_device_replace: move an attachment without a gap in translation. */
+  replace(ptId: number, pasid = NO_PASID): number {
+    const old = this.attached.get(pasid);
+    if (!old) throw new SysError('EINVAL');
+    const hwpt = this.resolve(ptId, pasid, (h) => { if (h !== old) this.link(h, pasid, old); });
+    return hwpt.id;
+  }
+
+  /** iommufd_device_detach: back to the blocked domain; an automatic HWPT may go. */
+  detach(pasid = NO_PASID): void {
+    const hwpt = this.attached.get(pasid);
+    if (!hwpt) return;
+    this.pci.setContext(pasid, 0);
+    this.attached.delete(pasid);
+    if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
+    if (this.attached.size === 0) this.users--;
+    this.unlink(hwpt);
+  }
+
+  /** Unbind: detach everything. */
+  destroy(): void {
+    for (const pasid of [...this.attached.keys()]) this.detach(pasid);
+  }
+
+  /**
+   * The HWPT for pt_id, handed to `use` (which attaches or throws). For an
+   * IOAS: each automatic HWPT of it in turn (EINVAL = incompatible, try the
+   * next), else a new automatic one, freed again if `use` fails.
+   */
+  private resolve(ptId: number, pasid: number, use: (h: HwptPaging) => void): HwptPaging {
+    const obj = this.objects.find(ptId);
+    if (!obj) throw new SysError('ENOENT');
+    if (obj.type === 'HWPT_PAGING') {
+      if (pasid !== NO_PASID) throw new SysError('EINVAL'); // not allocated with IOMMU_HWPT_ALLOC_PASID
+      use(obj as HwptPaging);
+      return obj as HwptPaging;
+    }
+    if (obj.type !== 'IOAS') throw new SysError('EINVAL');
+    // An IOAS for a PASID makes a non-PASID-compatible automatic domain: EINVAL.
+    if (pasid !== NO_PASID) throw new SysError('EINVAL');
+    const ioas = obj as Ioas;
+    for (const h of ioas.hwpts) {
+      if (!h.auto || h.driver.kind !== this.pci.driver.kind) continue;
+      try {
+        use(h);
+        return h;
+      } catch (e) {
+        if (!(e instanceof SysError && e.code === 'EINVAL')) throw e;
+      }
+    }
+    const h = this.objects.add(new HwptPaging(this.engine, ioas, this.pci.driver, true));
+    try {
+      h.addToIoas();
+    } catch (e) {
+      this.objects.remove(h);
+      throw e;
+    }
+    try {
+      use(h);
+    } catch (e) {
+      this.objects.remove(h);
+      throw e;
+    }
+    return h;
+  }
+
+  /** Attach to hwpt on pasid, replacing `old` (same PASID) if given. All or nothing. */
+  private link(hwpt: HwptPaging, pasid: number, old: HwptPaging | null): void {
+    const moving = pasid === NO_PASID && (old === null || old.ioas !== hwpt.ioas);
+    if (moving) for (const r of this.pci.driver.resvRegions()) {
+      try {
+        hwpt.ioas.iopt.reserve(r.start, r.last, this);
+      } catch (e) {
+        hwpt.ioas.iopt.unreserve(this);
+        throw e;
+      }
+    }
+    if (!old && this.attached.size === 0) this.users++; // +1 while attached
+    this.pci.setContext(pasid, hwpt.did);
+    this.attached.set(pasid, hwpt);
+    hwpt.users++;
+    hwpt.attached++;
+    if (old) {
+      if (moving) old.ioas.iopt.unreserve(this);
+      this.unlink(old);
+    }
+  }
+
+  private unlink(hwpt: HwptPaging): void {
+    hwpt.users--;
+    hwpt.attached--;
+    if (hwpt.auto && hwpt.attached === 0) this.objects.remove(hwpt);
+  }
+}

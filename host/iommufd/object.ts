@@ -1,0 +1,57 @@
+// iommufd objects and the per-fd id table (drivers/iommu/iommufd/main.c):
+// ids from 1, the lowest free one first (xa_alloc with XA_FLAGS_ALLOC1);
+// a wrong-type id behaves like a missing one (ENOENT); DESTROY succeeds only
+// when the table's own reference is the last one (users == 1), else EBUSY.
+
+import { SysError } from '../uapi/errno.js';
+
+export type ObjType = 'IOAS' | 'DEVICE' | 'HWPT_PAGING' | 'HWPT_NESTED' | 'FAULT' | 'VIOMMU' | 'VDEVICE' | 'VEVENTQ' | 'ACCESS' | 'HW_QUEUE';
+
+export abstract class IommufdObject {
+  id = 0;
+  /** 1 for the id table, +1 for each object or driver that depends on this one. */
+  users = 1;
+  abstract readonly type: ObjType;
+  /** Free what the object holds; called once, after it left the table. */
+  abstract destroy(): void;
+}
+
+export class ObjectTable {
+  private readonly objs = new Map<number, IommufdObject>();
+
+  /** Insert with the lowest free id (>= 1). */
+  add<T extends IommufdObject>(obj: T): T {
+    let id = 1;
+    while (this.objs.has(id)) id++;
+    obj.id = id;
+    this.objs.set(id, obj);
+    return obj;
+  }
+
+  /** The object of that id and one of those types, or ENOENT. */
+  get<T extends IommufdObject>(id: number, ...types: T['type'][]): T {
+    const obj = this.objs.get(id);
+    if (!obj || (types.length > 0 && !types.includes(obj.type))) throw new SysError('ENOENT');
+    return obj as T;
+  }
+
+  find(id: number): IommufdObject | undefined { return this.objs.get(id); }
+
+  /** IOMMU_DESTROY: ENOENT, EBUSY while anything depends on it, else gone. */
+  destroyUser(id: number): void {
+    const obj = this.objs.get(id);
+    if (!obj) throw new SysError('ENOENT');
+    if (obj.users !== 1) throw new SysError('EBUSY');
+    this.remove(obj);
+  }
+
+  /** Take an object out of the table and destroy it (kernel-internal removal). */
+  remove(obj: IommufdObject): void {
+    this.objs.delete(obj.id);
+    obj.users--;
+    obj.destroy();
+  }
+
+  get size(): number { return this.objs.size; }
+  values(): IterableIterator<IommufdObject> { return this.objs.values(); }
+}

@@ -1,0 +1,174 @@
+// An emulated PCI function behind an emulated physical IOMMU, and its DMA.
+// The device owns one engine context per PASID (its context entry): what
+// the context points at is what its DMA reaches; no context = blocked.
+
+import type { Engine } from '../engine/engine.js';
+import { split64 } from '../engine/engine.js';
+import type { IommuDriver, IommuKind } from '../iommu/intel_vtd.js';
+import { SysError } from '../uapi/errno.js';
+import type { PhysMem } from './phys.js';
+import { SEG_SPAN } from './phys.js';
+
+export interface DeviceOptions {
+  /** The emulated physical IOMMU the device sits behind (default 'intel-vtd'). */
+  iommu?: IommuKind;
+  /** PASID width the function supports (PCIe PASID capability); 0 = no PASID. */
+  pasidBits?: number;
+  ats?: boolean;
+  pri?: boolean;
+}
+
+export interface DmaOptions { pasid?: number }
+
+/** Why a DMA was refused (engine F_* status). */
+export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment';
+
+const REASONS: readonly FaultReason[] = ['blocked', 'address-width', 'not-present', 'read-denied', 'write-denied', 'reserved', 'table-address', 'out-of-segment'];
+
+/** A DMA the IOMMU refused. No byte of it was transferred. */
+export class DmaFault extends Error {
+  override readonly name = 'DmaFault';
+  constructor(
+    /** Engine status (F_* of assembly/layout.ts). */
+    readonly status: number,
+    /** The IOVA whose translation failed. */
+    readonly iova: bigint,
+    readonly pasid: number,
+    readonly access: 'read' | 'write',
+    /** Page-table level where the walk stopped (0 when no walk happened). */
+    readonly level: number,
+  ) {
+    const reason = REASONS[status - 1] ?? `status-${status}`;
+    super(`DMA ${access} fault at IOVA 0x${iova.toString(16)} (pasid ${pasid}): ${reason}${level ? ` at level ${level}` : ''}`);
+    this.reason = reason as FaultReason;
+  }
+  readonly reason: FaultReason;
+}
+
+/** Engine context indices, lowest free first. */
+export class ContextPool {
+  private readonly free: number[] = [];
+  private next = 0;
+  constructor(private readonly size: number) {}
+  alloc(): number {
+    if (this.free.length) return this.free.pop()!;
+    if (this.next >= this.size) throw new SysError('ENOSPC', 'out of device contexts');
+    return this.next++;
+  }
+  release(ctx: number): void { this.free.push(ctx); }
+}
+
+export class PciFunction {
+  readonly path: string;
+  readonly dma: Dma;
+  /** Opens through VFIO (vfio_df_open); a cdev device is bound by one fd at a time. */
+  openCount = 0;
+  private readonly contexts = new Map<number, number>();
+
+  constructor(
+    readonly index: number,
+    readonly driver: IommuDriver,
+    readonly options: Required<DeviceOptions>,
+    private readonly engine: Engine,
+    private readonly pool: ContextPool,
+    phys: PhysMem,
+  ) {
+    this.path = `/dev/vfio/devices/vfio${index}`;
+    this.dma = new Dma(this, engine, phys);
+  }
+
+  /** The engine context of a PASID, or -1 (blocked). */
+  context(pasid: number): number { return this.contexts.get(pasid) ?? -1; }
+
+  /** Point the PASID's context at a domain; did 0 blocks (the context is freed). */
+  setContext(pasid: number, did: number): void {
+    let ctx = this.contexts.get(pasid);
+    if (did === 0) {
+      if (ctx === undefined) return;
+      this.engine.ctxSet(ctx, 0, pasid);
+      this.contexts.delete(pasid);
+      this.pool.release(ctx);
+      return;
+    }
+    if (ctx === undefined) {
+      ctx = this.pool.alloc();
+      this.contexts.set(pasid, ctx);
+    }
+    this.engine.ctxSet(ctx, did, pasid);
+  }
+}
+
+const TWO32 = 0x1_0000_0000;
+
+/** The device's DMA through whatever it is attached to. */
+export class Dma {
+  constructor(private readonly dev: PciFunction, private readonly engine: Engine, private readonly phys: PhysMem) {}
+
+  /** Read `length` bytes at `iova`. Throws DmaFault (no byte moved) if any page is refused. */
+  read(iova: number | bigint, length: number, opts?: DmaOptions): Uint8Array {
+    const out = new Uint8Array(length);
+    this.readInto(iova, out, opts);
+    return out;
+  }
+
+  /** Read into a caller's buffer (no allocation). */
+  readInto(iova: number | bigint, dst: Uint8Array, opts?: DmaOptions): void {
+    this.transfer(iova, dst, opts?.pasid ?? 0, false);
+  }
+
+  /** Write `bytes` at `iova`. Throws DmaFault (no byte moved) if any page is refused. */
+  write(iova: number | bigint, bytes: Uint8Array, opts?: DmaOptions): void {
+    this.transfer(iova, bytes, opts?.pasid ?? 0, true);
+  }
+
+  /** Translate one IOVA as the device would (through the IOTLB). */
+  translate(iova: number | bigint, opts?: DmaOptions & { write?: boolean }): { pa: number; size: number; perm: number } {
+    const pasid = opts?.pasid ?? 0;
+    const write = opts?.write ?? false;
+    const [lo, hi] = split64(checkIova(iova));
+    const ctx = this.dev.context(pasid);
+    const L = this.engine.layout;
+    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    const st = this.engine.translate(ctx, lo, hi, write ? L.PERM_W : L.PERM_R);
+    if (st !== 0) throw new DmaFault(st, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel);
+    return { pa: this.engine.lastPaHi * SEG_SPAN + this.engine.lastPaLo, size: 2 ** this.engine.lastShift, perm: this.engine.lastPerm };
+  }
+
+  private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {
+    const len = buf.length;
+    if (len === 0) return;
+    const L = this.engine.layout;
+    const access = write ? L.PERM_W : L.PERM_R;
+    const ctx = this.dev.context(pasid);
+    const [lo, hi] = split64(checkIova(iova));
+    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
+    // Fast path: the whole transfer is one physically contiguous range.
+    const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
+    if (n === 1 && this.engine.dmaCovered === len) {
+      const out = this.engine.batchOut;
+      this.copy(out[1], out[0], buf, 0, len, write);
+      return;
+    }
+    const ranges = this.engine.dmaRanges(ctx, iova, len, access);
+    if (!Array.isArray(ranges)) throw new DmaFault(ranges.fault, ranges.iova, pasid, write ? 'write' : 'read', ranges.level);
+    let at = 0;
+    for (const r of ranges) {
+      this.copy(r.seg, r.offset, buf, at, r.length, write);
+      at += r.length;
+    }
+  }
+
+  private copy(seg: number, offset: number, buf: Uint8Array, at: number, n: number, write: boolean): void {
+    const mem = this.phys.view(seg);
+    if (write) mem.set(at === 0 && n === buf.length ? buf : buf.subarray(at, at + n), offset);
+    else buf.set(mem.subarray(offset, offset + n), at);
+  }
+}
+
+function checkIova(iova: number | bigint): number | bigint {
+  if (typeof iova === 'bigint' ? iova < 0n || iova >= 1n << 64n : !Number.isSafeInteger(iova) || iova < 0) {
+    throw new RangeError(`bad IOVA ${iova}`);
+  }
+  return iova;
+}
