@@ -145,6 +145,7 @@ export class Dma {
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
     const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
+    if (n < 0) throw new DmaFault(-n, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel);
     if (n === 1 && this.engine.dmaCovered === len) {
       const out = this.engine.batchOut;
       this.copy(out[1], out[0], buf, 0, len, write);
