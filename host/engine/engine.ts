@@ -85,6 +85,8 @@ export class Engine {
   private buffer!: ArrayBufferLike;
   private u8!: Uint8Array;
   private u32!: Uint32Array;
+  private bIn!: Uint32Array;
+  private bOut!: Uint32Array;
 
   private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number) {
     this.memory = memory;
@@ -124,6 +126,9 @@ export class Engine {
     this.buffer = this.memory.buffer;
     this.u8 = new Uint8Array(this.buffer);
     this.u32 = new Uint32Array(this.buffer);
+    const L = this.layout;
+    this.bIn = this.u32.subarray(L.BATCH_IN >>> 2, (L.BATCH_IN >>> 2) + 2 * L.BATCH_MAX);
+    this.bOut = this.u32.subarray(L.BATCH_OUT >>> 2, (L.BATCH_OUT >>> 2) + 2 * L.BATCH_MAX);
   }
 
   /** The current byte view of linear memory (segment 0). */
@@ -225,8 +230,8 @@ export class Engine {
   get lastFaultIova(): bigint { return (BigInt(this.mb(this.layout.MB_FAULT_HI)) << 32n) | BigInt(this.mb(this.layout.MB_FAULT_LO)); }
 
   /** The batch areas as u32 views: fill `batchIn` with (lo, hi) pairs, read `batchOut`. */
-  get batchIn(): Uint32Array { const L = this.layout; return this.words().subarray(L.BATCH_IN >>> 2, (L.BATCH_IN >>> 2) + 2 * L.BATCH_MAX); }
-  get batchOut(): Uint32Array { const L = this.layout; return this.words().subarray(L.BATCH_OUT >>> 2, (L.BATCH_OUT >>> 2) + 2 * L.BATCH_MAX); }
+  get batchIn(): Uint32Array { if (this.memory.buffer !== this.buffer) this.refresh(); return this.bIn; }
+  get batchOut(): Uint32Array { if (this.memory.buffer !== this.buffer) this.refresh(); return this.bOut; }
   /** Translate batchIn[0..2n) into batchOut; returns the number of faults. */
   translateBatch(ctx: number, n: number, access: number): number { return this.x.translate_batch(ctx, n, access); }
 

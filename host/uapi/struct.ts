@@ -139,17 +139,11 @@ const STORE: Readonly<Record<ScalarType, Store>> = {
   le64: (v, at, x) => v.setBigUint64(at, BigInt(x), true),
 };
 
-// One DataView per underlying buffer. A grown WebAssembly.Memory hands out a
-// new ArrayBuffer, so keying on the buffer never returns a stale view.
-const views = new WeakMap<ArrayBufferLike, DataView>();
-
+// A DataView over the whole underlying buffer: cheap to make, and never
+// stale after a WebAssembly.Memory grows (a cache keyed by buffer cost more
+// in WeakMap upkeep than it saved).
 function viewOf(bytes: Uint8Array): DataView {
-  let view = views.get(bytes.buffer);
-  if (view === undefined) {
-    view = new DataView(bytes.buffer);
-    views.set(bytes.buffer, view);
-  }
-  return view;
+  return new DataView(bytes.buffer);
 }
 
 interface Accessor extends FieldInfo {
