@@ -1,26 +1,7 @@
-// The emulated physical IOMMUs a device can sit behind, as Linux's IOMMU
-// drivers (drivers/iommu/intel/...) describe them to iommufd: the paging
-// domain format, its aperture and page sizes, and the reserved regions.
+// The emulated Intel VT-d unit (drivers/iommu/intel/ is its Linux driver).
 
 import type { Engine } from '../engine/engine.js';
-
-export type IommuKind = 'intel-vtd' | 'arm-smmuv3' | 'amd-vi' | 'mock';
-
-export interface ReservedRegion { start: bigint; last: bigint; type: 'msi' | 'direct' | 'reserved' }
-
-/** One emulated IOMMU unit and the domains it builds. */
-export interface IommuDriver {
-  readonly kind: IommuKind;
-  /** Page-table levels and leaf sizes (engine SZ_* bits) of a paging domain. */
-  readonly levels: number;
-  readonly leafSizes: number;
-  /** Input address width of a paging domain: the aperture is [0, 2^width - 1]. */
-  readonly addressWidth: number;
-  /** Smallest page size of a domain (lowest bit of pgsize_bitmap). */
-  readonly pgsizeMin: bigint;
-  /** The reserved regions of a device behind this unit (iommu_get_resv_regions). */
-  resvRegions(): ReservedRegion[];
-}
+import type { IommuDriver } from './driver.js';
 
 /**
  * Intel VT-d with a 4-level (48-bit) second-stage format and 2 MiB and

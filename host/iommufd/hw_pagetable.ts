@@ -4,7 +4,7 @@
 // shared by the compatible devices of that IOAS, and freed with the last.
 
 import type { Engine } from '../engine/engine.js';
-import type { IommuDriver } from '../iommu/intel_vtd.js';
+import type { IommuDriver } from '../iommu/driver.js';
 import type { Domain } from './io_pagetable.js';
 import { IommufdObject } from './object.js';
 import type { Ioas } from './ioas.js';

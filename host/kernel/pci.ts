@@ -4,7 +4,7 @@
 
 import type { Engine } from '../engine/engine.js';
 import { split64 } from '../engine/engine.js';
-import type { IommuDriver, IommuKind } from '../iommu/intel_vtd.js';
+import type { IommuDriver, IommuKind } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import type { PhysMem } from './phys.js';
 import { SEG_SPAN } from './phys.js';
