@@ -54,8 +54,10 @@ export function ioasMap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map>): void
 
 /** iopt_map_user_pages: place and insert the area; returns its IOVA. */
 function mapPages(iopt: IoPagetable, mm: AddressSpace, va: bigint, length: bigint, iova: bigint, flags: number): bigint {
-  if (length === 0n) throw new SysError('EINVAL');
+  // pages.c iopt_alloc_user_pages(): the overflow of uptr + length first, then
+  // iopt_alloc_pages(): a length of 0 or above SIZE_MAX - PAGE_SIZE.
   if (va + length > ULONG_MAX) throw new SysError('EOVERFLOW');
+  if (length === 0n || length > ULONG_MAX - 4096n) throw new SysError('EINVAL');
   const align = iopt.iovaAlignment;
   if (length % align !== 0n) throw new SysError('EINVAL');
   if (flags & IOMMU_IOAS_MAP_FIXED_IOVA) iopt.checkIova(iova, length);
@@ -91,11 +93,12 @@ export function ioasIovaRanges(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_iova
   const ranges = ioas.iopt.iovaRanges();
   const room = cmd.num_iovas;
   const n = Math.min(room, ranges.length);
-  if (n > 0) {
-    const out = new Uint8Array(n * iommu_iova_range.size);
-    ranges.slice(0, n).forEach((r, i) => iommu_iova_range.encode({ start: r.start, last: r.last }, out, i * iommu_iova_range.size));
-    if (cmd.allowed_iovas > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
-    ctx.mm.write(Number(cmd.allowed_iovas), out);
+  // One copy_to_user per range, as ioas.c does: a fault keeps what was copied.
+  const entry = new Uint8Array(iommu_iova_range.size);
+  for (let i = 0; i < n; i++) {
+    const at = cmd.allowed_iovas + BigInt(i * iommu_iova_range.size);
+    if (at > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
+    ctx.mm.write(Number(at), iommu_iova_range.encode({ start: ranges[i].start, last: ranges[i].last }, entry));
   }
   cmd.num_iovas = ranges.length;
   cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
