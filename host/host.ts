@@ -11,7 +11,7 @@ import { KFile, POLLNVAL } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
 import { ContextPool, PciFunction, type DeviceOptions, type Dma } from './kernel/pci.js';
-import { PhysMem, type Segment, type SegmentSource } from './kernel/phys.js';
+import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import { SysError } from './uapi/errno.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
 
@@ -93,8 +93,11 @@ export class Host {
 
   /** mmap(2) with no address hint; returns the VA. Anonymous private memory by default. */
   mmap(length: number, prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS, fd = -1, offset = 0): number {
+    // sys_mmap (x86-64, arm64): an unaligned offset is EINVAL before anything else.
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new SysError('EINVAL');
     if (flags & MAP_ANONYMOUS) return this.mm.mmap(length, prot, flags, null, 0);
     const f = this.file(fd);
+    if (f instanceof IommufdFile) return f.mmap(length, prot, flags, offset);
     if (!(f instanceof MemFile)) throw new SysError('ENODEV');
     return this.mm.mmap(length, prot, flags, f, offset);
   }
@@ -119,7 +122,12 @@ export class Host {
    * memory. mapSegment puts it in the address space, so an IOAS can map it.
    */
   addSegment(source: SegmentSource): Segment { return this.phys.addSegment(source); }
-  removeSegment(id: number): void { this.phys.removeSegment(id); }
+  /** Unregister a segment (EBUSY while an IOAS pins it); its VA mappings go with it. */
+  removeSegment(id: number): void {
+    this.phys.checkRemovable(id);
+    this.mm.dropSegment(id);
+    this.phys.removeSegment(id);
+  }
   mapSegment(seg: Segment, offset = 0, length = seg.size - offset, prot = PROT_READ | PROT_WRITE): number {
     return this.mm.mapPhys(seg.base + offset, length, prot);
   }

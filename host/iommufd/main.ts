@@ -3,7 +3,7 @@
 // the teardown when the last reference to the file goes.
 
 import type { Engine } from '../engine/engine.js';
-import type { AddressSpace } from '../kernel/mm.js';
+import { type AddressSpace, MAP_SHARED, MAP_SHARED_VALIDATE, PROT_EXEC } from '../kernel/mm.js';
 import { KFile } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
 import { IOMMUFD_TYPE, IOMMUFD_CMD_BASE, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE, iommu_destroy, type IoctlDesc } from '../uapi/iommufd.js';
@@ -55,6 +55,18 @@ export class IommufdFile extends KFile {
     handler(this, cmd, respond);
     respond();
     return 0;
+  }
+
+  /**
+   * iommufd_fops_mmap (Linux 6.17+): only MAP_SHARED (EINVAL), never
+   * PROT_EXEC (EPERM), a page-aligned length (EINVAL), and exactly a region a
+   * vIOMMU registered (ENXIO). No vIOMMU registers one yet.
+   */
+  mmap(length: number, prot: number, flags: number, _offset: number): number {
+    if ((flags & MAP_SHARED_VALIDATE) !== MAP_SHARED && (flags & MAP_SHARED_VALIDATE) !== MAP_SHARED_VALIDATE) throw new SysError('EINVAL');
+    if (prot & PROT_EXEC) throw new SysError('EPERM');
+    if (length <= 0 || length % 4096 !== 0) throw new SysError('EINVAL');
+    throw new SysError('ENXIO');
   }
 
   /** Last reference gone: destroy objects whose only user is the table until none is left. */

@@ -24,10 +24,15 @@ export class MemFile extends KFile {
   truncate(length: number): void {
     if (!Number.isSafeInteger(length) || length < 0) throw new SysError('EINVAL');
     const n = Math.ceil(length / PAGE_SIZE);
-    if (n > this.pages.length) {
-      const grown = new Uint32Array(Math.max(n, this.pages.length * 2));
-      grown.set(this.pages);
-      this.pages = grown;
+    if (length >= this.length) {
+      // Stores past the old end, in its partial last page, never reach the file (mmap(2) NOTES).
+      const tail = this.length % PAGE_SIZE, last = Math.floor(this.length / PAGE_SIZE);
+      if (tail !== 0 && this.pages[last] !== 0) this.engine.bytes.fill(0, this.pages[last] * PAGE_SIZE + tail, (this.pages[last] + 1) * PAGE_SIZE);
+      if (n > this.pages.length) {
+        const grown = new Uint32Array(Math.max(n, this.pages.length * 2));
+        grown.set(this.pages);
+        this.pages = grown;
+      }
     } else {
       this.dropPages(n);
       // The tail of the last page reads as zero after a shrink (truncate_pagecache).

@@ -8,6 +8,7 @@
 // - A MAP_SHARED mapping of a memfd maps the file's pages, allocated on
 //   first touch. MAP_PRIVATE of a memfd copies the file's bytes at mmap time
 //   (a deliberate simplification of copy-on-write, stated in the README).
+//   Either way a page wholly past the end of the file faults (SIGBUS).
 // - An embedder segment can be mapped at a VA (mapPhys).
 // Pins take a frame reference per page (get_user_pages), so a pinned page
 // survives munmap and truncation until it is unpinned.
@@ -24,6 +25,7 @@ export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+export const MAP_SHARED_VALIDATE = 0x03;
 export const MAP_ANONYMOUS = 0x20;
 
 /** mmap() allocates top-down below this address, as x86-64 Linux does below its mmap_base. */
@@ -32,7 +34,8 @@ const MMAP_BOTTOM = 0x1_0000_0000;
 const HPAGE = 2 << 20;
 
 type Backing =
-  | { kind: 'anon'; frames: Uint32Array }
+  /** Own frames; `file` is set for MAP_PRIVATE of a memfd (its size still bounds the mapping). */
+  | { kind: 'anon'; frames: Uint32Array; file?: MemFile; pgoff?: number }
   | { kind: 'file'; file: MemFile; pgoff: number }
   | { kind: 'phys'; base: number };
 
@@ -47,29 +50,29 @@ export class AddressSpace {
 
   constructor(private readonly engine: Engine, private readonly phys: PhysMem) {}
 
-  /** mmap(2) without an address hint. */
+  /** mmap(2) without an address hint (the offset was checked by the caller). */
   mmap(length: number, prot: number, flags: number, file: MemFile | null, offset: number): number {
-    const type = flags & (MAP_SHARED | MAP_PRIVATE);
+    let type = flags & MAP_SHARED_VALIDATE;
+    // MAP_SHARED_VALIDATE is a shared mapping with its flags validated (do_mmap, Linux 4.15+).
+    if (type === MAP_SHARED_VALIDATE && file !== null) type = MAP_SHARED;
     if (!Number.isSafeInteger(length) || length <= 0 || (type !== MAP_SHARED && type !== MAP_PRIVATE) ||
-        (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0 || offset % PAGE_SIZE !== 0 || offset < 0) {
+        (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0) {
       throw new SysError('EINVAL');
     }
     const len = roundUp(length);
     const start = this.findHole(len, len >= HPAGE ? HPAGE : PAGE_SIZE);
-    let backing: Backing;
-    if (file === null) {
-      backing = { kind: 'anon', frames: this.allocFrames(len / PAGE_SIZE) };
-    } else if (type === MAP_SHARED) {
-      backing = { kind: 'file', file: file.get(), pgoff: offset / PAGE_SIZE };
-    } else {
-      backing = { kind: 'anon', frames: this.allocFrames(len / PAGE_SIZE) };
-      const bytes = new Uint8Array(Math.max(0, Math.min(len, file.size - offset)));
-      file.readAt(offset, bytes);
-      this.insert({ start, end: start + len, prot: PROT_READ | PROT_WRITE, backing });
-      this.write(start, bytes);
-      this.vmas.find((v) => v.start === start)!.prot = prot;
+    if (file !== null && type === MAP_SHARED) {
+      this.insert({ start, end: start + len, prot, backing: { kind: 'file', file: file.get(), pgoff: offset / PAGE_SIZE } });
       return start;
     }
+    const frames = this.allocFrames(len / PAGE_SIZE);
+    if (file !== null) {
+      // MAP_PRIVATE of a memfd: a copy of the file's bytes at mmap time.
+      const bytes = new Uint8Array(Math.max(0, Math.min(len, file.size - offset)));
+      file.readAt(offset, bytes);
+      for (let i = 0; i < bytes.length; i += PAGE_SIZE) this.phys.write(frames[i / PAGE_SIZE] * PAGE_SIZE, bytes.subarray(i, i + PAGE_SIZE));
+    }
+    const backing: Backing = file ? { kind: 'anon', frames, file: file.get(), pgoff: offset / PAGE_SIZE } : { kind: 'anon', frames };
     this.insert({ start, end: start + len, prot, backing });
     return start;
   }
@@ -96,9 +99,16 @@ export class AddressSpace {
       if (v.start < va) kept.push(this.slice(v, v.start, va));
       this.release(this.slice(v, Math.max(v.start, va), Math.min(v.end, end)));
       if (v.end > end) kept.push(this.slice(v, end, v.end));
-      if (v.backing.kind === 'file') v.backing.file.put(); // the slices took their own references
+      const file = v.backing.kind === 'phys' ? undefined : v.backing.file;
+      file?.put(); // the slices took their own references
     }
     this.vmas = kept;
+  }
+
+  /** Drop every mapping of a segment that is going away: its VAs fault from now on. */
+  dropSegment(seg: number): void {
+    const inSeg = (v: Vma) => v.backing.kind === 'phys' && Math.floor(v.backing.base / SEG_SPAN) === seg;
+    this.vmas = this.vmas.filter((v) => !inSeg(v));
   }
 
   /** Tear everything down (process exit). */
@@ -159,7 +169,12 @@ export class AddressSpace {
     for (let at = va; at < end;) {
       const v = this.find(at);
       if (!v || (v.prot & need) !== need) throw new SysError('EFAULT');
-      if (v.backing.kind === 'file' && (v.backing.pgoff * PAGE_SIZE + (Math.min(end, v.end) - 1 - v.start)) >= v.backing.file.size) throw new SysError('EFAULT');
+      // A page wholly past the end of the file faults (SIGBUS); a partial last page is mapped whole.
+      const b = v.backing;
+      if (b.kind !== 'phys' && b.file !== undefined) {
+        const lastPage = b.pgoff! + Math.floor((Math.min(end, v.end) - 1 - v.start) / PAGE_SIZE);
+        if (lastPage >= Math.ceil(b.file.size / PAGE_SIZE)) throw new SysError('EFAULT');
+      }
       at = v.end;
     }
     let v: Vma | undefined;
@@ -211,6 +226,8 @@ export class AddressSpace {
 
   /** Frames for n pages: contiguous runs as large as the allocator gives, biggest first. */
   private allocFrames(n: number): Uint32Array {
+    // Refuse what cannot fit before growing the memory for nothing.
+    if (n > this.engine.framesAvailable()) throw new SysError('ENOMEM');
     const frames = new Uint32Array(n);
     let done = 0;
     let chunk = n;
@@ -239,7 +256,10 @@ export class AddressSpace {
     const skip = (start - v.start) / PAGE_SIZE;
     const b = v.backing;
     let backing: Backing;
-    if (b.kind === 'anon') backing = { kind: 'anon', frames: b.frames.subarray(skip, skip + (end - start) / PAGE_SIZE) };
+    if (b.kind === 'anon') {
+      backing = { kind: 'anon', frames: b.frames.subarray(skip, skip + (end - start) / PAGE_SIZE) };
+      if (b.file) { backing.file = b.file.get(); backing.pgoff = b.pgoff! + skip; }
+    }
     else if (b.kind === 'phys') backing = { kind: 'phys', base: b.base + skip * PAGE_SIZE };
     else backing = { kind: 'file', file: b.file.get(), pgoff: b.pgoff + skip };
     return { start, end, prot: v.prot, backing };
@@ -248,7 +268,7 @@ export class AddressSpace {
   private release(v: Vma): void {
     const b = v.backing;
     if (b.kind === 'anon') for (const pfn of b.frames) this.engine.putFrames(pfn, 1);
-    else if (b.kind === 'file') b.file.put();
+    if (b.kind !== 'phys') b.file?.put();
   }
 }
 

@@ -36,11 +36,15 @@ export class PhysMem {
     return { id, size: view.byteLength, base: id * SEG_SPAN };
   }
 
-  /** Unregister; EBUSY while pages of it are pinned (an IOAS maps them). */
-  removeSegment(id: number): void {
+  /** ENOENT for an unknown segment, EBUSY while pages of it are pinned (an IOAS maps them). */
+  checkRemovable(id: number): void {
     const s = this.segs.get(id);
     if (!s) throw new SysError('ENOENT');
     if (s.pins > 0) throw new SysError('EBUSY');
+  }
+
+  removeSegment(id: number): void {
+    this.checkRemovable(id);
     this.engine.removeSegment(id);
     this.segs.delete(id);
   }
