@@ -73,10 +73,12 @@ export function framesAlloc(n: u32, align: u32): i32 {
     // Grow so that a run can also use the free frames at the current end.
     let tail: u32 = 0;
     while (tail < memFrames - frameBase && load<u32>(ref(memFrames - 1 - tail)) == 0) tail++;
+    // The first aligned start in that free tail decides how much to grow.
     const from = memFrames - tail;
-    const before = memFrames;
-    if (!grow(n + align - 1 > tail ? n + align - 1 - tail : 0)) return ERR_NOMEM;
-    p = findRun(n, align, from < before ? from : before, memFrames);
+    const start = (from + align - 1) & ~(align - 1);
+    if (<u64>start + n > <u64>limitFrames) return ERR_NOMEM;
+    if (start + n > memFrames && !grow(start + n - memFrames)) return ERR_NOMEM;
+    p = findRun(n, align, from, memFrames);
     if (p == 0) return ERR_NOMEM;
   }
   const end = p + n;

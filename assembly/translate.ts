@@ -37,7 +37,8 @@ let rLevel: u32 = 0;
 /** Translate one IOVA for an access (PERM_R and/or PERM_W); F_NONE or a fault. */
 // @ts-ignore: decorator
 @inline function translate1(c: u32, iova: u64, access: u32): u32 {
-  const did = load<u32>(ctx(c) + CTX_DID);
+  // A context id past the table has no entry: blocked, and nothing is read.
+  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
   if (did == 0) { rLevel = 0; return F_BLOCKED; }
   const pasid = load<u32>(ctx(c) + CTX_PASID);
   if (iotlbLookup(did, pasid, iova)) {
@@ -123,8 +124,9 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
     if (st != F_NONE) return -<i32>fault(st, iova);
     const inLeaf = (<u64>1 << rShift) - (iova & ((<u64>1 << rShift) - 1));
     const chunk = <u32>min(<u64>left, inLeaf);
-    // Merge when contiguous and the offset stays inside the 32-bit segment.
-    if (n != 0 && rPa == prevEnd && (rPa & 0xffffffff) + chunk <= 0x100000000) {
+    // Merge when contiguous inside one segment: the end of segment s and the
+    // start of segment s + 1 have adjacent addresses but are not contiguous.
+    if (n != 0 && rPa == prevEnd && ((prevEnd - 1) >> 32) == (rPa >> 32)) {
       store<u32>(out - 4, load<u32>(out - 4) + chunk);
     } else {
       if (n == RANGES_MAX) break;

@@ -21,7 +21,7 @@ import {
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, maxDomains, count } from "./state";
-import { framesAlloc, framesPut } from "./frames";
+import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 
@@ -169,19 +169,39 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   return 0;
 }
 
+/** Table pages needed to rewrite a leaf of `level` as leaves one size down (and below, where a size is not allowed). */
+function splitCost(sizes: u32, level: u32): u32 {
+  const sub = level - 1;
+  return sub > 1 && (sizes & sizeBit(sub)) == 0 ? 1 + 512 * splitCost(sizes, sub) : 1;
+}
+
+/** Fill the new table at `level` with leaves covering pa.., each as large as the table allows. */
+function fillLeaves(did: u32, table: u64, level: u32, pa: u64, bits: u64, sizes: u32): void {
+  const step = <u64>1 << shiftOf(level);
+  for (let i: usize = 0; i < 512; i++, pa += step) {
+    const e = <usize>table + (i << 3);
+    if (level == 1 || (sizes & sizeBit(level)) != 0) {
+      store<u64>(e, pa | bits | (level > 1 ? PTE_PS : 0));
+    } else {
+      const t = allocTable(did); // cannot fail: split() checked the cost first
+      fillLeaves(did, t, level - 1, pa, bits, sizes);
+      store<u64>(e, t | PTE_RW);
+    }
+  }
+}
+
 /**
- * Replace the large leaf at `e` (level `level`) by a table of 512 leaves of
- * the next size down, same permissions: the translation does not change.
+ * Replace the large leaf at `e` (level `level`) by a table of leaves of the
+ * next allowed sizes down, same permissions: the translation does not change.
+ * All or nothing: false (nothing changed) if the memory is not there.
  */
 function split(did: u32, e: usize, level: u32): bool {
+  const sizes = load<u32>(dom(did) + DOM_SIZES);
+  if (framesAvailable() < splitCost(sizes, level)) return false;
   const pte = load<u64>(e);
   const t = allocTable(did);
   if (t == 0) return false;
-  const sub = level - 1;
-  const step = <u64>1 << shiftOf(sub);
-  const bits = (pte & ~PTE_ADDR & ~PTE_PS) | (sub > 1 ? PTE_PS : 0);
-  let pa = pte & PTE_ADDR;
-  for (let i: usize = 0; i < 512; i++, pa += step) store<u64>(<usize>t + (i << 3), pa | bits);
+  fillLeaves(did, t, level - 1, pte & PTE_ADDR, pte & ~PTE_ADDR & ~PTE_PS, sizes);
   store<u64>(e, t | PTE_RW);
   return true;
 }

@@ -662,12 +662,11 @@ async function randomDma(seed: number, steps: number): Promise<void> {
 }
 
 describe('seeded random DMA against a byte-array model', () => {
-  const seeds = [0x1, 0x2b, 0xc0ffee, 0x5eed5];
-  const env = process.env.DMA_SEED;
-  if (env) seeds.push(Number(env));
-  else seeds.push((Date.now() ^ (Math.random() * 2 ** 31)) >>> 0);
+  // Fixed seeds keep CI deterministic; VIOMMU_SEED=n replays (or explores) one seed.
+  const env = process.env.VIOMMU_SEED;
+  const seeds = env ? [Number(env)] : [0x1, 0x2b, 0xc0ffee, 0x5eed5, 0x740b5a3c];
   for (const seed of seeds) {
-    it(`seed 0x${seed.toString(16)}: reads, writes and faults match the model; unmapped areas are unreachable (DESIGN 5 seeded differential tests; DESIGN 3 exact invalidation; rerun with DMA_SEED=${seed})`, async () => {
+    it(`seed 0x${seed.toString(16)}: reads, writes and faults match the model; unmapped areas are unreachable (DESIGN 5 seeded differential tests; DESIGN 3 exact invalidation; rerun with VIOMMU_SEED=${seed})`, async () => {
       await randomDma(seed, 3000);
     });
   }
