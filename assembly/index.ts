@@ -4,7 +4,7 @@
 
 export * from "./layout";
 
-import { init as stateInit } from "./state";
+import { init as stateInit, maxDomains } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
@@ -57,9 +57,10 @@ export function pt_tables(did: u32): u32 { return ptTables(did); }
 
 export { ctxSet as ctx_set, ctxDomain as ctx_domain, translate, translateBatch as translate_batch, dmaRanges as dma_ranges } from "./translate";
 
+// A domain id past the table names no domain: these calls do nothing then.
 export function iotlb_flush_all(): void { iotlbFlushAll(); }
-export function iotlb_flush_domain(did: u32): void { iotlbFlushDomain(did); }
+export function iotlb_flush_domain(did: u32): void { if (did < maxDomains) iotlbFlushDomain(did); }
 export function iotlb_flush_range(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: u32): void {
-  iotlbFlushRange(did, u64of(iovaLo, iovaHi), u64of(lenLo, lenHi));
+  if (did < maxDomains) iotlbFlushRange(did, u64of(iovaLo, iovaHi), u64of(lenLo, lenHi));
 }
-export function iotlb_count(did: u32): u32 { return iotlbCount(did); }
+export function iotlb_count(did: u32): u32 { return did < maxDomains ? iotlbCount(did) : 0; }

@@ -245,7 +245,8 @@ export class Engine {
     let left = length;
     const outBase = this.layout.BATCH_OUT >>> 2;
     while (left > 0) {
-      const n = this.x.dma_ranges(ctx, lo, hi, left, access);
+      // The engine takes a u32 length: longer DMAs go in pieces of 2 GiB.
+      const n = this.x.dma_ranges(ctx, lo, hi, Math.min(left, 0x8000_0000), access);
       if (n < 0) return { fault: -n, level: this.lastLevel, iova: this.lastFaultIova };
       const w = this.words();
       for (let i = 0, p = outBase; i < n; i++, p += 3) ranges.push({ offset: w[p], seg: w[p + 1], length: w[p + 2] });
