@@ -9,7 +9,7 @@ import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAv
 import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
-import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL } from "./layout";
+import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
 
 // @ts-ignore: decorator
 @inline function u64of(lo: u32, hi: u32): u64 { return (<u64>hi << 32) | lo; }
@@ -42,6 +42,7 @@ export function pt_unmap(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: 
 }
 /** Walk without the IOTLB. F_NONE with the leaf in the mailbox, or a fault with its level. */
 export function pt_walk(did: u32, iovaLo: u32, iovaHi: u32): u32 {
+  if (pt_tables(did) == 0) { store<u32>(MAILBOX + MB_LEVEL, 0); return F_BLOCKED; } // no such domain
   const st = ptWalk(did, u64of(iovaLo, iovaHi));
   store<u32>(MAILBOX + MB_LEVEL, walkLevel);
   if (st == 0) {

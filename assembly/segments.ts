@@ -4,7 +4,7 @@
 // entry can send a DMA outside the memory it was given.
 
 import { SEG_SIZE, SEG_MAX, SEG_PRESENT, ERR_FULL, ERR_INVAL, ERR_NOENT } from "./layout";
-import { segTable } from "./state";
+import { segTable, frameBase } from "./state";
 
 // @ts-ignore: decorator
 @inline function rec(seg: u32): usize { return segTable + <usize>seg * SEG_SIZE; }
@@ -36,7 +36,9 @@ export function segRemove(seg: u32): i32 {
 @inline export function physRangeOk(pa: u64, len: u64): bool {
   const seg = <u32>(pa >> 32);
   const off = pa & 0xffffffff;
-  if (seg == 0) return off + len <= (<u64>memory.size() << 16);
+  // In segment 0 only frames are memory a mapping may reach, never the
+  // engine's own tables below frameBase.
+  if (seg == 0) return off >= (<u64>frameBase << 12) && off + len <= (<u64>memory.size() << 16);
   if (seg >= SEG_MAX) return false;
   return (load<u32>(rec(seg) + 8) & SEG_PRESENT) != 0 && off + len <= load<u64>(rec(seg));
 }
