@@ -6,7 +6,8 @@
 import { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
 import { Engine, type EngineOptions } from './engine/engine.js';
 import { intelVtd } from './iommu/intel_vtd.js';
-import { IommufdFile } from './iommufd/main.js';
+import { IommufdFile, type Credentials } from './iommufd/main.js';
+import { PinAccount } from './iommufd/pages.js';
 import { KFile, POLLNVAL } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
@@ -15,7 +16,18 @@ import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/p
 import { SysError } from './uapi/errno.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
 
+/** What the simulated process may do (Linux capabilities and limits). */
+export interface HostCredentials {
+  /** CAP_SYS_RESOURCE: needed to change IOMMU_OPTION_RLIMIT_MODE (default true). */
+  capSysResource?: boolean;
+  /** CAP_IPC_LOCK: pinned pages are not charged (default false). */
+  capIpcLock?: boolean;
+  /** RLIMIT_MEMLOCK in bytes, for pinned pages (default: unlimited). */
+  rlimitMemlock?: number;
+}
+
 export interface HostOptions extends EngineOptions {
+  credentials?: HostCredentials;
   /** Where the engine comes from: a URL, bytes or a compiled module (default: the package's own release.wasm). */
   wasm?: WasmSource;
   /** Which build to load by default. */
@@ -40,10 +52,22 @@ export class Host {
   private readonly devices: PciFunction[] = [];
   private readonly contexts: ContextPool;
 
+  /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK. */
+  get lockedPages(): number { return this.creds.account.lockedPages; }
+
   /** Byte access to the process's memory at a VA (EFAULT where unmapped or not permitted). */
   readonly mem: { read(va: number, length: number): Uint8Array; write(va: number, bytes: Uint8Array): void };
 
-  constructor(engine: Engine, contexts: number) {
+  private readonly creds: Credentials;
+
+  constructor(engine: Engine, options: HostOptions = {}) {
+    const c = options.credentials ?? {};
+    this.creds = {
+      capSysResource: c.capSysResource ?? true,
+      capIpcLock: c.capIpcLock ?? false,
+      account: new PinAccount(c.capIpcLock ?? false, Math.floor((c.rlimitMemlock ?? Infinity) / 4096)),
+    };
+    const contexts = options.contexts ?? 4096;
     this.engine = engine;
     this.phys = new PhysMem(engine);
     this.mm = new AddressSpace(engine, this.phys);
@@ -69,7 +93,7 @@ export class Host {
 
   /** open(2): /dev/iommu, or a VFIO device path from addDevice. */
   open(path: string): number {
-    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm));
+    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, (fd) => this.fds.get(fd)));
     const dev = this.devices.find((d) => d.path === path);
     if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
     throw new SysError('ENOENT');
@@ -147,5 +171,5 @@ export class Host {
 export async function createHost(options: HostOptions = {}): Promise<Host> {
   const module = await compileEngine(options.wasm, options.variant);
   const engine = Engine.create(module, options);
-  return new Host(engine, options.contexts ?? 4096);
+  return new Host(engine, options);
 }

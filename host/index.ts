@@ -1,7 +1,7 @@
 // wasm-viommu's public entry: the host (POSIX-like face over the engine),
 // its errors, and the uapi table for callers that build ioctl structs.
 
-export { createHost, Host, type HostOptions, type DeviceHandle } from './host.js';
+export { createHost, Host, type HostOptions, type HostCredentials, type DeviceHandle } from './host.js';
 export { SysError, Errno, errnoName } from './uapi/errno.js';
 export { DmaFault, type DeviceOptions, type DmaOptions, type FaultReason, type Dma } from './kernel/pci.js';
 export type { Segment, SegmentSource } from './kernel/phys.js';

@@ -1,15 +1,15 @@
 // The IOAS's I/O page table bookkeeping (drivers/iommu/iommufd/io_pagetable.c):
-// areas (IOVA ranges mapped to user memory), reserved ranges (apertures,
+// areas (IOVA ranges mapped to slices of IoPages), reserved ranges (apertures,
 // device reserved regions), allowed ranges, the domains kept in sync with the
-// areas, and the pinning of the user pages behind them.
+// areas, and the pinning of the pages behind them.
 //
 // Every operation checks everything before it changes anything, so a failed
 // call leaves no trace (DESIGN 4). IOVAs are bigints: an IOAS without a domain
 // accepts any IOVA below ULONG_MAX, as Linux does.
 
 import type { Engine } from '../engine/engine.js';
-import type { AddressSpace, PhysRun } from '../kernel/mm.js';
 import { SysError } from '../uapi/errno.js';
+import type { IoPages } from './pages.js';
 
 export const ULONG_MAX = (1n << 64n) - 1n;
 export const PAGE_SIZE = 4096n;
@@ -28,58 +28,11 @@ export interface Domain {
   readonly pgsizeMin: bigint;
 }
 
-/**
- * The user pages behind one or more areas (iopt_pages): pinned once, however
- * many domains map them.
- */
-export class IoPages {
-  private runs: PhysRun[] | null = null;
-  private pinUsers = 0;
+/** A slice of pages: bytes [offset, offset + length) of them. */
+export interface PagesSlice { pages: IoPages; offset: number; length: number }
 
-  constructor(private readonly mm: AddressSpace, readonly va: number, readonly length: number, readonly writable: boolean) {}
-
-  /** Page-aligned span of the user memory. */
-  private get first(): number { return Math.floor(this.va / 4096) * 4096; }
-
-  /** Byte offset of the first byte in its page. */
-  get pageOffset(): number { return Number.isSafeInteger(this.va) ? this.va % 4096 : 0; }
-
-  /** Pin (once) and return the physical runs covering the pages. EFAULT / ENOMEM. */
-  pin(): PhysRun[] {
-    if (this.runs === null) {
-      if (!Number.isSafeInteger(this.va + this.length)) throw new SysError('EFAULT');
-      const end = Math.ceil((this.va + this.length) / 4096) * 4096;
-      this.runs = this.mm.pin(this.first, end - this.first, this.writable);
-    }
-    this.pinUsers++;
-    return this.runs;
-  }
-
-  unpin(): void {
-    if (--this.pinUsers === 0 && this.runs) {
-      this.mm.unpin(this.runs);
-      this.runs = null;
-    }
-  }
-
-  get pinned(): boolean { return this.runs !== null; }
-
-  /** Physical runs of bytes [offset, offset + length) of the pages (pinned). */
-  physRuns(offset: number, length: number): PhysRun[] {
-    const out: PhysRun[] = [];
-    let skip = this.va - this.first + offset;
-    let left = length;
-    for (const r of this.runs!) {
-      if (left === 0) break;
-      if (skip >= r.length) { skip -= r.length; continue; }
-      const n = Math.min(r.length - skip, left);
-      out.push({ pa: r.pa + skip, length: n });
-      left -= n;
-      skip = 0;
-    }
-    return out;
-  }
-}
+/** The address an automatic IOVA keeps the alignment of (the VA or file offset). */
+const addrOf = (e: PagesSlice): bigint => (Number.isSafeInteger(e.pages.base) ? BigInt(e.pages.base + e.offset) : 0n);
 
 export interface Area {
   iova: bigint;
@@ -90,7 +43,7 @@ export interface Area {
   perm: number;
 }
 
-interface Range { start: bigint; last: bigint; owner?: unknown }
+export interface Range { start: bigint; last: bigint; owner?: unknown }
 
 const overlaps = (a: Range, start: bigint, last: bigint) => a.start <= last && a.last >= start;
 
@@ -169,29 +122,111 @@ export class IoPagetable {
   }
 
   /**
-   * Insert an area at a checked IOVA and map it into every domain. Pins the
-   * pages when a domain exists; on failure nothing stays mapped or pinned.
+   * iopt_map_pages: place `elems` (slices of pages, in IOVA order) at a fixed
+   * IOVA or an allocated one, check each slice, map them into every domain
+   * (pinning), then insert the areas. Returns the IOVA. All or nothing.
    */
-  insertArea(area: Area): void {
-    const len = area.last - area.iova + 1n;
-    if (this.domains.length > 0) {
-      area.pages.pin();
-      let done = 0;
-      try {
-        for (const d of this.domains) { this.mapInto(d, area); done++; }
-      } catch (e) {
-        for (let i = 0; i <= done && i < this.domains.length; i++) this.engine.ptUnmap(this.domains[i].did, area.iova, len);
-        area.pages.unpin();
-        throw e;
-      }
+  map(elems: PagesSlice[], length: bigint, fixedIova: bigint | null, perm: number): bigint {
+    const align = this.iovaAlignment;
+    if (length % align !== 0n || length === 0n) throw new SysError('EINVAL');
+    const iova = fixedIova === null ? this.allocIova(length, addrOf(elems[0])) : (this.checkIova(fixedIova, length), fixedIova);
+    const areas: Area[] = [];
+    let at = iova;
+    for (const e of elems) {
+      // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment.
+      if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
+      if (BigInt((e.pages.pageOffset + e.offset) % 4096) % align !== 0n) throw new SysError('EINVAL');
+      areas.push({ iova: at, last: at + BigInt(e.length) - 1n, pages: e.pages, offset: e.offset, perm });
+      at += BigInt(e.length);
     }
-    this.areas.splice(this.firstAreaFrom(area.iova), 0, area);
+    const filled: Area[] = [];
+    try {
+      for (const a of areas) { this.fillDomains(a); filled.push(a); }
+    } catch (e) {
+      for (const a of filled) this.unfillDomains(a);
+      throw e;
+    }
+    for (const a of areas) this.areas.splice(this.firstAreaFrom(a.iova), 0, { ...a, pages: a.pages.get() });
+    return iova;
+  }
+
+  /** Pin an area's pages and map it into every domain; undone if any domain fails. */
+  private fillDomains(area: Area): void {
+    if (this.domains.length === 0) return;
+    area.pages.pin();
+    let done = 0;
+    try {
+      for (const d of this.domains) { this.mapInto(d, area); done++; }
+    } catch (e) {
+      for (let i = 0; i <= done && i < this.domains.length; i++) this.engine.ptUnmap(this.domains[i].did, area.iova, area.last - area.iova + 1n);
+      area.pages.unpin();
+      throw e;
+    }
+  }
+
+  private unfillDomains(area: Area): void {
+    if (this.domains.length === 0) return;
+    for (const d of this.domains) this.engine.ptUnmap(d.did, area.iova, area.last - area.iova + 1n);
+    area.pages.unpin();
+  }
+
+  /**
+   * iopt_get_pages: the slices of pages behind [iova, iova + length), which
+   * contiguous areas must cover, else ENOENT (any sub-range will do).
+   */
+  getPages(iova: bigint, length: bigint): PagesSlice[] {
+    if (length === 0n) throw new SysError('EINVAL');
+    const last = iova + length - 1n;
+    if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
+    const out: PagesSlice[] = [];
+    let cur = iova;
+    for (const a of this.areasIn(iova, last)) {
+      if (a.iova > cur) break;
+      const end = a.last < last ? a.last : last;
+      out.push({ pages: a.pages, offset: a.offset + Number(cur - a.iova), length: Number(end - cur + 1n) });
+      cur = end + 1n;
+      if (end === last) return out;
+    }
+    throw new SysError('ENOENT');
+  }
+
+  /**
+   * iopt_set_allow_iova: replace the allowed ranges; EADDRINUSE (old list
+   * kept) if one meets a reserved range.
+   */
+  setAllowed(ranges: Range[]): void {
+    if (ranges.some((r) => this.reserved.some((x) => overlaps(x, r.start, r.last)))) throw new SysError('EADDRINUSE');
+    this.allowed = ranges;
+  }
+
+  /**
+   * IOMMU_OPTION_HUGE_PAGES: enabling always works; disabling is refused
+   * (EINVAL) while domains already map areas, and (EADDRINUSE) when an area
+   * is not aligned to the PAGE_SIZE alignment it brings.
+   */
+  setHugePages(on: boolean): void {
+    if (on || !this.hugePages) { this.hugePages = on; return; }
+    if (this.domains.length > 0 && this.areas.length > 0) throw new SysError('EINVAL');
+    this.checkAlignment(max(this.iovaAlignment, PAGE_SIZE));
+    this.hugePages = false;
+  }
+
+  /** iopt_check_iova_alignment: every area must suit a raised alignment. */
+  private checkAlignment(align: bigint): void {
+    if (this.areas.some((a) => a.iova % align !== 0n || (a.last + 1n) % align !== 0n || BigInt((a.pages.pageOffset + a.offset) % 4096) % align !== 0n)) {
+      throw new SysError('EADDRINUSE');
+    }
   }
 
   private mapInto(d: Domain, area: Area): void {
     let iova = area.iova;
     for (const r of area.pages.physRuns(area.offset, Number(area.last - area.iova + 1n))) {
-      this.engine.ptMap(d.did, iova, r.pa, r.length, area.perm);
+      if (this.hugePages) {
+        this.engine.ptMap(d.did, iova, r.pa, r.length, area.perm);
+      } else {
+        // HUGE_PAGES=0: PAGE_SIZE IOPTEs only, so that any page can be cut out later (VFIO type1).
+        for (let off = 0; off < r.length; off += 4096) this.engine.ptMap(d.did, iova + BigInt(off), r.pa + off, 4096, area.perm);
+      }
       iova += BigInt(r.length);
     }
   }
@@ -216,13 +251,12 @@ export class IoPagetable {
   private removeAreas(list: Area[]): bigint {
     let total = 0n;
     for (const a of list) {
-      const len = a.last - a.iova + 1n;
       // The engine invalidates the IOTLB before ptUnmap returns: from here on
       // no DMA reaches these pages through this IOAS.
-      for (const d of this.domains) this.engine.ptUnmap(d.did, a.iova, len);
-      if (this.domains.length > 0) a.pages.unpin();
+      this.unfillDomains(a);
       this.areas.splice(this.areas.indexOf(a), 1);
-      total += len;
+      a.pages.put();
+      total += a.last - a.iova + 1n;
     }
     return total;
   }
@@ -244,9 +278,7 @@ export class IoPagetable {
   addDomain(d: Domain): void {
     if (d.pgsizeMin > PAGE_SIZE) throw new SysError('EINVAL');
     const align = max(this.iovaAlignment, d.pgsizeMin);
-    if (this.areas.some((a) => a.iova % align !== 0n || (a.last + 1n) % align !== 0n || BigInt((a.pages.pageOffset + a.offset) % 4096) % align !== 0n)) {
-      throw new SysError('EADDRINUSE');
-    }
+    if (align !== this.iovaAlignment) this.checkAlignment(align);
     try {
       if (d.apertureStart > 0n) this.reserve(0n, d.apertureStart - 1n, d);
       if (d.apertureLast < ULONG_MAX) this.reserve(d.apertureLast + 1n, ULONG_MAX, d);

@@ -1,17 +1,22 @@
 // IOAS (drivers/iommu/iommufd/ioas.c): an I/O address space, and the
 // IOMMU_IOAS_* ioctls. Each handler checks in the order Linux does
-// (reference: iommufd-uapi.md 2.2-2.8) and leaves no trace on failure.
+// (reference: iommufd-uapi.md 2.2-2.10, 2.19) and leaves no trace on failure.
 
 import type { Engine } from '../engine/engine.js';
+import type { KFile } from '../kernel/file.js';
 import type { AddressSpace } from '../kernel/mm.js';
+import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_unmap, iommu_ioas_iova_ranges, iommu_iova_range,
+  iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_map_file, iommu_ioas_copy, iommu_ioas_unmap,
+  iommu_ioas_iova_ranges, iommu_iova_range, iommu_ioas_allow_iovas, iommu_vfio_ioas, iommu_ioas_change_process,
   IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_WRITEABLE, IOMMU_IOAS_MAP_READABLE,
+  IOMMU_VFIO_IOAS_GET, IOMMU_VFIO_IOAS_SET, IOMMU_VFIO_IOAS_CLEAR,
 } from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
 import { IommufdObject, type ObjectTable } from './object.js';
-import { IoPagetable, IoPages, ULONG_MAX, PERM_R, PERM_W } from './io_pagetable.js';
+import { IoPagetable, ULONG_MAX, PERM_R, PERM_W, type PagesSlice, type Range } from './io_pagetable.js';
+import { IoPages, type PagesSource, type PinAccount } from './pages.js';
 import type { HwptPaging } from './hw_pagetable.js';
 
 export class Ioas extends IommufdObject {
@@ -33,7 +38,15 @@ export interface IoasCtx {
   readonly engine: Engine;
   readonly objects: ObjectTable;
   readonly mm: AddressSpace;
+  /** The account new pages are charged to; null when the mapper has CAP_IPC_LOCK. */
+  pinAccount(): PinAccount | null;
+  fdget(fd: number): KFile | undefined;
+  /** The IOAS the VFIO type1 compat ioctls act on (IOMMU_VFIO_IOAS). */
+  vfioIoas: Ioas | null;
 }
+
+const MAP_FLAGS = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+const PAGE = 4096n;
 
 /** IOMMU_IOAS_ALLOC */
 export function ioasAlloc(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_alloc>): void {
@@ -41,35 +54,65 @@ export function ioasAlloc(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_alloc>): 
   cmd.out_ioas_id = ctx.objects.add(new Ioas(ctx.engine)).id;
 }
 
-const MAP_FLAGS = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+/** The checks MAP, MAP_FILE and COPY share before the IOAS lookup. */
+function checkMapFlags(flags: number, ...values: bigint[]): void {
+  if (values.some((v) => v >= ULONG_MAX)) throw new SysError('EOVERFLOW');
+  if ((flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE)) === 0) throw new SysError('EINVAL');
+}
+
+const permOf = (flags: number) => (flags & IOMMU_IOAS_MAP_READABLE ? PERM_R : 0) | (flags & IOMMU_IOAS_MAP_WRITEABLE ? PERM_W : 0);
+const fixedOf = (flags: number, iova: bigint) => (flags & IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null);
+
+/**
+ * iopt_alloc_pages: a new pages object over `source`; an overflow of the
+ * start is EOVERFLOW, a length of 0 or above SIZE_MAX - PAGE_SIZE EINVAL.
+ */
+function allocPages(ctx: IoasCtx, source: PagesSource, start: bigint, length: bigint, writable: boolean): IoPages {
+  if (start + length > ULONG_MAX) throw new SysError('EOVERFLOW');
+  if (length === 0n || length > ULONG_MAX - PAGE) throw new SysError('EINVAL');
+  return new IoPages(ctx.mm, source, Number(length), writable, ctx.pinAccount());
+}
 
 /** IOMMU_IOAS_MAP: map user memory at a fixed or an allocated IOVA. */
 export function ioasMap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map>): void {
   if ((cmd.flags & ~MAP_FLAGS) !== 0 || cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
-  if (cmd.iova >= ULONG_MAX || cmd.length >= ULONG_MAX) throw new SysError('EOVERFLOW');
-  if ((cmd.flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE)) === 0) throw new SysError('EINVAL');
+  checkMapFlags(cmd.flags, cmd.iova, cmd.length);
   const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
-  cmd.iova = mapPages(ioas.iopt, ctx.mm, cmd.user_va, cmd.length, cmd.iova, cmd.flags);
-}
-
-/** iopt_map_user_pages: place and insert the area; returns its IOVA. */
-function mapPages(iopt: IoPagetable, mm: AddressSpace, va: bigint, length: bigint, iova: bigint, flags: number): bigint {
-  // pages.c iopt_alloc_user_pages(): the overflow of uptr + length first, then
-  // iopt_alloc_pages(): a length of 0 or above SIZE_MAX - PAGE_SIZE.
-  if (va + length > ULONG_MAX) throw new SysError('EOVERFLOW');
-  if (length === 0n || length > ULONG_MAX - 4096n) throw new SysError('EINVAL');
-  const align = iopt.iovaAlignment;
-  if (length % align !== 0n) throw new SysError('EINVAL');
-  if (flags & IOMMU_IOAS_MAP_FIXED_IOVA) iopt.checkIova(iova, length);
-  else iova = iopt.allocIova(length, va);
-  if ((va % 4096n) % align !== 0n) throw new SysError('EINVAL');
   // A VA the process cannot have (not a safe integer here, above TASK_SIZE in
   // Linux) is kept as NaN: accepted while nothing pins it, EFAULT when pinned.
-  const userVa = va <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(va) : NaN;
-  const pages = new IoPages(mm, userVa, Number(length), (flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
-  const perm = (flags & IOMMU_IOAS_MAP_READABLE ? PERM_R : 0) | (flags & IOMMU_IOAS_MAP_WRITEABLE ? PERM_W : 0);
-  iopt.insertArea({ iova, last: iova + length - 1n, pages, offset: 0, perm });
-  return iova;
+  const va = cmd.user_va <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cmd.user_va) : NaN;
+  const pages = allocPages(ctx, { kind: 'user', va }, cmd.user_va, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
+  cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
+}
+
+/**
+ * IOMMU_IOAS_MAP_FILE: map [start, start + length) of a memfd. Only memfds
+ * can be pinned here (memfd_pin_folios); a range past the end of the file
+ * is EINVAL.
+ */
+export function ioasMapFile(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map_file>): void {
+  if ((cmd.flags & ~MAP_FLAGS) !== 0) throw new SysError('EOPNOTSUPP');
+  checkMapFlags(cmd.flags, cmd.iova, cmd.length);
+  const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
+  const file = ctx.fdget(cmd.fd);
+  if (!file) throw new SysError('EBADF');
+  if (!(file instanceof MemFile)) throw new SysError('EINVAL');
+  const pages = allocPages(ctx, { kind: 'file', file, start: Number(cmd.start) }, cmd.start, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
+  if (cmd.start + cmd.length > BigInt(file.size)) throw new SysError('EINVAL');
+  cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
+}
+
+/**
+ * IOMMU_IOAS_COPY: map the pages behind any contiguous sub-range of one IOAS
+ * into another (or the same), sharing them: they are pinned once.
+ */
+export function ioasCopy(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_copy>): void {
+  if ((cmd.flags & ~MAP_FLAGS) !== 0) throw new SysError('EOPNOTSUPP');
+  checkMapFlags(cmd.flags, cmd.length, cmd.src_iova, cmd.dst_iova);
+  const src = ctx.objects.get<Ioas>(cmd.src_ioas_id, 'IOAS');
+  const slices: PagesSlice[] = src.iopt.getPages(cmd.src_iova, cmd.length);
+  const dst = ctx.objects.get<Ioas>(cmd.dst_ioas_id, 'IOAS');
+  cmd.dst_iova = dst.iopt.map(slices, cmd.length, fixedOf(cmd.flags, cmd.dst_iova), permOf(cmd.flags));
 }
 
 /** IOMMU_IOAS_UNMAP: whole areas only (superset rule), or everything. */
@@ -83,6 +126,12 @@ export function ioasUnmap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_unmap>): 
   cmd.length = ioas.iopt.unmap(cmd.iova, cmd.length);
 }
 
+/** A user VA from a u64 field, or EFAULT. */
+function userPtr(p: bigint): number {
+  if (p > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
+  return Number(p);
+}
+
 /**
  * IOMMU_IOAS_IOVA_RANGES: the usable ranges into allowed_iovas (user memory).
  * Too many for num_iovas: the struct with the total still goes out, then EMSGSIZE.
@@ -92,18 +141,78 @@ export function ioasIovaRanges(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_iova
   const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
   const ranges = ioas.iopt.iovaRanges();
   const room = cmd.num_iovas;
-  const n = Math.min(room, ranges.length);
   // One copy_to_user per range, as ioas.c does: a fault keeps what was copied.
   const entry = new Uint8Array(iommu_iova_range.size);
-  for (let i = 0; i < n; i++) {
-    const at = cmd.allowed_iovas + BigInt(i * iommu_iova_range.size);
-    if (at > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
-    ctx.mm.write(Number(at), iommu_iova_range.encode({ start: ranges[i].start, last: ranges[i].last }, entry));
+  for (let i = 0; i < Math.min(room, ranges.length); i++) {
+    const at = userPtr(cmd.allowed_iovas + BigInt(i * iommu_iova_range.size));
+    ctx.mm.write(at, iommu_iova_range.encode({ start: ranges[i].start, last: ranges[i].last }, entry));
   }
   cmd.num_iovas = ranges.length;
   cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
   if (ranges.length > room) {
     respond();
     throw new SysError('EMSGSIZE');
+  }
+}
+
+/**
+ * IOMMU_IOAS_ALLOW_IOVAS (iommufd_ioas_load_iovas + iopt_set_allow_iova):
+ * each range needs start < last and must not overlap the ones before it
+ * (EINVAL); one meeting a reserved range is EADDRINUSE. The list is replaced
+ * whole, or not at all.
+ */
+export function ioasAllowIovas(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_allow_iovas>): void {
+  if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+  const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
+  const ranges: Range[] = [];
+  for (let i = 0; i < cmd.num_iovas; i++) {
+    const raw = ctx.mm.read(userPtr(cmd.allowed_iovas + BigInt(i * iommu_iova_range.size)), iommu_iova_range.size);
+    const r = iommu_iova_range.decode(raw);
+    if (r.start >= r.last) throw new SysError('EINVAL');
+    if (ranges.some((x) => x.start <= r.last && x.last >= r.start)) throw new SysError('EINVAL');
+    ranges.push({ start: r.start, last: r.last });
+  }
+  ioas.iopt.setAllowed(ranges);
+}
+
+/** IOMMU_OPTION_HUGE_PAGES on one IOAS (iommufd_ioas_option). */
+export function ioasOptionHugePages(ctx: IoasCtx, objectId: number, op: 'get' | 'set' | 'other', val: bigint): bigint {
+  const ioas = ctx.objects.get<Ioas>(objectId, 'IOAS');
+  if (op === 'get') return ioas.iopt.hugePages ? 1n : 0n;
+  if (op !== 'set') throw new SysError('EOPNOTSUPP');
+  if (val !== 0n && val !== 1n) throw new SysError('EINVAL');
+  ioas.iopt.setHugePages(val === 1n);
+  return val;
+}
+
+/** IOMMU_VFIO_IOAS: get, set or clear the IOAS of the VFIO type1 compat ioctls. */
+export function vfioIoas(ctx: IoasCtx, cmd: Decoded<typeof iommu_vfio_ioas>): void {
+  if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+  switch (cmd.op) {
+    case IOMMU_VFIO_IOAS_GET:
+      if (!ctx.vfioIoas) throw new SysError('ENODEV');
+      cmd.ioas_id = ctx.vfioIoas.id;
+      return;
+    case IOMMU_VFIO_IOAS_SET:
+      ctx.vfioIoas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
+      return;
+    case IOMMU_VFIO_IOAS_CLEAR:
+      ctx.vfioIoas = null;
+      return;
+    default:
+      throw new SysError('EOPNOTSUPP');
+  }
+}
+
+/**
+ * IOMMU_IOAS_CHANGE_PROCESS: every area of every IOAS must be file-backed
+ * (EINVAL otherwise); then the pin charge moves to the calling process. This
+ * host simulates one process, so the charge stays where it is: the call
+ * checks and succeeds, as Linux does when called from the same process.
+ */
+export function ioasChangeProcess(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_change_process>): void {
+  if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+  for (const obj of ctx.objects.values()) {
+    if (obj.type === 'IOAS' && (obj as Ioas).iopt.areas.some((a) => !a.pages.isFile)) throw new SysError('EINVAL');
   }
 }

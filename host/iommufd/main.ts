@@ -6,28 +6,82 @@ import type { Engine } from '../engine/engine.js';
 import { type AddressSpace, MAP_SHARED, MAP_SHARED_VALIDATE, PROT_EXEC } from '../kernel/mm.js';
 import { KFile } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
-import { IOMMUFD_TYPE, IOMMUFD_CMD_BASE, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE, iommu_destroy, type IoctlDesc } from '../uapi/iommufd.js';
+import {
+  IOMMUFD_TYPE, IOMMUFD_CMD_BASE, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE, iommu_destroy, iommu_option, type IoctlDesc,
+  IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_OP_GET, IOMMU_OPTION_OP_SET,
+} from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
 import { ObjectTable } from './object.js';
-import { ioasAlloc, ioasMap, ioasUnmap, ioasIovaRanges } from './ioas.js';
+import {
+  ioasAlloc, ioasMap, ioasMapFile, ioasCopy, ioasUnmap, ioasIovaRanges, ioasAllowIovas, ioasOptionHugePages,
+  vfioIoas, ioasChangeProcess, type Ioas, type IoasCtx,
+} from './ioas.js';
+import type { PinAccount } from './pages.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Handler = (ctx: IommufdFile, cmd: any, respond: () => void) => void;
 
 /** The commands implemented so far; the others of the table answer ENOTTY. */
 const HANDLERS: Readonly<Record<string, Handler>> = {
-  IOMMU_DESTROY: (ctx, cmd: Decoded<typeof iommu_destroy>) => ctx.objects.destroyUser(cmd.id),
+  IOMMU_DESTROY: (ctx, cmd: Decoded<typeof iommu_destroy>) => ctx.destroy(cmd.id),
   IOMMU_IOAS_ALLOC: ioasAlloc,
+  IOMMU_IOAS_ALLOW_IOVAS: ioasAllowIovas,
+  IOMMU_IOAS_COPY: ioasCopy,
+  IOMMU_IOAS_IOVA_RANGES: ioasIovaRanges,
   IOMMU_IOAS_MAP: ioasMap,
   IOMMU_IOAS_UNMAP: ioasUnmap,
-  IOMMU_IOAS_IOVA_RANGES: ioasIovaRanges,
+  IOMMU_OPTION: (ctx, cmd: Decoded<typeof iommu_option>) => ctx.option(cmd),
+  IOMMU_VFIO_IOAS: vfioIoas,
+  IOMMU_IOAS_MAP_FILE: ioasMapFile,
+  IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
 };
 
-export class IommufdFile extends KFile {
-  readonly objects = new ObjectTable();
+/** The simulated process's credentials and its locked-memory budget. */
+export interface Credentials {
+  readonly capSysResource: boolean;
+  readonly capIpcLock: boolean;
+  readonly account: PinAccount;
+}
 
-  constructor(readonly engine: Engine, readonly mm: AddressSpace) {
+export class IommufdFile extends KFile implements IoasCtx {
+  readonly objects = new ObjectTable();
+  vfioIoas: Ioas | null = null;
+  /** IOMMU_OPTION_RLIMIT_MODE: 1 charges pins vfio-type1 style (mm->locked_vm). */
+  private accountMm = false;
+
+  constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, readonly fdget: (fd: number) => KFile | undefined) {
     super('/dev/iommu');
+  }
+
+  /**
+   * Pins are charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK
+   * (IOPT_PAGES_ACCOUNT_NONE). Both account modes charge the one simulated
+   * user and process, so they share a budget here.
+   */
+  pinAccount(): PinAccount | null { return this.creds.capIpcLock ? null : this.creds.account; }
+
+  /** IOMMU_DESTROY; destroying the VFIO compat IOAS also clears it. */
+  destroy(id: number): void {
+    const obj = this.objects.find(id);
+    this.objects.destroyUser(id);
+    if (obj === this.vfioIoas) this.vfioIoas = null;
+  }
+
+  /** IOMMU_OPTION (main.c iommufd_option, ioas.c iommufd_option_rlimit_mode). */
+  option(cmd: Decoded<typeof iommu_option>): void {
+    if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+    const op = cmd.op === IOMMU_OPTION_OP_GET ? 'get' : cmd.op === IOMMU_OPTION_OP_SET ? 'set' : 'other';
+    if (cmd.option_id === IOMMU_OPTION_HUGE_PAGES) {
+      cmd.val64 = ioasOptionHugePages(this, cmd.object_id, op, cmd.val64);
+      return;
+    }
+    if (cmd.option_id !== IOMMU_OPTION_RLIMIT_MODE || cmd.object_id !== 0) throw new SysError('EOPNOTSUPP');
+    if (op === 'get') { cmd.val64 = this.accountMm ? 1n : 0n; return; }
+    if (op !== 'set') throw new SysError('EOPNOTSUPP');
+    if (!this.creds.capSysResource) throw new SysError('EPERM');
+    if (this.objects.size > 0) throw new SysError('EBUSY');
+    if (cmd.val64 > 1n) throw new SysError('EINVAL');
+    this.accountMm = cmd.val64 === 1n;
   }
 
   /**

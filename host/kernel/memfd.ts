@@ -7,6 +7,7 @@ import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import { KFile } from './file.js';
 import { PAGE_SIZE, PAGE_SHIFT } from './phys.js';
+import type { PhysRun } from './mm.js';
 
 export class MemFile extends KFile {
   /** Frame of each page (0 = not allocated yet). */
@@ -57,6 +58,24 @@ export class MemFile extends KFile {
       this.pages[index] = pfn;
     }
     return pfn;
+  }
+
+  /**
+   * Pin [offset, offset + length) (page-aligned): allocate the pages, take a
+   * frame reference on each, return the physical runs. EFAULT past the end.
+   */
+  pin(offset: number, length: number): PhysRun[] {
+    const first = offset / PAGE_SIZE, n = length / PAGE_SIZE;
+    if ((first + n) * PAGE_SIZE > Math.ceil(this.length / PAGE_SIZE) * PAGE_SIZE) throw new SysError('EFAULT');
+    const runs: PhysRun[] = [];
+    for (let i = first; i < first + n; i++) {
+      const pa = this.frame(i) * PAGE_SIZE;
+      const last = runs[runs.length - 1];
+      if (last && last.pa + last.length === pa) last.length += PAGE_SIZE;
+      else runs.push({ pa, length: PAGE_SIZE });
+    }
+    for (const r of runs) this.engine.getFrames(r.pa / PAGE_SIZE, r.length / PAGE_SIZE);
+    return runs;
   }
 
   override read(buf: Uint8Array): number {
