@@ -78,6 +78,9 @@ export class Host {
     };
   }
 
+  /** The fd table as kernel objects see it (fdget, fd_install). */
+  private readonly fdTable = { get: (fd: number) => this.fds.get(fd), install: (file: KFile) => this.install(file) };
+
   private install(file: KFile): number {
     let fd = FIRST_FD;
     while (this.fds.has(fd)) fd++;
@@ -93,7 +96,7 @@ export class Host {
 
   /** open(2): /dev/iommu, or a VFIO device path from addDevice. */
   open(path: string): number {
-    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, (fd) => this.fds.get(fd)));
+    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, this.fdTable));
     const dev = this.devices.find((d) => d.path === path);
     if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
     throw new SysError('ENOENT');

@@ -1,10 +1,48 @@
 // What iommufd needs to know of an emulated physical IOMMU, as Linux's IOMMU
 // drivers describe themselves to it: the paging domain's format, aperture and
-// page sizes, and the reserved regions of a device behind the unit.
+// page sizes, the reserved regions of a device behind the unit, and what
+// IOMMU_GET_HW_INFO reports (ops->hw_info, ops->capable, max_pasids).
 
 export type IommuKind = 'intel-vtd' | 'arm-smmuv3' | 'amd-vi' | 'mock';
 
 export interface ReservedRegion { start: bigint; last: bigint; type: 'msi' | 'direct' | 'reserved' }
+
+/**
+ * The vendor part of IOMMU_GET_HW_INFO (ops->hw_info): an
+ * `enum iommu_hw_info_type` value and the bytes of that type's struct
+ * (iommu_hw_info_vtd, iommu_hw_info_arm_smmuv3, iommu_hw_info_amd, ...),
+ * encoded with the uapi table.
+ */
+export interface HwInfoData {
+  readonly type: number;
+  readonly data: Uint8Array;
+}
+
+/**
+ * What the unit itself can do, as far as iommufd reports it. The device's
+ * answer combines these with its PCI function's capabilities
+ * (deviceMaxPasidLog2, deviceAtsSupported).
+ */
+export interface IommuUnitCaps {
+  /**
+   * device_iommu_capable(dev, IOMMU_CAP_DIRTY_TRACKING): the unit's paging
+   * domains keep dirty bits (VT-d: ssads_supported = SMTS && SSADS; SMMUv3:
+   * HTTU dirty; AMD: EFR HDSup).
+   */
+  readonly dirtyTracking: boolean;
+  /**
+   * log2 of iommu_device.max_pasids, the PASID width the unit accepts; 0
+   * when it takes no PASID (VT-d: 2 << ecap.PSS when SMTS && PASID, so
+   * PSS + 1 bits; SMMUv3: 1 << IDR1.SSIDSIZE; AMD: from EFR PASmax).
+   */
+  readonly pasidBits: number;
+  /**
+   * The unit answers ATS translation requests and device-TLB invalidation
+   * (VT-d ecap.DT, SMMUv3 IDR0.ATS, AMD EFR/IVHD ATS). With a function that
+   * has the PCIe ATS capability this is IOMMU_CAP_PCI_ATS_SUPPORTED.
+   */
+  readonly ats: boolean;
+}
 
 /** One emulated IOMMU unit and the domains it builds. */
 export interface IommuDriver {
@@ -18,4 +56,35 @@ export interface IommuDriver {
   readonly pgsizeMin: bigint;
   /** The reserved regions of a device behind this unit (iommu_get_resv_regions). */
   resvRegions(): ReservedRegion[];
+  /** What the unit can do (ops->capable and iommu_device.max_pasids). */
+  readonly caps: IommuUnitCaps;
+  /**
+   * ops->hw_info: the vendor data for a requested type. `requested` is
+   * IOMMU_HW_INFO_TYPE_DEFAULT (0) or the type the caller asked for with
+   * IOMMU_HW_INFO_FLAG_INPUT_TYPE; a driver answers DEFAULT and its own type
+   * and throws EOPNOTSUPP for any other. Optional, as in Linux: without it
+   * iommufd reports IOMMU_HW_INFO_TYPE_NONE and no data.
+   */
+  hwInfo?(requested: number): HwInfoData;
+}
+
+/**
+ * dev->iommu->max_pasids as a width, ilog2 of what dev_iommu_get_max_pasids()
+ * (drivers/iommu/iommu.c) stores at probe: min(pci_max_pasids(), the unit's
+ * max_pasids). pci_max_pasids() is 1 << the PASID capability's Max PASID
+ * Width, and a function without the capability has none (0).
+ */
+export function deviceMaxPasidLog2(unit: IommuUnitCaps, functionPasidBits: number): number {
+  if (functionPasidBits <= 0 || unit.pasidBits <= 0) return 0;
+  return Math.min(functionPasidBits, unit.pasidBits);
+}
+
+/**
+ * device_iommu_capable(dev, IOMMU_CAP_PCI_ATS_SUPPORTED): the unit serves
+ * ATS and the function has the ATS capability (VT-d: info->ats_supported =
+ * ecap_dev_iotlb_support && pci_ats_supported && dmar_ats_supported, set in
+ * intel_iommu_probe_device; AMD: amd_iommu_iotlb_sup && the device's ATS).
+ */
+export function deviceAtsSupported(unit: IommuUnitCaps, functionAts: boolean): boolean {
+  return unit.ats && functionAts;
 }

@@ -1,22 +1,245 @@
 // The emulated Intel VT-d unit (drivers/iommu/intel/ is its Linux driver).
+//
+// Its Capability and Extended Capability registers (VT-d specification rev
+// 4.x/5.x, 11.4.2 CAP_REG and 11.4.3 ECAP_REG) are built from the field
+// table below, one row per field the specification defines, each with the
+// value this unit reports and why. A field that a later issue will emulate
+// (first-stage and nested translation, page requests) is marked `planned`:
+// it is set because the project supports it on VT-d, and the row names what
+// must come with it. Reserved bits stay 0.
+//
+// Cross-check: the cap_*() / ecap_*() decoders of drivers/iommu/intel/iommu.h
+// read the same positions.
 
 import type { Engine } from '../engine/engine.js';
-import type { IommuDriver } from './driver.js';
+import { SysError } from '../uapi/errno.js';
+import {
+  iommu_hw_info_vtd, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17,
+} from '../uapi/iommufd.js';
+import type { HwInfoData, IommuDriver, IommuUnitCaps } from './driver.js';
+
+/** One field of CAP_REG or ECAP_REG. */
+export interface VtdRegField {
+  readonly reg: 'cap' | 'ecap';
+  /** The specification's mnemonic (rev 4.x names; "SL" fields became "SS"). */
+  readonly name: string;
+  /** Lowest bit and width in the 64-bit register. */
+  readonly lsb: number;
+  readonly width: number;
+  readonly value: number;
+  /** Where the specification defines the field (and the behaviour it describes). */
+  readonly spec: string;
+  /** Why this unit reports that value. */
+  readonly why: string;
+  /** Set for a capability a later issue emulates: what that issue must provide. */
+  readonly planned?: string;
+}
+
+/** Where this unit's register file puts the IOTLB registers (ECAP.IRO x 16): IVA_REG at 0x500, IOTLB_REG at 0x508. */
+export const VTD_IOTLB_REG_OFFSET = 0x500;
+/** Where this unit's register file puts its fault-recording registers (CAP.FRO x 16): FRCD_REG0 at 0x600. */
+export const VTD_FRCD_REG_OFFSET = 0x600;
+/** Fault-recording registers of this unit (CAP.NFR + 1). */
+export const VTD_FAULT_RECORDING_REGS = 1;
+/** PASID width of this unit's requests-with-PASID (ECAP.PSS + 1). */
+export const VTD_PASID_BITS = 20;
+/** Input address width of its second-stage tables (CAP.MGAW + 1; SAGAW: 4 levels only). */
+export const VTD_ADDRESS_WIDTH = 48;
+
+const CAP = '11.4.2';
+const ECAP = '11.4.3';
+
+/**
+ * ND (CAP[2:0]) for a domain table of `domains` entries: the count is
+ * 2^(4 + 2 * ND), at most ND = 6 (16-bit domain ids). The largest encoding
+ * that the engine's table holds.
+ */
+export function vtdNd(domains: number): number {
+  let nd = 0;
+  while (nd < 6 && 2 ** (4 + 2 * (nd + 1)) <= domains) nd++;
+  return nd;
+}
+
+/**
+ * The field table of this unit. `domains` is the engine's domain table size
+ * (EngineOptions.domains, 4096 unless told): it sets ND.
+ */
+export function vtdRegisterFields(domains: number): readonly VtdRegField[] {
+  const nd = vtdNd(domains);
+  return [
+    // ---- CAP_REG (11.4.2) ------------------------------------------------
+    { reg: 'cap', name: 'ND', lsb: 0, width: 3, value: nd, spec: CAP,
+      why: `domain ids the engine's domain table holds: 2^(4+2*${nd}) = ${2 ** (4 + 2 * nd)} of its ${domains} (id 0 is the blocked domain)` },
+    { reg: 'cap', name: 'AFL', lsb: 3, width: 1, value: 0, spec: CAP,
+      why: 'no advanced (memory-resident) fault log: faults go to the fault-recording register' },
+    { reg: 'cap', name: 'RWBF', lsb: 4, width: 1, value: 0, spec: CAP,
+      why: 'no write buffer: a page-table write is visible to the next walk (one linear memory)' },
+    { reg: 'cap', name: 'PLMR', lsb: 5, width: 1, value: 0, spec: CAP, why: 'no protected low-memory region' },
+    { reg: 'cap', name: 'PHMR', lsb: 6, width: 1, value: 0, spec: CAP, why: 'no protected high-memory region' },
+    { reg: 'cap', name: 'CM', lsb: 7, width: 1, value: 0, spec: CAP,
+      why: 'the IOTLB caches present leaves only (a walk that faults fills nothing), so no invalidation is needed after a map' },
+    { reg: 'cap', name: 'SAGAW', lsb: 8, width: 5, value: 0b00100, spec: `${CAP}; 3.7`,
+      why: 'bit 2 only: 48-bit AGAW, 4-level second-stage tables (driver.levels = 4)' },
+    { reg: 'cap', name: 'MGAW', lsb: 16, width: 6, value: VTD_ADDRESS_WIDTH - 1, spec: `${CAP}; 3.7`,
+      why: 'N + 1 = 48 bits: the paging domain aperture is [0, 2^48 - 1]' },
+    { reg: 'cap', name: 'ZLR', lsb: 22, width: 1, value: 1, spec: CAP,
+      why: 'a zero-length DMA is not translated and never faults (Dma.transfer returns before the walk)' },
+    { reg: 'cap', name: 'FRO', lsb: 24, width: 10, value: VTD_FRCD_REG_OFFSET / 16, spec: CAP,
+      why: 'fault-recording register at 0x600 (x 16 bytes), clear of the perfmon (0x300) and ECMD (0x400) blocks',
+      planned: 'the register file of this unit (primary fault logging) is emulated by a later issue at this offset' },
+    { reg: 'cap', name: 'SSLPS', lsb: 34, width: 4, value: 0b0011, spec: `${CAP}; 3.7, 9.8`,
+      why: '2 MiB (bit 0) and 1 GiB (bit 1) second-stage leaves; no 512 GiB / 256 TiB leaves' },
+    { reg: 'cap', name: 'PSI', lsb: 39, width: 1, value: 1, spec: CAP,
+      why: 'the engine invalidates an IOVA range of a domain exactly (iotlb_flush_range)' },
+    { reg: 'cap', name: 'NFR', lsb: 40, width: 8, value: VTD_FAULT_RECORDING_REGS - 1, spec: CAP,
+      why: 'N + 1 = 1 fault-recording register, the minimum',
+      planned: 'with FRO: one FRCD_REG at 0x600' },
+    { reg: 'cap', name: 'MAMV', lsb: 48, width: 6, value: VTD_ADDRESS_WIDTH - 12, spec: CAP,
+      why: 'a range invalidation may cover 2^36 pages, the whole 48-bit aperture: the engine takes any range' },
+    { reg: 'cap', name: 'DWD', lsb: 54, width: 1, value: 1, spec: CAP,
+      why: 'every DMA completes before the call returns, so an invalidation leaves no write queued' },
+    { reg: 'cap', name: 'DRD', lsb: 55, width: 1, value: 1, spec: CAP,
+      why: 'likewise for reads' },
+    { reg: 'cap', name: 'FS1GP', lsb: 56, width: 1, value: 1, spec: CAP,
+      why: '1 GiB first-stage pages, as the second stage has them',
+      planned: 'the first-stage walker (nested HWPTs) must accept 1 GiB leaves' },
+    { reg: 'cap', name: 'PI', lsb: 59, width: 1, value: 0, spec: CAP, why: 'no posted interrupts (no interrupt remapping)' },
+    { reg: 'cap', name: 'FS5LP', lsb: 60, width: 1, value: 0, spec: CAP, why: '4-level first stage only' },
+    { reg: 'cap', name: 'ECMDS', lsb: 61, width: 1, value: 0, spec: CAP, why: 'no enhanced command interface' },
+    { reg: 'cap', name: 'ESIRTPS', lsb: 62, width: 1, value: 0, spec: CAP, why: 'no interrupt remapping table' },
+    { reg: 'cap', name: 'ESRTPS', lsb: 63, width: 1, value: 0, spec: CAP,
+      why: 'no claim about root-table pointer caching: software invalidates after SRTP' },
+
+    // ---- ECAP_REG (11.4.3) -----------------------------------------------
+    { reg: 'ecap', name: 'C', lsb: 0, width: 1, value: 1, spec: ECAP,
+      why: 'table walks read linear memory directly: coherent with the CPU, no clflush' },
+    { reg: 'ecap', name: 'QI', lsb: 1, width: 1, value: 1, spec: ECAP,
+      why: 'PASID-granular invalidations (P_IOTLB, PASID-cache) exist only as queued descriptors, and this unit is PASID-capable' },
+    { reg: 'ecap', name: 'DT', lsb: 2, width: 1, value: 1, spec: ECAP,
+      why: 'the unit answers translation requests (Dma.translate: through the IOTLB, leaf size and permission back); a function without ATS gets IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED',
+      planned: 'device-TLB invalidation of ATS-enabled functions' },
+    { reg: 'ecap', name: 'IR', lsb: 3, width: 1, value: 0, spec: ECAP,
+      why: 'no interrupt remapping: the interrupt window is a reserved region (IOMMU_RESV_MSI) that no DMA reaches' },
+    { reg: 'ecap', name: 'EIM', lsb: 4, width: 1, value: 0, spec: ECAP, why: 'needs IR' },
+    { reg: 'ecap', name: 'PT', lsb: 6, width: 1, value: 0, spec: ECAP,
+      why: 'a context points at a domain or blocks: the engine has no pass-through (identity) translation' },
+    { reg: 'ecap', name: 'SC', lsb: 7, width: 1, value: 1, spec: `${ECAP}; 9.8`,
+      why: 'every DMA is a coherent copy and the walker accepts SNP (bit 11) in leaves: snoop is always enforced (IOMMU_CAP_ENFORCE_CACHE_COHERENCY)' },
+    { reg: 'ecap', name: 'IRO', lsb: 8, width: 10, value: VTD_IOTLB_REG_OFFSET / 16, spec: ECAP,
+      why: 'IOTLB registers at 0x500 (x 16 bytes): IVA_REG 0x500, IOTLB_REG 0x508',
+      planned: 'the register file of this unit is emulated by a later issue at this offset' },
+    { reg: 'ecap', name: 'MHMV', lsb: 20, width: 4, value: 0, spec: ECAP, why: 'no interrupt entry cache (no IR)' },
+    { reg: 'ecap', name: 'MTS', lsb: 25, width: 1, value: 0, spec: ECAP, why: 'memory types (EMT, PAT) are not emulated' },
+    { reg: 'ecap', name: 'NEST', lsb: 26, width: 1, value: 1, spec: `${ECAP}; 9.6`,
+      why: 'nested (first stage over second stage) translation: IOMMU_HWPT_ALLOC_NEST_PARENT and VT-d nested HWPTs',
+      planned: 'the 2-D walk of DESIGN 2 (nested HWPT, PGTT = 011b)' },
+    { reg: 'ecap', name: 'PRS', lsb: 29, width: 1, value: 1, spec: ECAP,
+      why: 'page requests of PRI-capable functions, the recoverable faults of IOMMU_FAULT_QUEUE_ALLOC',
+      planned: 'the page-request path into FAULT objects (DESIGN 2)' },
+    { reg: 'ecap', name: 'ERS', lsb: 30, width: 1, value: 0, spec: ECAP, why: 'no execute-requested requests-with-PASID' },
+    { reg: 'ecap', name: 'SRS', lsb: 31, width: 1, value: 0, spec: ECAP, why: 'no supervisor (privileged) requests-with-PASID' },
+    { reg: 'ecap', name: 'NWFS', lsb: 33, width: 1, value: 0, spec: ECAP, why: 'the No-Write flag of translation requests is not honoured' },
+    { reg: 'ecap', name: 'EAFS', lsb: 34, width: 1, value: 0, spec: ECAP, why: 'no extended-accessed flag in first-stage entries' },
+    { reg: 'ecap', name: 'PSS', lsb: 35, width: 5, value: VTD_PASID_BITS - 1, spec: ECAP,
+      why: 'N + 1 = 20-bit PASIDs, the PCIe maximum: engine contexts are per (device, PASID)' },
+    { reg: 'ecap', name: 'PASID', lsb: 40, width: 1, value: 1, spec: ECAP,
+      why: 'requests-with-PASID are translated (a context per PASID)' },
+    { reg: 'ecap', name: 'DIT', lsb: 41, width: 1, value: 0, spec: ECAP, why: 'no device-TLB invalidation throttling' },
+    { reg: 'ecap', name: 'PDS', lsb: 42, width: 1, value: 0, spec: ECAP, why: 'no page-request drain flag' },
+    { reg: 'ecap', name: 'SMTS', lsb: 43, width: 1, value: 1, spec: ECAP,
+      why: 'scalable mode: PASID-granular translation, which PASID, dirty tracking (ssads_supported) and nesting need' },
+    { reg: 'ecap', name: 'VCS', lsb: 44, width: 1, value: 0, spec: ECAP, why: 'no virtual command interface' },
+    { reg: 'ecap', name: 'SSADS', lsb: 45, width: 1, value: 1, spec: `${ECAP}; 9.8`,
+      why: 'second-stage A/D bits: dirty tracking of paging domains (IOMMU_HW_CAP_DIRTY_TRACKING)' },
+    { reg: 'ecap', name: 'SSTS', lsb: 46, width: 1, value: 1, spec: `${ECAP}; 9.6`,
+      why: 'second-stage translation in scalable mode (PGTT = 010b): every paging domain of this unit' },
+    { reg: 'ecap', name: 'FSTS', lsb: 47, width: 1, value: 1, spec: `${ECAP}; 9.6`,
+      why: 'first-stage translation (PGTT = 001b), the guest-owned stage of a VT-d nested HWPT',
+      planned: 'the first-stage walker of nested HWPTs (IOMMU_HWPT_DATA_VTD_S1)' },
+    { reg: 'ecap', name: 'SMPWC', lsb: 48, width: 1, value: 1, spec: ECAP,
+      why: 'scalable-mode table walks are coherent, as in legacy mode (C)' },
+    { reg: 'ecap', name: 'RPS', lsb: 49, width: 1, value: 0, spec: ECAP,
+      why: 'RID_PASID is always 0 (IOMMU_NO_PASID)' },
+    { reg: 'ecap', name: 'PMS', lsb: 51, width: 1, value: 0, spec: ECAP, why: 'no performance-monitoring registers' },
+    { reg: 'ecap', name: 'ADMS', lsb: 52, width: 1, value: 0, spec: ECAP, why: 'no abort-DMA mode' },
+    { reg: 'ecap', name: 'RPRIVS', lsb: 53, width: 1, value: 0, spec: ECAP, why: 'no RID_PRIV in scalable-mode context entries' },
+  ];
+}
+
+/**
+ * Assemble CAP_REG and ECAP_REG from a field table. Throws on a value that
+ * does not fit its field or on two fields that share a bit (a table bug).
+ */
+export function vtdRegisters(fields: readonly VtdRegField[]): { cap: bigint; ecap: bigint } {
+  const regs = { cap: 0n, ecap: 0n };
+  const used = { cap: 0n, ecap: 0n };
+  for (const f of fields) {
+    const mask = ((1n << BigInt(f.width)) - 1n) << BigInt(f.lsb);
+    if (f.lsb < 0 || f.lsb + f.width > 64 || !Number.isInteger(f.value) || f.value < 0 || BigInt(f.value) >= 1n << BigInt(f.width)) {
+      throw new RangeError(`VT-d ${f.reg}.${f.name}: ${f.value} does not fit bits ${f.lsb + f.width - 1}:${f.lsb}`);
+    }
+    if (used[f.reg] & mask) throw new RangeError(`VT-d ${f.reg}.${f.name} overlaps another field`);
+    used[f.reg] |= mask;
+    regs[f.reg] |= BigInt(f.value) << BigInt(f.lsb);
+  }
+  return regs;
+}
+
+/** A field's value read back from a register value. */
+export function vtdField(fields: readonly VtdRegField[], reg: 'cap' | 'ecap', name: string, value: bigint): number {
+  const f = fields.find((x) => x.reg === reg && x.name === name);
+  if (!f) throw new RangeError(`no VT-d ${reg} field ${name}`);
+  return Number((value >> BigInt(f.lsb)) & ((1n << BigInt(f.width)) - 1n));
+}
+
+/** The engine's domain table size (control block word CTRL_DOMAINS). */
+function engineDomains(engine: Engine): number {
+  const L = engine.layout;
+  const at = L.CTRL_BASE + L.CTRL_DOMAINS;
+  const b = engine.bytes;
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(at, true);
+}
 
 /**
  * Intel VT-d with a 4-level (48-bit) second-stage format and 2 MiB and
- * 1 GiB super-pages (VT-d spec 3.7, cap SAGAW bit 2 and SLLPS = 0b11). The
+ * 1 GiB super-pages (VT-d spec 3.7, cap SAGAW bit 2 and SSLPS = 0b11). The
  * interrupt range 0xfee00000-0xfeefffff is reserved as IOMMU_RESV_MSI, as
  * intel_iommu_get_resv_regions() does (IOAPIC_RANGE_START / _END).
  */
 export function intelVtd(engine: Engine): IommuDriver {
   const L = engine.layout;
+  const fields = vtdRegisterFields(engineDomains(engine));
+  const { cap, ecap } = vtdRegisters(fields);
+  const get = (reg: 'cap' | 'ecap', name: string) => vtdField(fields, reg, name, reg === 'cap' ? cap : ecap);
+  // As Linux reads them: sm_supported = SMTS (intel_iommu_sm on);
+  // pasid_supported = sm && PASID, max_pasids = 2 << PSS (dmar.c alloc_iommu);
+  // ssads_supported = sm && SSADS (IOMMU_CAP_DIRTY_TRACKING); the unit's
+  // half of info->ats_supported = ecap_dev_iotlb_support (DT).
+  const sm = get('ecap', 'SMTS') === 1;
+  const caps: IommuUnitCaps = Object.freeze({
+    dirtyTracking: sm && get('ecap', 'SSADS') === 1,
+    pasidBits: sm && get('ecap', 'PASID') === 1 ? get('ecap', 'PSS') + 1 : 0,
+    ats: get('ecap', 'DT') === 1,
+  });
   return {
     kind: 'intel-vtd',
     levels: 4,
     leafSizes: L.SZ_4K | L.SZ_2M | L.SZ_1G,
-    addressWidth: 48,
+    addressWidth: VTD_ADDRESS_WIDTH,
     pgsizeMin: 4096n,
     resvRegions: () => [{ start: 0xfee0_0000n, last: 0xfeef_ffffn, type: 'msi' }],
+    caps,
+    /**
+     * intel_iommu_hw_info (drivers/iommu/intel/iommu.c): DEFAULT or
+     * INTEL_VTD, else EOPNOTSUPP; flags, cap_reg and ecap_reg. Linux sets
+     * IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 on every unit, whatever the CPU,
+     * and refuses read-only mappings in nest-parent domains to match; so
+     * does this unit (the nesting issue must keep that rule).
+     */
+    hwInfo(requested: number): HwInfoData {
+      if (requested !== IOMMU_HW_INFO_TYPE_DEFAULT && requested !== IOMMU_HW_INFO_TYPE_INTEL_VTD) throw new SysError('EOPNOTSUPP');
+      const data = iommu_hw_info_vtd.encode({ flags: IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, cap_reg: cap, ecap_reg: ecap });
+      return { type: IOMMU_HW_INFO_TYPE_INTEL_VTD, data };
+    },
   };
 }

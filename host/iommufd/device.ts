@@ -3,6 +3,7 @@
 // picks or creates an automatic HWPT_PAGING; attaching to a HWPT uses it.
 
 import type { Engine } from '../engine/engine.js';
+import { deviceMaxPasidLog2 } from '../iommu/driver.js';
 import type { PciFunction } from '../kernel/pci.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
@@ -45,6 +46,7 @@ export class IommufdDevice extends IommufdObject {
     if (!hwpt) return;
     this.pci.setContext(pasid, 0);
     this.attached.delete(pasid);
+    hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
     if (this.attached.size === 0) this.users--;
     this.unlink(hwpt);
@@ -64,7 +66,6 @@ export class IommufdDevice extends IommufdObject {
     const obj = this.objects.find(ptId);
     if (!obj) throw new SysError('ENOENT');
     if (obj.type === 'HWPT_PAGING') {
-      if (pasid !== NO_PASID) throw new SysError('EINVAL'); // not allocated with IOMMU_HWPT_ALLOC_PASID
       use(obj as HwptPaging);
       return obj as HwptPaging;
     }
@@ -81,7 +82,7 @@ export class IommufdDevice extends IommufdObject {
         if (!(e instanceof SysError && e.code === 'EINVAL')) throw e;
       }
     }
-    const h = this.objects.add(new HwptPaging(this.engine, ioas, this.pci.driver, true));
+    const h = this.objects.add(new HwptPaging(this.engine, ioas, this.pci.driver, { auto: true, nestParent: false, dirtyTracking: false, pasidCompat: false }));
     try {
       h.addToIoas();
     } catch (e) {
@@ -97,8 +98,28 @@ export class IommufdDevice extends IommufdObject {
     return h;
   }
 
+  /**
+   * PASID compatibility (device.c iommufd_hwpt_pasid_compat,
+   * iommu_attach_device_pasid): a PASID needs a device with PASID support,
+   * a PASID below its width and a HWPT allocated with IOMMU_HWPT_ALLOC_PASID,
+   * and the RID's HWPT must be PASID-compatible too; the RID may only move
+   * to a non-compatible HWPT while no PASID is attached.
+   */
+  private checkPasid(hwpt: HwptPaging, pasid: number): void {
+    if (pasid === NO_PASID) {
+      if (!hwpt.flags.pasidCompat && [...this.attached.keys()].some((p) => p !== NO_PASID)) throw new SysError('EINVAL');
+      return;
+    }
+    const bits = deviceMaxPasidLog2(this.pci.driver.caps, this.pci.options.pasidBits);
+    if (bits === 0 || pasid >= 2 ** bits) throw new SysError('EINVAL');
+    if (!hwpt.flags.pasidCompat) throw new SysError('EINVAL');
+    const rid = this.attached.get(NO_PASID);
+    if (rid && !rid.flags.pasidCompat) throw new SysError('EINVAL');
+  }
+
   /** Attach to hwpt on pasid, replacing `old` (same PASID) if given. All or nothing. */
   private link(hwpt: HwptPaging, pasid: number, old: HwptPaging | null): void {
+    this.checkPasid(hwpt, pasid);
     const moving = pasid === NO_PASID && (old === null || old.ioas !== hwpt.ioas);
     if (moving) for (const r of this.pci.driver.resvRegions()) {
       try {
@@ -114,6 +135,7 @@ export class IommufdDevice extends IommufdObject {
     hwpt.users++;
     hwpt.attached++;
     if (old) {
+      old.fault?.autoRespond(this, pasid);
       if (moving) old.ioas.iopt.unreserve(this);
       this.unlink(old);
     }

@@ -5,9 +5,27 @@
 
 import type { Engine } from '../engine/engine.js';
 import type { IommuDriver } from '../iommu/driver.js';
+import { SysError } from '../uapi/errno.js';
+import {
+  iommu_hwpt_alloc, IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID,
+} from '../uapi/iommufd.js';
+import type { Decoded } from '../uapi/struct.js';
 import type { Domain } from './io_pagetable.js';
-import { IommufdObject } from './object.js';
+import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
+import type { IommufdDevice } from './device.js';
+import type { Fault } from './fault.js';
+
+/** How a paging HWPT was asked for (the IOMMU_HWPT_ALLOC flags that shape it). */
+export interface PagingFlags {
+  /** Made by a device attach to an IOAS, shared and freed with its last device. */
+  auto: boolean;
+  nestParent: boolean;
+  dirtyTracking: boolean;
+  /** IOMMU_HWPT_ALLOC_PASID: may be attached to a PASID. */
+  pasidCompat: boolean;
+}
 
 export class HwptPaging extends IommufdObject implements Domain {
   readonly type = 'HWPT_PAGING' as const;
@@ -18,7 +36,7 @@ export class HwptPaging extends IommufdObject implements Domain {
   /** Devices (and PASIDs) attached. */
   attached = 0;
 
-  constructor(private readonly engine: Engine, readonly ioas: Ioas, readonly driver: IommuDriver, readonly auto: boolean) {
+  constructor(private readonly engine: Engine, readonly ioas: Ioas, readonly driver: IommuDriver, readonly flags: PagingFlags) {
     super();
     this.did = engine.ptCreate(driver.levels, driver.leafSizes);
     this.apertureLast = (1n << BigInt(driver.addressWidth)) - 1n;
@@ -26,6 +44,15 @@ export class HwptPaging extends IommufdObject implements Domain {
   }
 
   private inIoas = false;
+  /** The FAULT its I/O page faults go to (IOMMU_HWPT_FAULT_ID_VALID), holding a user of it. */
+  fault: Fault | null = null;
+
+  setFault(fault: Fault): void {
+    this.fault = fault;
+    fault.users++;
+  }
+
+  get auto(): boolean { return this.flags.auto; }
 
   /** Join the IOAS: reserve outside the aperture and fill (iopt_table_add_domain). */
   addToIoas(): void {
@@ -42,5 +69,75 @@ export class HwptPaging extends IommufdObject implements Domain {
       this.ioas.hwpts.splice(this.ioas.hwpts.indexOf(this), 1);
     }
     this.engine.ptDestroy(this.did);
+    if (this.fault) this.fault.users--;
   }
+}
+
+const PAGING_FLAGS = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
+
+/** What IOMMU_HWPT_ALLOC needs from the iommufd context. */
+export interface HwptCtx {
+  readonly engine: Engine;
+  readonly objects: ObjectTable;
+}
+
+/**
+ * IOMMU_HWPT_ALLOC (hw_pagetable.c iommufd_hwpt_alloc). On an IOAS: a manual
+ * HWPT_PAGING, filled from the IOAS at once, needing no device attached.
+ * Nested HWPTs (on a HWPT_PAGING or a vIOMMU) need the stage-1 walkers of
+ * the translation-engine issue: until then the drivers have no
+ * domain_alloc_nested, which Linux answers with EOPNOTSUPP.
+ */
+export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): void {
+  if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+  if ((cmd.data_type === IOMMU_HWPT_DATA_NONE) !== (cmd.data_len === 0)) throw new SysError('EINVAL');
+  const idev = ctx.objects.get<IommufdDevice>(cmd.dev_id, 'DEVICE');
+  const pt = ctx.objects.find(cmd.pt_id);
+  if (!pt) throw new SysError('EINVAL'); // iommufd_hwpt_alloc turns a failed lookup into EINVAL
+  let hwpt: IommufdObject;
+  if (pt.type === 'IOAS') {
+    hwpt = allocPaging(ctx, pt as Ioas, idev, cmd.flags, cmd.data_len !== 0);
+  } else if (pt.type === 'HWPT_PAGING') {
+    // iommufd_hwpt_nested_alloc: flags, data and driver support first.
+    if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0) throw new SysError('EOPNOTSUPP');
+    throw new SysError('EOPNOTSUPP'); // no domain_alloc_nested yet
+  } else if (pt.type === 'VIOMMU') {
+    throw new SysError('EOPNOTSUPP');
+  } else {
+    throw new SysError('EINVAL');
+  }
+  if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) {
+    let fault: Fault;
+    try {
+      fault = ctx.objects.get<Fault>(cmd.fault_id, 'FAULT');
+    } catch (e) {
+      ctx.objects.remove(hwpt);
+      throw e;
+    }
+    (hwpt as HwptPaging).setFault(fault);
+  }
+  cmd.out_hwpt_id = hwpt.id;
+}
+
+/** iommufd_hwpt_paging_alloc for a manual HWPT; the object is gone again on failure. */
+function allocPaging(ctx: HwptCtx, ioas: Ioas, idev: IommufdDevice, flags: number, userData: boolean): HwptPaging {
+  const driver = idev.pci.driver;
+  if ((flags & ~PAGING_FLAGS) !== 0) throw new SysError('EOPNOTSUPP');
+  if ((flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) && !driver.caps.dirtyTracking) throw new SysError('EOPNOTSUPP');
+  if ((flags & IOMMU_HWPT_FAULT_ID_VALID) && (flags & IOMMU_HWPT_ALLOC_NEST_PARENT)) throw new SysError('EOPNOTSUPP');
+  // The driver's domain_alloc_paging_flags: no driver data for a paging domain (intel, arm-smmu-v3).
+  if (userData) throw new SysError('EOPNOTSUPP');
+  const hwpt = ctx.objects.add(new HwptPaging(ctx.engine, ioas, driver, {
+    auto: false,
+    nestParent: (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0,
+    dirtyTracking: (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0,
+    pasidCompat: (flags & IOMMU_HWPT_ALLOC_PASID) !== 0,
+  }));
+  try {
+    hwpt.addToIoas();
+  } catch (e) {
+    ctx.objects.remove(hwpt);
+    throw e;
+  }
+  return hwpt;
 }

@@ -17,6 +17,9 @@ import {
   vfioIoas, ioasChangeProcess, type Ioas, type IoasCtx,
 } from './ioas.js';
 import type { PinAccount } from './pages.js';
+import { hwptAlloc } from './hw_pagetable.js';
+import { getHwInfo } from './hw_info.js';
+import { faultQueueAlloc, type FaultCtx } from './fault.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Handler = (ctx: IommufdFile, cmd: any, respond: () => void) => void;
@@ -31,6 +34,9 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_IOAS_MAP: ioasMap,
   IOMMU_IOAS_UNMAP: ioasUnmap,
   IOMMU_OPTION: (ctx, cmd: Decoded<typeof iommu_option>) => ctx.option(cmd),
+  IOMMU_HWPT_ALLOC: hwptAlloc,
+  IOMMU_GET_HW_INFO: getHwInfo,
+  IOMMU_FAULT_QUEUE_ALLOC: faultQueueAlloc,
   IOMMU_VFIO_IOAS: vfioIoas,
   IOMMU_IOAS_MAP_FILE: ioasMapFile,
   IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
@@ -43,15 +49,26 @@ export interface Credentials {
   readonly account: PinAccount;
 }
 
-export class IommufdFile extends KFile implements IoasCtx {
+/** What the iommufd needs from the process's fd table. */
+export interface FdTable {
+  get(fd: number): KFile | undefined;
+  /** Install a new file at the lowest free fd. */
+  install(file: KFile): number;
+}
+
+export class IommufdFile extends KFile implements IoasCtx, FaultCtx {
   readonly objects = new ObjectTable();
   vfioIoas: Ioas | null = null;
   /** IOMMU_OPTION_RLIMIT_MODE: 1 charges pins vfio-type1 style (mm->locked_vm). */
   private accountMm = false;
 
-  constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, readonly fdget: (fd: number) => KFile | undefined) {
+  constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, private readonly fds: FdTable) {
     super('/dev/iommu');
   }
+
+  get file(): KFile { return this; }
+  fdget(fd: number): KFile | undefined { return this.fds.get(fd); }
+  installFd(file: KFile): number { return this.fds.install(file); }
 
   /**
    * Pins are charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK

@@ -1,0 +1,156 @@
+// FAULT (drivers/iommu/iommufd/eventq.c): a queue of I/O page-fault groups
+// read from an fd as struct iommu_hwpt_pgfault records and answered by
+// writing struct iommu_hwpt_page_response records to it.
+//
+// A group is the page requests of one PRI group up to the one flagged
+// LAST_PAGE. read() hands out whole groups, FIFO, each under a cookie
+// (lowest free from 1); write() answers a cookie with SUCCESS or INVALID.
+// Detaching or replacing the device answers its groups INVALID, as does
+// destroying the FAULT.
+
+import { KFile, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM } from '../kernel/file.js';
+import { SysError } from '../uapi/errno.js';
+import {
+  iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response,
+  IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID,
+} from '../uapi/iommufd.js';
+import type { Decoded } from '../uapi/struct.js';
+import { IommufdObject, type ObjectTable } from './object.js';
+
+/** One page request as the IOMMU reports it (struct iommu_fault_page_request). */
+export interface PageRequest {
+  flags: number;
+  pasid: number;
+  grpid: number;
+  perm: number;
+  addr: bigint;
+}
+
+/** A group of page requests from one device attachment, and who answers it. */
+export interface FaultGroup {
+  readonly devId: number;
+  /** The attachment the group came through: device object and PASID. */
+  readonly handle: { readonly dev: object; readonly pasid: number };
+  readonly requests: PageRequest[];
+  /** Delivers the response (IOMMUFD_PAGE_RESP_*) to the device. Called once. */
+  respond(code: number): void;
+  cookie?: number;
+}
+
+export class Fault extends IommufdObject {
+  readonly type = 'FAULT' as const;
+  /** Groups not yet read, FIFO. */
+  private readonly deliver: FaultGroup[] = [];
+  /** Groups read and not yet answered, by cookie. */
+  private readonly response = new Map<number, FaultGroup>();
+  /** Called when a group is queued (readiness for poll and waiters). */
+  onReadable: (() => void) | null = null;
+
+  /** iommufd_fault_iopf_handler: queue a group for the reader. */
+  report(group: FaultGroup): void {
+    this.deliver.push(group);
+    this.onReadable?.();
+  }
+
+  get readable(): boolean { return this.deliver.length > 0; }
+
+  /** iommufd_fault_fops_read: whole groups that fit; 0 when none does (no error). */
+  read(buf: Uint8Array): number {
+    const size = iommu_hwpt_pgfault.size;
+    if (buf.length % size !== 0) throw new SysError('ESPIPE');
+    let done = 0;
+    while (this.deliver.length > 0) {
+      const g = this.deliver[0];
+      if (done >= buf.length || g.requests.length * size > buf.length - done) break;
+      this.deliver.shift();
+      let cookie = 1;
+      while (this.response.has(cookie)) cookie++;
+      if (cookie > 0xffff_ffff) { this.deliver.unshift(g); break; } // xa_limit_32b exhausted
+      g.cookie = cookie;
+      this.response.set(cookie, g);
+      for (const r of g.requests) {
+        iommu_hwpt_pgfault.encode({
+          flags: r.flags, dev_id: g.devId, pasid: r.pasid, grpid: r.grpid, perm: r.perm, addr: r.addr, length: 0, cookie,
+        }, buf, done);
+        done += size;
+      }
+    }
+    return done;
+  }
+
+  /** iommufd_fault_fops_write: responses in order until a bad one; bytes consumed, or the error if none. */
+  write(buf: Uint8Array): number {
+    const size = iommu_hwpt_page_response.size;
+    if (buf.length % size !== 0) throw new SysError('ESPIPE');
+    let done = 0;
+    let err: SysError | null = null;
+    while (done < buf.length) {
+      const r = iommu_hwpt_page_response.decode(buf, done);
+      if (r.code !== IOMMUFD_PAGE_RESP_SUCCESS && r.code !== IOMMUFD_PAGE_RESP_INVALID) { err = new SysError('EINVAL'); break; }
+      const g = this.response.get(r.cookie);
+      if (!g) { err = new SysError('EINVAL'); break; }
+      this.response.delete(r.cookie);
+      g.respond(r.code);
+      done += size;
+    }
+    if (done === 0 && err) throw err;
+    return done;
+  }
+
+  /** iommufd_auto_response_faults: answer INVALID every group of one attachment. */
+  autoRespond(dev: object, pasid: number): void {
+    const mine = (g: FaultGroup) => g.handle.dev === dev && g.handle.pasid === pasid;
+    for (let i = this.deliver.length - 1; i >= 0; i--) {
+      if (mine(this.deliver[i])) this.deliver.splice(i, 1)[0].respond(IOMMUFD_PAGE_RESP_INVALID);
+    }
+    for (const [cookie, g] of this.response) {
+      if (mine(g)) { this.response.delete(cookie); g.respond(IOMMUFD_PAGE_RESP_INVALID); }
+    }
+  }
+
+  /** iommufd_fault_destroy: everything pending is answered INVALID. */
+  destroy(): void {
+    for (const g of this.deliver.splice(0)) g.respond(IOMMUFD_PAGE_RESP_INVALID);
+    for (const g of this.response.values()) g.respond(IOMMUFD_PAGE_RESP_INVALID);
+    this.response.clear();
+  }
+}
+
+/** The fault fd ("[iommufd-pgfault]"): holds the FAULT (users + 1) and the iommufd. */
+export class FaultFile extends KFile {
+  constructor(readonly fault: Fault, private readonly ictx: KFile) {
+    super('anon_inode:[iommufd-pgfault]');
+    fault.users++;
+    ictx.get();
+  }
+
+  override read(buf: Uint8Array): number { return this.fault.read(buf); }
+  override write(buf: Uint8Array): number { return this.fault.write(buf); }
+
+  /** iommufd_eventq_fops_poll: always writable; readable while groups wait. */
+  override poll(events: number): number {
+    const ready = POLLOUT | (this.fault.readable ? POLLIN | POLLRDNORM : 0);
+    return ready & (events | POLLERR | POLLHUP);
+  }
+
+  protected override release(): void {
+    this.fault.users--;
+    this.ictx.put();
+  }
+}
+
+/** What IOMMU_FAULT_QUEUE_ALLOC needs from the iommufd context. */
+export interface FaultCtx {
+  readonly objects: ObjectTable;
+  /** The iommufd file itself, which the new fd keeps referenced. */
+  readonly file: KFile;
+  installFd(file: KFile): number;
+}
+
+/** IOMMU_FAULT_QUEUE_ALLOC: a FAULT object and its fd. */
+export function faultQueueAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_fault_alloc>): void {
+  if (cmd.flags !== 0) throw new SysError('EOPNOTSUPP');
+  const fault = ctx.objects.add(new Fault());
+  cmd.out_fault_id = fault.id;
+  cmd.out_fault_fd = ctx.installFd(new FaultFile(fault, ctx.file));
+}
