@@ -11,7 +11,7 @@ import { PinAccount } from './iommufd/pages.js';
 import { KFile, POLLNVAL } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
-import { ContextPool, PciFunction, type DeviceOptions, type Dma } from './kernel/pci.js';
+import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import { SysError } from './uapi/errno.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
@@ -39,6 +39,8 @@ export interface DeviceHandle {
   readonly path: string;
   readonly iommu: string;
   readonly dma: Dma;
+  /** The PRI capability: page requests the function sends (when created with `pri: true`). */
+  readonly pri: Pri;
 }
 
 /** The first fd handed out: 0, 1 and 2 are the process's stdio. */
@@ -166,7 +168,7 @@ export class Host {
     const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
     const dev = new PciFunction(this.devices.length, intelVtd(this.engine), opts, this.engine, this.contexts, this.phys);
     this.devices.push(dev);
-    return { path: dev.path, iommu, dma: dev.dma };
+    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri };
   }
 }
 

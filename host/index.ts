@@ -3,7 +3,7 @@
 
 export { createHost, Host, type HostOptions, type HostCredentials, type DeviceHandle } from './host.js';
 export { SysError, Errno, errnoName } from './uapi/errno.js';
-export { DmaFault, type DeviceOptions, type DmaOptions, type FaultReason, type Dma } from './kernel/pci.js';
+export { DmaFault, type DeviceOptions, type DmaOptions, type FaultReason, type Dma, type Pri, type PageRequestInit } from './kernel/pci.js';
 export type { Segment, SegmentSource } from './kernel/phys.js';
 export { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } from './kernel/mm.js';
 export { POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM } from './kernel/file.js';

@@ -4,7 +4,9 @@
 
 import type { Engine } from '../engine/engine.js';
 import { deviceMaxPasidLog2 } from '../iommu/driver.js';
-import type { PciFunction } from '../kernel/pci.js';
+import type { PciFunction, PageRequestSink } from '../kernel/pci.js';
+import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '../uapi/iommufd.js';
+import type { Fault } from './fault.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { HwptPaging } from './hw_pagetable.js';
@@ -45,6 +47,7 @@ export class IommufdDevice extends IommufdObject {
     const hwpt = this.attached.get(pasid);
     if (!hwpt) return;
     this.pci.setContext(pasid, 0);
+    this.pci.setPageRequestSink(pasid, null);
     this.attached.delete(pasid);
     hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
@@ -131,6 +134,7 @@ export class IommufdDevice extends IommufdObject {
     }
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
     this.pci.setContext(pasid, hwpt.did);
+    this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
     this.attached.set(pasid, hwpt);
     hwpt.users++;
     hwpt.attached++;
@@ -139,6 +143,22 @@ export class IommufdDevice extends IommufdObject {
       if (moving) old.ioas.iopt.unreserve(this);
       this.unlink(old);
     }
+  }
+
+  /** iommufd_fault_iopf_handler for this device: its groups, as struct iommu_hwpt_pgfault sources. */
+  private faultSink(fault: Fault): PageRequestSink {
+    return (pasid, pasidValid, reqs, respond) => fault.report({
+      devId: this.id,
+      handle: { dev: this, pasid },
+      requests: reqs.map((r, i) => ({
+        flags: (pasidValid ? IOMMU_PGFAULT_FLAGS_PASID_VALID : 0) | (i === reqs.length - 1 ? IOMMU_PGFAULT_FLAGS_LAST_PAGE : 0),
+        pasid: pasidValid ? pasid : 0,
+        grpid: r.grpid ?? 0,
+        perm: r.perm,
+        addr: BigInt(r.addr) & ~0xfffn,
+      })),
+      respond,
+    });
   }
 
   private unlink(hwpt: HwptPaging): void {

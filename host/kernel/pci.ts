@@ -58,9 +58,62 @@ export class ContextPool {
   release(ctx: number): void { this.free.push(ctx); }
 }
 
+/** One PRI Page Request Message (PCIe 6.x §10.4.1) as the function sends it. */
+export interface PageRequestInit {
+  /** The IOVA of the page (its low 12 bits are ignored, as in the message). */
+  addr: number | bigint;
+  /** IOMMU_PGFAULT_PERM_* bits: READ, WRITE, EXEC, PRIV. */
+  perm: number;
+  /** The PASID the request carries; none for a request on the requester id. */
+  pasid?: number;
+  /** Page Request Group Index (9 bits). */
+  grpid?: number;
+  /** Last Request in PRG: the group is complete and goes to the IOMMU. Default true. */
+  last?: boolean;
+}
+
+/** Where an attachment's page requests go: the iommufd FAULT path, or nowhere. */
+export type PageRequestSink = (pasid: number, pasidValid: boolean, requests: PageRequestInit[], respond: (code: number) => void) => void;
+
+/** IOMMUFD_PAGE_RESP_INVALID: what a request nobody handles is answered with (iopf_error_response). */
+const RESP_INVALID = 1;
+
+/**
+ * The function's Page Request Interface. Requests of one group collect until
+ * the one flagged last, then the whole group is reported to the IOMMU (as
+ * iommu_report_device_fault does with its partial list); every request of
+ * the group resolves with the response code the VMM writes back.
+ */
+export class Pri {
+  private readonly partial = new Map<string, { reqs: PageRequestInit[]; waiters: ((code: number) => void)[] }>();
+
+  constructor(private readonly dev: PciFunction) {}
+
+  request(r: PageRequestInit): Promise<number> {
+    if (!this.dev.options.pri) throw new SysError('EOPNOTSUPP', 'the function has no PRI capability');
+    const pasidValid = r.pasid !== undefined;
+    const pasid = r.pasid ?? 0;
+    const key = `${pasidValid ? pasid : -1}:${r.grpid ?? 0}`;
+    const g = this.partial.get(key) ?? { reqs: [], waiters: [] };
+    this.partial.set(key, g);
+    g.reqs.push(r);
+    const done = new Promise<number>((resolve) => g.waiters.push(resolve));
+    if (r.last ?? true) {
+      this.partial.delete(key);
+      const respond = (code: number) => { for (const w of g.waiters) w(code); };
+      const sink = this.dev.pageRequestSink(pasid);
+      if (sink) sink(pasid, pasidValid, g.reqs, respond);
+      else respond(RESP_INVALID);
+    }
+    return done;
+  }
+}
+
 export class PciFunction {
   readonly path: string;
   readonly dma: Dma;
+  readonly pri: Pri;
+  private readonly sinks = new Map<number, PageRequestSink>();
   /** Opens through VFIO (vfio_df_open); a cdev device is bound by one fd at a time. */
   openCount = 0;
   private readonly contexts = new Map<number, number>();
@@ -75,7 +128,16 @@ export class PciFunction {
   ) {
     this.path = `/dev/vfio/devices/vfio${index}`;
     this.dma = new Dma(this, engine, phys);
+    this.pri = new Pri(this);
   }
+
+  /** Route a PASID's page requests (set while attached to a fault-capable HWPT). */
+  setPageRequestSink(pasid: number, sink: PageRequestSink | null): void {
+    if (sink) this.sinks.set(pasid, sink);
+    else this.sinks.delete(pasid);
+  }
+
+  pageRequestSink(pasid: number): PageRequestSink | undefined { return this.sinks.get(pasid); }
 
   /** The engine context of a PASID, or -1 (blocked). */
   context(pasid: number): number { return this.contexts.get(pasid) ?? -1; }
