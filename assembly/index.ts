@@ -8,6 +8,7 @@ import { init as stateInit, maxDomains } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
+import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./vtd_sl";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
 import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
 
@@ -55,6 +56,19 @@ export function pt_walk(did: u32, iovaLo: u32, iovaHi: u32): u32 {
 /** Bytes mapped, into the mailbox as a u64 at MB_PA_LO. */
 export function pt_mapped(did: u32): void { store<u64>(MAILBOX + MB_PA_LO, ptMapped(did)); }
 export function pt_tables(did: u32): u32 { return ptTables(did); }
+
+/** Hardware dirty tracking (second-stage A/D) on (1) or off (0); enabling clears every D bit. 0 or ERR_*. */
+export function pt_set_dirty_tracking(did: u32, enable: u32): i32 { return ptSetDirtyTracking(did, enable); }
+/** 1 when the domain tracks dirty pages, 0 when not, or ERR_NOENT. */
+export function pt_dirty_tracking(did: u32): i32 { return ptDirtyTracking(did); }
+/**
+ * Dirty bitmap of [iova, iova + len), 1 bit per 2^pageShift bytes, into
+ * BATCH_OUT (u64 words); D cleared when clear is 1. Returns the pages this
+ * call covered (call again from iova + pages << pageShift), or ERR_*.
+ */
+export function pt_read_dirty(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: u32, pageShift: u32, clear: u32): i32 {
+  return ptReadDirty(did, u64of(iovaLo, iovaHi), u64of(lenLo, lenHi), pageShift, clear);
+}
 
 export { ctxSet as ctx_set, ctxDomain as ctx_domain, translate, translateBatch as translate_batch, dmaRanges as dma_ranges } from "./translate";
 

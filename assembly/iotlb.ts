@@ -10,9 +10,15 @@
 //   - by domain + range: small ranges probe each page / block of each cached
 //     size, large ones sweep; either way an entry whose leaf touches the
 //     range is dropped whole.
+//
+// The perm word of an entry (layout.ts): PERM_R, PERM_W only while a write
+// can be served without a D update, TLBE_WRITABLE for the leaf's W. The
+// dirty bookkeeping of a domain that tracks dirty pages thus costs the hot
+// path nothing: a write hit that owes a D update fails the permission test
+// it already makes and goes to the cold path.
 
 import {
-  TLBE_SIZE, TLBE_VALID, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
+  TLBE_SIZE, TLBE_VALID, PERM_W, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
 } from "./layout";
 import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count } from "./state";
 
@@ -40,7 +46,7 @@ export let hitPerm: u32 = 0;
 
 /**
  * Look `iova` up for (did, pasid). On a hit, sets hitPa (the address of the
- * byte), hitShift and hitPerm, and returns true.
+ * byte), hitShift and hitPerm (the entry's perm word), and returns true.
  */
 // @ts-ignore: decorator
 @inline export function iotlbLookup(did: u32, pasid: u32, iova: u64): bool {
@@ -66,7 +72,29 @@ export let hitPerm: u32 = 0;
   return false;
 }
 
-/** Cache the leaf of size class sc at leafPa that maps iova. */
+/**
+ * Set PERM_W in the entry that maps `iova` for (did, pasid), once the leaf's
+ * D bit is set: later write hits are served at once. Cold path of a write
+ * hit on an entry without it.
+ */
+export function iotlbMarkDirty(did: u32, pasid: u32, iova: u64): void {
+  const d = dom(did);
+  const sizes = load<u32>(d + DOM_TLB_SIZES);
+  const k1 = (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(d + DOM_GEN) << 16));
+  for (let sc: u32 = 0; sc < 3; sc++) {
+    if ((sizes & (1 << sc)) == 0) continue;
+    const shift = leafShift(sc);
+    const vpn = (iova >> shift) << (shift - 12);
+    const k0 = key0(vpn, sc);
+    let e = setOf(vpn, sc, did);
+    const end = e + <usize>iotlbWays * TLBE_SIZE;
+    for (; e < end; e += TLBE_SIZE) {
+      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) { store<u32>(e, load<u32>(e, 24) | PERM_W, 24); return; }
+    }
+  }
+}
+
+/** Cache the leaf of size class sc at leafPa that maps iova; perm is the perm word (layout.ts). */
 export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u64, perm: u32): void {
   const d = dom(did);
   const shift = leafShift(sc);

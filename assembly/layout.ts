@@ -58,7 +58,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 1;
+export const LAYOUT_VERSION: u32 = 2;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -100,13 +100,26 @@ export const SEG_PRESENT: u32 = 1;
 
 // Domain record (domTable + did * DOM_SIZE): one I/O page table.
 //
+//   0        4        8        12       16       20       24                32
+//   +--------+--------+--------+--------+--------+--------+-----------------+
+//   | root   | levels | sizes  | gen    | TLB    | tables | leaf bytes      |
+//   | pfn    | 3..5   | SZ_*   | 16 bit | sizes  | held   | mapped (u64)    |
+//   +--------+--------+--------+--------+--------+--------+-----------------+
+//   32       36                                                            64
+//   +--------+--------------------------------------------------------------+
+//   | flags  | reserved (0)                                                 |
+//   +--------+--------------------------------------------------------------+
+//
 //   +0  root pfn (0 = free slot)   +4  levels (3..5)
 //   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G)
 //   +12 generation (16 bits: the IOTLB tag; bumped to flush the domain)
 //   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
 //   +20 table pages held          +24 leaf bytes mapped (u64)
+//   +32 flags: DOMF_DIRTY = second-stage A/D tracking on (VT-d SSADE)
 // Domain id 0 is the blocked domain: a context pointing at it faults.
-export const DOM_SIZE: u32 = 32;
+// (Layout version 2: the record grew from 32 to 64 bytes for the flags word;
+// +24 holds a u64, so the first 32 bytes had no free word.)
+export const DOM_SIZE: u32 = 64;
 export const DOM_ROOT: u32 = 0;
 export const DOM_LEVELS: u32 = 4;
 export const DOM_SIZES: u32 = 8;
@@ -114,6 +127,9 @@ export const DOM_GEN: u32 = 12;
 export const DOM_TLB_SIZES: u32 = 16;
 export const DOM_TABLES: u32 = 20;
 export const DOM_MAPPED: u32 = 24;
+export const DOM_FLAGS: u32 = 32;
+/** DOM_FLAGS: hardware A/D tracking is on: translations set A (and D on writes) in the leaf. */
+export const DOMF_DIRTY: u32 = 1;
 
 // Context record (ctxTable + ctx * CTX_SIZE): what one device+PASID reaches.
 //
@@ -129,12 +145,25 @@ export const CTX_PASID: u32 = 4;
 //   +8  u32 did | generation << 16
 //   +12 u32 pasid | TLBE_VALID
 //   +16 u32 leaf pa lo   +20 u32 leaf pa hi (segment)
-//   +24 u32 perm         +28 u32 next victim way (way 0 of a set only)
+//   +24 u32 perm: PERM_R | PERM_W (writes served as they are) | TLBE_WRITABLE
+//   +28 u32 next victim way (way 0 of a set only)
 // Words 0..1 and 2..3 are compared as two u64 keys. The set index hashes the
 // page number and the domain, not the PASID, so that one probe finds every
 // PASID's copy of a page when a domain range is invalidated.
+//
+// The perm word: PERM_R is the leaf's R. TLBE_WRITABLE is the leaf's W.
+// PERM_W says a write can be served from the entry as it is: W, and no D
+// update owed, because the domain did not track dirty pages when the entry
+// was filled or the leaf's D bit is known to be set. So the hot test stays
+// `access & ~perm`, and a write hit whose leaf may be clean lands in the cold
+// path with the faults: there TLBE_WRITABLE tells a refused write from one
+// that needs D: walk again, set A|D in the leaf, set PERM_W in the entry.
+// Whatever clears D (pt_read_dirty, pt_set_dirty_tracking) drops the entries
+// of those leaves, so the next write sets D again: the hardware's IOTLB also
+// caches the D state, and software invalidates after clearing D.
 export const TLBE_SIZE: u32 = 32;
 export const TLBE_VALID: u32 = 0x80000000;
+export const TLBE_WRITABLE: u32 = 4;
 
 // Leaf sizes, as a bit per size class.
 export const SZ_4K: u32 = 1;

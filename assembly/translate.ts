@@ -4,16 +4,23 @@
 // A context is what one device + PASID reaches (layout.ts, CTX_*): a domain
 // id, or 0 for the blocked domain. Translation = context -> IOTLB (tagged by
 // domain, generation and PASID) -> walk on a miss -> fill.
+//
+// Dirty tracking (vtd_sl.ts ptTouch; the IOTLB perm word in layout.ts): an
+// access of PERM_W is a device write. A fill sets A (and D for a write) in
+// the leaf when the domain tracks dirty pages. An entry carries PERM_W only
+// while writes owe no D update, so the hot test is the permission test it
+// always was; a write hit that owes one goes to the cold path (walk, set D,
+// give the entry PERM_W).
 
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, MAILBOX, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
   MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_IN, BATCH_OUT, BATCH_BYTES, BATCH_MAX,
-  F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_W, ERR_INVAL, ERR_NOENT,
+  F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
   CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count } from "./state";
-import { iotlbLookup, iotlbInsert, hitPa, hitShift, hitPerm } from "./iotlb";
-import { ptWalk, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
+import { iotlbLookup, iotlbInsert, iotlbMarkDirty, hitPa, hitShift, hitPerm } from "./iotlb";
+import { ptWalk, ptTouch, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
 
 // @ts-ignore: decorator
 @inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }
@@ -28,13 +35,29 @@ export function ctxSet(c: u32, did: u32, pasid: u32): i32 {
 
 export function ctxDomain(c: u32): i32 { return c < maxContexts ? <i32>load<u32>(ctx(c) + CTX_DID) : ERR_NOENT; }
 
-// Result of translate1.
+// Result of translate1. rPerm is the IOTLB perm word (layout.ts).
 let rPa: u64 = 0;
 let rShift: u32 = 0;
 let rPerm: u32 = 0;
 let rLevel: u32 = 0;
 
-/** Translate one IOVA for an access (PERM_R and/or PERM_W); F_NONE or a fault. */
+/** The leaf's permissions (PERM_R | PERM_W) from an IOTLB perm word. */
+// @ts-ignore: decorator
+@inline function permOf(word: u32): u32 { return (word & PERM_R) | ((word & TLBE_WRITABLE) >> 1); }
+
+/**
+ * An access as the paths test it. Bits other than R and W used to make every
+ * translation fault F_READ / F_WRITE; they still do: such an access becomes
+ * its R and W plus a bit no perm word has (TLBE_WRITABLE is a perm word bit
+ * and must not pass for one). Once per call, outside the loops.
+ */
+// @ts-ignore: decorator
+@inline function accessOf(access: u32): u32 {
+  return select<u32>((access & (PERM_R | PERM_W)) | ACCESS_INVALID, access, access > (PERM_R | PERM_W));
+}
+const ACCESS_INVALID: u32 = 8;
+
+/** Translate one IOVA for an access (accessOf: PERM_R and/or PERM_W); F_NONE or a fault. */
 // @ts-ignore: decorator
 @inline function translate1(c: u32, iova: u64, access: u32): u32 {
   // A context id past the table has no entry: blocked, and nothing is read.
@@ -45,16 +68,48 @@ let rLevel: u32 = 0;
     count(CTRL_STAT_HITS);
     rPa = hitPa; rShift = hitShift; rPerm = hitPerm;
   } else {
-    count(CTRL_STAT_MISSES);
-    const st = ptWalk(did, iova);
-    rLevel = walkLevel;
+    const st = fill(did, pasid, iova, access);
     if (st != F_NONE) return st;
-    iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, walkPerm);
-    rShift = walkShift; rPerm = walkPerm;
-    rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
   }
   rLevel = 0;
-  if ((access & ~rPerm) != 0) return (access & ~rPerm & PERM_W) != 0 ? F_WRITE : F_READ;
+  if ((access & ~rPerm) != 0) {
+    // Refused by the leaf, or a permitted write that owes a D update.
+    const perm = permOf(rPerm);
+    if ((access & ~perm) != 0) return (access & ~perm & PERM_W) != 0 ? F_WRITE : F_READ;
+    return setDirty(c, iova, access);
+  }
+  return F_NONE;
+}
+
+/** Miss path of translate1: walk, set A/D (ptTouch), fill the IOTLB. F_NONE or the walk's fault (rLevel). */
+function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
+  count(CTRL_STAT_MISSES);
+  const st = ptWalk(did, iova);
+  rLevel = walkLevel;
+  if (st != F_NONE) return st;
+  const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
+  iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm);
+  rShift = walkShift; rPerm = perm;
+  rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
+  return F_NONE;
+}
+
+/**
+ * Cold path of translate1: a permitted write through an entry whose leaf's D
+ * bit is not known to be set (the entry was filled by a read while the
+ * domain tracked dirty pages; clearing D drops the entries of the leaves it
+ * cleared). Walk again (the entry is live, so the leaf is still there), set
+ * A|D, and give the entry PERM_W. did and pasid are read again from the
+ * context: keeping them live across the hot path costs the loops registers.
+ */
+function setDirty(c: u32, iova: u64, access: u32): u32 {
+  const did = load<u32>(ctx(c) + CTX_DID);
+  const st = ptWalk(did, iova);
+  if (st != F_NONE) { rLevel = walkLevel; return st; }
+  if (ptTouch(did, access) != 0) {
+    iotlbMarkDirty(did, load<u32>(ctx(c) + CTX_PASID), iova);
+    rPerm |= PERM_W;
+  }
   return F_NONE;
 }
 
@@ -72,11 +127,11 @@ function fault(st: u32, iova: u64): u32 {
  */
 export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
   const iova = (<u64>iovaHi << 32) | iovaLo;
-  const st = translate1(c, iova, access);
+  const st = translate1(c, iova, accessOf(access));
   if (st != F_NONE) return fault(st, iova);
   store<u64>(MAILBOX + MB_PA_LO, rPa);
   store<u32>(MAILBOX + MB_SHIFT, rShift);
-  store<u32>(MAILBOX + MB_PERM, rPerm);
+  store<u32>(MAILBOX + MB_PERM, permOf(rPerm));
   return F_NONE;
 }
 
@@ -88,6 +143,7 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
 export function translateBatch(c: u32, n: u32, access: u32): u32 {
   if (n > BATCH_MAX) n = BATCH_MAX;
   let faults: u32 = 0;
+  access = accessOf(access);
   for (let i: u32 = 0; i < n; i++) {
     const p = <usize>i << 3;
     const iova = load<u64>(<usize>BATCH_IN + p);
@@ -119,6 +175,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
   let n: u32 = 0;
   let out: usize = BATCH_OUT;
   let prevEnd: u64 = 0;
+  access = accessOf(access);
   while (left != 0) {
     const st = translate1(c, iova, access);
     if (st != F_NONE) return -<i32>fault(st, iova);

@@ -1,7 +1,7 @@
 // VT-d second-stage I/O page tables (Intel VT-d spec rev 4.1, 3.7 and 9.8),
-// owned by the host: map, unmap and walk. 3, 4 or 5 levels of 512 u64
-// entries; leaves of 4 KiB (level 1), 2 MiB (level 2, PS) and 1 GiB
-// (level 3, PS).
+// owned by the host: map, unmap, walk, and hardware dirty tracking (A/D).
+// 3, 4 or 5 levels of 512 u64 entries; leaves of 4 KiB (level 1), 2 MiB
+// (level 2, PS) and 1 GiB (level 3, PS).
 //
 // Second-stage entry (9.8, "Format of SL-PML5E ... SL-PTE"):
 //
@@ -14,11 +14,23 @@
 // so the leaf decides the permission; the walker still ANDs every level, as
 // the hardware does (3.7.1). The address is a physical address of
 // layout.ts: segment in bits 51:32, offset in 31:0.
+//
+// Accessed and dirty flags (the spec's second-stage A/D flags; Linux:
+// DMA_SL_PTE_DIRTY_BIT 9 in intel/iommu.h, VTDSS_FMT_A = BIT(8) and
+// VTDSS_FMT_D = BIT(9) in generic_pt/fmt/vtdss.h): when second-stage A/D is
+// on for the domain (SSADE, bit 9 of the scalable-mode PASID-table entry,
+// intel/pasid.h; needs ecap.SSADS, formerly SLADS, bit 45), the unit sets A
+// in the entries a translation uses and D in the leaf on a write. Here the domain flag
+// DOMF_DIRTY (layout.ts) plays SSADE; a translation that fills the IOTLB sets
+// A in the leaf (reads and writes) and D in the leaf (permitted writes). A in
+// the non-leaf entries is not modelled: nothing reads it (Linux never does).
+// Splitting a large leaf copies its A and D to the smaller leaves, so a
+// split never loses a dirty page (it may over-report, which is safe).
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, SZ_2M, SZ_1G,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOMF_DIRTY, SZ_2M, SZ_1G,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
-  ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS,
+  ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
 import { domTable, maxDomains, count } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
@@ -28,6 +40,8 @@ import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 const PTE_PS: u64 = 1 << 7;
 const PTE_RW: u64 = PERM_R | PERM_W;
 const PTE_ADDR: u64 = 0x000ffffffffff000;
+const PTE_A: u64 = 1 << 8;
+const PTE_D: u64 = 1 << 9;
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
@@ -70,6 +84,7 @@ export function ptCreate(levels: u32, sizes: u32): i32 {
     store<u32>(d + DOM_LEVELS, levels);
     store<u32>(d + DOM_SIZES, sizes);
     store<u64>(d + DOM_MAPPED, 0);
+    store<u32>(d + DOM_FLAGS, 0);
     // The generation is kept from the slot's previous owner: its IOTLB
     // entries stay stale after reuse.
     iotlbFlushDomain(did);
@@ -96,6 +111,7 @@ export function ptDestroy(did: u32): i32 {
   iotlbFlushDomain(did);
   store<u32>(d + DOM_ROOT, 0);
   store<u64>(d + DOM_MAPPED, 0);
+  store<u32>(d + DOM_FLAGS, 0);
   return 0;
 }
 
@@ -290,10 +306,13 @@ export let walkPa: u64 = 0;
 export let walkShift: u32 = 0;
 export let walkPerm: u32 = 0;
 export let walkLevel: u32 = 0;
+/** Address (segment 0) of the leaf entry the last successful walk ended on. */
+export let walkEntry: usize = 0;
 
 /**
  * Walk the table of did for iova. Returns F_NONE with walkPa (the leaf's
- * first byte), walkShift and walkPerm, or a fault with walkLevel.
+ * first byte), walkShift, walkPerm and walkEntry, or a fault with walkLevel.
+ * Sets no A/D flag: the translation paths do that through ptTouch.
  */
 export function ptWalk(did: u32, iova: u64): u32 {
   const d = dom(did);
@@ -307,7 +326,8 @@ export function ptWalk(did: u32, iova: u64): u32 {
   const memEnd = <u64>memory.size() << 16;
   for (let l = levels; l >= 1; l--) {
     walkLevel = l;
-    const pte = load<u64>(slot(table, iova, l));
+    const e = slot(table, iova, l);
+    const pte = load<u64>(e);
     const p = <u32>pte & (PERM_R | PERM_W);
     if (p == 0) return F_NOT_PRESENT;
     perm &= p;
@@ -322,6 +342,7 @@ export function ptWalk(did: u32, iova: u64): u32 {
       walkPa = pa;
       walkShift = shift;
       walkPerm = perm;
+      walkEntry = e;
       return F_NONE;
     }
     table = pte & PTE_ADDR;
@@ -333,3 +354,167 @@ export function ptWalk(did: u32, iova: u64): u32 {
 
 export function ptMapped(did: u32): u64 { return validDomain(did) ? load<u64>(dom(did) + DOM_MAPPED) : 0; }
 export function ptTables(did: u32): u32 { return validDomain(did) ? load<u32>(dom(did) + DOM_TABLES) : 0; }
+
+// ---- Dirty tracking (second-stage A/D) ------------------------------------
+
+/**
+ * After a successful ptWalk for `access`, on the way to filling the IOTLB:
+ * when the domain tracks dirty pages, set A in the leaf, and D too for a
+ * permitted write. Returns PERM_W when an IOTLB entry of this leaf may serve
+ * writes without a D update (tracking off, or D set in the leaf), else 0.
+ * Tracking off costs one load and one branch.
+ */
+// @ts-ignore: decorator
+@inline export function ptTouch(did: u32, access: u32): u32 {
+  if ((load<u32>(dom(did) + DOM_FLAGS) & DOMF_DIRTY) == 0) return PERM_W;
+  return touchLeaf(access);
+}
+
+function touchLeaf(access: u32): u32 {
+  let pte = load<u64>(walkEntry);
+  // A permitted access only: a faulting request sets no flag.
+  if (access != 0 && (access & ~walkPerm) == 0) {
+    const set = PTE_A | ((access & PERM_W) != 0 ? PTE_D : 0);
+    if ((pte & set) != set) { pte |= set; store<u64>(walkEntry, pte); }
+  }
+  return (pte & PTE_D) != 0 ? PERM_W : 0;
+}
+
+/** Clear D in every leaf under the table at `level`. Returns true if any was set. */
+function clearDirtyAll(table: u64, level: u32): bool {
+  let any = false;
+  for (let i: usize = 0; i < 512; i++) {
+    const e = <usize>table + (i << 3);
+    const pte = load<u64>(e);
+    if ((pte & PTE_RW) == 0) continue;
+    if (level == 1 || (pte & PTE_PS) != 0) {
+      if ((pte & PTE_D) != 0) { store<u64>(e, pte & ~PTE_D); any = true; }
+    } else if (clearDirtyAll(pte & PTE_ADDR, level - 1)) {
+      any = true;
+    }
+  }
+  return any;
+}
+
+/**
+ * Turn hardware dirty tracking of a domain on (1) or off (0). Enabling
+ * clears every D bit of the table first, as iommufd does before it turns
+ * tracking on (iopt_set_dirty_tracking). Either way the domain's IOTLB
+ * entries go (generation bump): entries filled with tracking off serve
+ * writes without touching D, and D may just have been cleared.
+ */
+export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
+  if (!validDomain(did)) return ERR_NOENT;
+  if (enable > 1) return ERR_INVAL;
+  const d = dom(did);
+  if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
+  const flags = load<u32>(d + DOM_FLAGS);
+  store<u32>(d + DOM_FLAGS, enable != 0 ? flags | DOMF_DIRTY : flags & ~DOMF_DIRTY);
+  iotlbFlushDomain(did);
+  return 0;
+}
+
+/** 1 if the domain tracks dirty pages, 0 if not, ERR_NOENT. */
+export function ptDirtyTracking(did: u32): i32 {
+  if (!validDomain(did)) return ERR_NOENT;
+  return (load<u32>(dom(did) + DOM_FLAGS) & DOMF_DIRTY) != 0 ? 1 : 0;
+}
+
+/** Bits of bitmap one pt_read_dirty call can write into BATCH_OUT. */
+const DIRTY_BITS_MAX: u64 = <u64>BATCH_BYTES << 3;
+
+// State of one ptReadDirty walk (no closures on the engine's side).
+let rdBase: u64 = 0;      // first IOVA of the call (bit 0)
+let rdEnd: u64 = 0;       // end of this call's piece (exclusive); may move down
+let rdReqEnd: u64 = 0;    // end of the caller's remaining range (exclusive)
+let rdShift: u32 = 0;     // log2 of the bitmap's page size
+let rdClear: bool = false;
+let rdStop: bool = false;
+let rdClrFirst: u64 = 0;  // span of the leaves whose D was cleared
+let rdClrEnd: u64 = 0;
+
+/** Set bits [p0, p1) of the bitmap in BATCH_OUT (u64 words, bit n of word n >> 6). */
+function setBits(p0: u32, p1: u32): void {
+  while (p0 < p1) {
+    const b = p0 & 63;
+    const n = min<u32>(64 - b, p1 - p0);
+    const mask = n == 64 ? <u64>-1 : ((<u64>1 << n) - 1) << b;
+    const w = <usize>BATCH_OUT + (<usize>(p0 >> 6) << 3);
+    store<u64>(w, load<u64>(w) | mask);
+    p0 += n;
+  }
+}
+
+function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
+  // A leaf that runs past the end of this piece, when the caller's range
+  // goes on, ends the piece at the leaf's first byte (page aligned: a leaf
+  // that crosses a page boundary is larger than a page, so aligned to one),
+  // so that the next call sees the leaf whole and may clear it. A leaf that
+  // starts at rdBase always fits (2^18 pages of >= 4 KiB cover 1 GiB); one
+  // that starts before rdBase is cut by the caller's own range anyway.
+  if (le > rdEnd && rdEnd < rdReqEnd && ls > rdBase) { rdEnd = ls; rdStop = true; return; }
+  if ((pte & PTE_D) == 0) return;
+  const a = max(ls, rdBase);
+  const b = min(le, rdEnd);
+  const pageMask = (<u64>1 << rdShift) - 1;
+  setBits(<u32>((a - rdBase) >> rdShift), <u32>((b - rdBase + pageMask) >> rdShift));
+  // D is cleared only on leaves wholly inside the range: one the range cuts
+  // keeps its D, so the pages outside stay reported (Linux clears the whole
+  // leaf and loses them; reporting a page twice is safe, losing one is not).
+  if (rdClear && ls >= rdBase && le <= rdEnd) {
+    store<u64>(e, pte & ~PTE_D);
+    if (rdClrEnd == 0) rdClrFirst = ls;
+    rdClrEnd = le;
+  }
+}
+
+function readDirtyTable(table: u64, level: u32, base: u64): void {
+  const shift = shiftOf(level);
+  const lo = max(rdBase, base);
+  const hi = min(rdEnd, base + (<u64>512 << shift)) - 1;
+  const i1 = <u32>((hi - base) >> shift);
+  for (let i = <u32>((lo - base) >> shift); i <= i1; i++) {
+    const e = <usize>table + (<usize>i << 3);
+    const pte = load<u64>(e);
+    if ((pte & PTE_RW) == 0) continue;
+    const ls = base + (<u64>i << shift);
+    if (level == 1 || (pte & PTE_PS) != 0) readDirtyLeaf(e, pte, ls, ls + (<u64>1 << shift));
+    else readDirtyTable(pte & PTE_ADDR, level - 1, ls);
+    if (rdStop) return;
+  }
+}
+
+/**
+ * Read (and clear, if `clear` is 1) the D bits of the leaves over
+ * [iova, iova + len) into a bitmap in BATCH_OUT: bit n (u64 words, bit n & 63
+ * of word n >> 6, as Linux's iommufd bitmap) is page n of 2^pageShift bytes
+ * from iova. A dirty leaf sets every bit it touches; holes read as clean.
+ * One call covers at most 2^18 pages (32 KiB of bitmap), less when a leaf
+ * straddles that end (the piece then stops at the leaf). Returns the pages
+ * covered (>= 1; bits past them in the last word are zero), or ERR_NOENT,
+ * ERR_INVAL (page shift not 12..63, clear not 0/1, len 0, iova or len not
+ * page aligned, range past the table's address width). The IOTLB entries of
+ * the leaves cleared are dropped before this returns.
+ */
+export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear: u32): i32 {
+  if (!validDomain(did)) return ERR_NOENT;
+  if (pageShift < 12 || pageShift > 63 || clear > 1 || len == 0) return ERR_INVAL;
+  const d = dom(did);
+  const levels = load<u32>(d + DOM_LEVELS);
+  const last = iova + len - 1;
+  if (!aligned(iova | len, pageShift) || last < iova || last >> shiftOf(levels + 1) != 0) return ERR_INVAL;
+  const pages = len >> pageShift;
+  const n = pages < DIRTY_BITS_MAX ? pages : DIRTY_BITS_MAX;
+  rdBase = iova;
+  rdReqEnd = last + 1;
+  rdEnd = iova + (n << pageShift);
+  rdShift = pageShift;
+  rdClear = clear != 0;
+  rdStop = false;
+  rdClrFirst = 0;
+  rdClrEnd = 0;
+  memory.fill(BATCH_OUT, 0, <usize>((n + 63) >> 6) << 3);
+  readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0);
+  if (rdClrEnd != 0) iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst);
+  return <i32>((rdEnd - rdBase) >> pageShift);
+}

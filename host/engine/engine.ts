@@ -285,4 +285,92 @@ export class Engine {
       faults: c(L.CTRL_STAT_FAULTS), invalidations: c(L.CTRL_STAT_INVALIDATIONS),
     };
   }
+
+  // ---- Dirty tracking (VT-d second-stage A/D) ------------------------------------
+  //
+  // The engine sets D in a leaf when a device write (PERM_W through translate,
+  // translateBatch or dmaRanges) goes through it while the domain tracks dirty
+  // pages (its SSADE). Clearing D drops the IOTLB entries of those leaves in
+  // the engine, so the next write sets D again: the caller flushes nothing.
+
+  private get dirtyX(): DirtyExports { return this.x as unknown as DirtyExports; }
+
+  /** Turn hardware dirty tracking of a domain on or off. Enabling clears every D bit first (as iommufd does). */
+  ptSetDirtyTracking(did: number, enable: boolean): void {
+    this.check(this.dirtyX.pt_set_dirty_tracking(did, enable ? 1 : 0), 'pt_set_dirty_tracking');
+  }
+
+  /** Whether the domain tracks dirty pages (ENOENT for no such domain). */
+  ptDirtyTracking(did: number): boolean {
+    return this.check(this.dirtyX.pt_dirty_tracking(did), 'pt_dirty_tracking') === 1;
+  }
+
+  /**
+   * The dirty bitmap of [iova, iova + length): bit n (u64 little-endian
+   * words, as Linux's iommufd bitmap: byte n >> 3, bit n & 7) is set when a
+   * leaf covering any byte of page n (pageSize bytes from iova) is dirty.
+   * Clears the D bits it reports when `clear` (a leaf the range only cuts
+   * keeps its D). The array holds whole u64 words: ceil(length / pageSize / 64) * 8 bytes.
+   * EINVAL: pageSize not a power of two >= 4096, length 0, iova or length not
+   * pageSize-aligned, range past 2^64 or past the table's address width.
+   */
+  ptReadDirty(did: number, iova: bigint | number, length: bigint | number, pageSize: number, clear: boolean): Uint8Array {
+    const { nbits } = this.dirtyArgs(iova, length, pageSize);
+    const out = new Uint8Array(Number((nbits + 63n) / 64n) * 8);
+    this.ptReadDirtyInto(did, iova, length, pageSize, clear, out);
+    return out;
+  }
+
+  /**
+   * ptReadDirty into a caller's bitmap from bit `bitOffset` on: bits of dirty
+   * pages are set, no bit is cleared (Linux's iova_bitmap sets bits only;
+   * zero the bitmap first). `out` needs ceil((bitOffset + pages) / 8) bytes.
+   */
+  ptReadDirtyInto(did: number, iova: bigint | number, length: bigint | number, pageSize: number, clear: boolean,
+    out: Uint8Array, bitOffset = 0): void {
+    const { shift, nbits } = this.dirtyArgs(iova, length, pageSize);
+    if (!(Number.isSafeInteger(bitOffset) && bitOffset >= 0) || BigInt(out.length) * 8n < BigInt(bitOffset) + nbits) {
+      throw new RangeError('ptReadDirtyInto: the bitmap is too small for the range');
+    }
+    let cur = BigInt(iova);
+    let left = BigInt(length);
+    let bit = bitOffset;
+    const base = this.layout.BATCH_OUT;
+    while (left > 0n) {
+      const [il, ih] = split64(cur), [ll, lh] = split64(left);
+      const pages = this.check(this.dirtyX.pt_read_dirty(did, il, ih, ll, lh, shift, clear ? 1 : 0), 'pt_read_dirty');
+      // OR the piece's bits into out at bit `bit` (any alignment): byte-wise, shifted.
+      const src = this.bytes;
+      const s = bit & 7;
+      let d = (bit - s) / 8;
+      const nbytes = Math.ceil(pages / 8);
+      for (let j = 0; j < nbytes; j++, d++) {
+        const v = src[base + j]!;
+        if (v === 0) continue;
+        out[d] = out[d]! | ((v << s) & 0xff);
+        if (s !== 0 && v >>> (8 - s) !== 0) out[d + 1] = out[d + 1]! | (v >>> (8 - s));
+      }
+      const step = BigInt(pages) << BigInt(shift);
+      cur += step;
+      left -= step;
+      bit += pages;
+    }
+  }
+
+  /** Checks of ptReadDirty's arguments: page shift and bit count, or EINVAL. */
+  private dirtyArgs(iova: bigint | number, length: bigint | number, pageSize: number): { shift: number; nbits: bigint } {
+    const shift = Math.log2(pageSize);
+    const ok = (v: bigint | number) => typeof v === 'bigint' || Number.isSafeInteger(v);
+    if (!Number.isInteger(shift) || shift < 12 || shift > 63 || !ok(iova) || !ok(length)) this.fail(this.layout.ERR_INVAL, 'pt_read_dirty');
+    const i = BigInt(iova), l = BigInt(length), ps = 1n << BigInt(shift);
+    if (i < 0n || l <= 0n || i % ps !== 0n || l % ps !== 0n || i + l > 1n << 64n) this.fail(this.layout.ERR_INVAL, 'pt_read_dirty');
+    return { shift, nbits: l / ps };
+  }
+}
+
+/** The dirty-tracking exports (assembly/index.ts). */
+interface DirtyExports {
+  pt_set_dirty_tracking(did: number, enable: number): number;
+  pt_dirty_tracking(did: number): number;
+  pt_read_dirty(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number, pageShift: number, clear: number): number;
 }
