@@ -34,6 +34,9 @@ export interface PagesSlice { pages: IoPages; offset: number; length: number }
 /** The address an automatic IOVA keeps the alignment of (the VA or file offset). */
 const addrOf = (e: PagesSlice): bigint => (Number.isSafeInteger(e.pages.base) ? BigInt(e.pages.base + e.offset) : 0n);
 
+/** The page indexes of its pages an area uses. */
+const pageRange = (a: Area): [number, number] => a.pages.indexRange(a.offset, Number(a.last - a.iova + 1n));
+
 export interface Area {
   iova: bigint;
   last: bigint;
@@ -111,8 +114,9 @@ export class IoPagetable {
         if (u.last < holeStart) continue;
         const holeLast = min(u.start - 1n, hi);
         if (holeLast >= holeStart) {
+          // __alloc_iova_check_range: the aligned start must lie below the hole's last byte.
           const iova = alignUp(holeStart, align) | pageOff;
-          if (iova >= holeStart && iova + length - 1n <= holeLast) return iova;
+          if (iova >= holeStart && iova < holeLast && holeLast - iova >= length - 1n) return iova;
         }
         if (u.last >= hi) break;
         holeStart = max(holeStart, u.last + 1n);
@@ -153,13 +157,13 @@ export class IoPagetable {
   /** Pin an area's pages and map it into every domain; undone if any domain fails. */
   private fillDomains(area: Area): void {
     if (this.domains.length === 0) return;
-    area.pages.pin();
+    area.pages.pin(...pageRange(area));
     let done = 0;
     try {
       for (const d of this.domains) { this.mapInto(d, area); done++; }
     } catch (e) {
       for (let i = 0; i <= done && i < this.domains.length; i++) this.engine.ptUnmap(this.domains[i].did, area.iova, area.last - area.iova + 1n);
-      area.pages.unpin();
+      area.pages.unpin(...pageRange(area));
       throw e;
     }
   }
@@ -167,7 +171,7 @@ export class IoPagetable {
   private unfillDomains(area: Area): void {
     if (this.domains.length === 0) return;
     for (const d of this.domains) this.engine.ptUnmap(d.did, area.iova, area.last - area.iova + 1n);
-    area.pages.unpin();
+    area.pages.unpin(...pageRange(area));
   }
 
   /**
@@ -289,12 +293,12 @@ export class IoPagetable {
     const filled: Area[] = [];
     try {
       for (const a of this.areas) {
-        a.pages.pin();
+        a.pages.pin(...pageRange(a));
         filled.push(a);
         this.mapInto(d, a);
       }
     } catch (e) {
-      for (const a of filled) { this.engine.ptUnmap(d.did, a.iova, a.last - a.iova + 1n); a.pages.unpin(); }
+      for (const a of filled) { this.engine.ptUnmap(d.did, a.iova, a.last - a.iova + 1n); a.pages.unpin(...pageRange(a)); }
       this.unreserve(d);
       throw e;
     }
@@ -307,7 +311,7 @@ export class IoPagetable {
     if (i < 0) return;
     for (const a of this.areas) {
       this.engine.ptUnmap(d.did, a.iova, a.last - a.iova + 1n);
-      a.pages.unpin();
+      a.pages.unpin(...pageRange(a));
     }
     this.domains.splice(i, 1);
     this.unreserve(d);

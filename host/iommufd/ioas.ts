@@ -5,7 +5,6 @@
 import type { Engine } from '../engine/engine.js';
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace } from '../kernel/mm.js';
-import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 import {
   iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_map_file, iommu_ioas_copy, iommu_ioas_unmap,
@@ -68,7 +67,8 @@ const fixedOf = (flags: number, iova: bigint) => (flags & IOMMU_IOAS_MAP_FIXED_I
  * start is EOVERFLOW, a length of 0 or above SIZE_MAX - PAGE_SIZE EINVAL.
  */
 function allocPages(ctx: IoasCtx, source: PagesSource, start: bigint, length: bigint, writable: boolean): IoPages {
-  if (start + length > ULONG_MAX) throw new SysError('EOVERFLOW');
+  // A user range may not reach ULONG_MAX (uptr + length); a file range may end on it (start + length - 1).
+  if (start + length - (source.kind === 'file' ? 1n : 0n) > ULONG_MAX) throw new SysError('EOVERFLOW');
   if (length === 0n || length > ULONG_MAX - PAGE) throw new SysError('EINVAL');
   return new IoPages(ctx.mm, source, Number(length), writable, ctx.pinAccount());
 }
@@ -86,9 +86,9 @@ export function ioasMap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map>): void
 }
 
 /**
- * IOMMU_IOAS_MAP_FILE: map [start, start + length) of a memfd. Only memfds
- * can be pinned here (memfd_pin_folios); a range past the end of the file
- * is EINVAL.
+ * IOMMU_IOAS_MAP_FILE: map [start, start + length) of a file. The file is
+ * only looked at when its pages are pinned (memfd_pin_folios): then a file
+ * that is not a memfd, or a page past its end, is EINVAL.
  */
 export function ioasMapFile(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map_file>): void {
   if ((cmd.flags & ~MAP_FLAGS) !== 0) throw new SysError('EOPNOTSUPP');
@@ -96,9 +96,8 @@ export function ioasMapFile(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map_fil
   const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
   const file = ctx.fdget(cmd.fd);
   if (!file) throw new SysError('EBADF');
-  if (!(file instanceof MemFile)) throw new SysError('EINVAL');
-  const pages = allocPages(ctx, { kind: 'file', file, start: Number(cmd.start) }, cmd.start, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
-  if (cmd.start + cmd.length > BigInt(file.size)) throw new SysError('EINVAL');
+  const start = cmd.start <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cmd.start) : NaN;
+  const pages = allocPages(ctx, { kind: 'file', file, start }, cmd.start, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
   cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
 }
 

@@ -1,15 +1,20 @@
 // The memory behind IOAS areas (drivers/iommu/iommufd/pages.c): user pages
-// at a VA or the pages of a memfd, pinned once however many domains and
-// copies use them, and charged to the locked-memory limit while pinned.
+// at a VA or the pages of a file, pinned page by page as the areas that use
+// them need them (an area pins only its own pages; pages shared by copies
+// are pinned once), and charged to the locked-memory limit while pinned.
 
+import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
-import type { MemFile } from '../kernel/memfd.js';
+import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 
 const PAGE = 4096;
+/** Physical addresses of different segments are adjacent numbers but never contiguous. */
+const SEG_SPAN = 0x1_0000_0000;
+const contiguous = (end: number, next: number) => end === next && next % SEG_SPAN !== 0;
 
-/** Where the pages come from: a user VA range, or a memfd from a byte offset. */
-export type PagesSource = { kind: 'user'; va: number } | { kind: 'file'; file: MemFile; start: number };
+/** Where the pages come from: a user VA range, or an open file from a byte offset. */
+export type PagesSource = { kind: 'user'; va: number } | { kind: 'file'; file: KFile; start: number };
 
 /**
  * The pinned-page budget of the simulated user (RLIMIT_MEMLOCK against
@@ -29,15 +34,13 @@ export class PinAccount {
 }
 
 export class IoPages {
-  private runs: PhysRun[] | null = null;
-  private pinUsers = 0;
-  private charged = 0;
+  /** Pins per page index (areas and domains that hold the page), and its physical address. */
+  private count: Uint32Array | null = null;
+  private pa: Float64Array | null = null;
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
 
-  /**
-   * @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE).
-   */
+  /** @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE). */
   constructor(
     private readonly mm: AddressSpace,
     readonly source: PagesSource,
@@ -63,49 +66,91 @@ export class IoPages {
     if (--this.refs === 0 && this.source.kind === 'file') this.source.file.put();
   }
 
-  /** Pin (once) and return the physical runs of the whole pages. EFAULT / ENOMEM. */
-  pin(): PhysRun[] {
-    if (this.runs === null) {
-      if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
-      const first = Math.floor(this.base / PAGE) * PAGE;
-      const end = Math.ceil((this.base + this.length) / PAGE) * PAGE;
-      const pages = (end - first) / PAGE;
-      this.account?.charge(pages);
-      try {
-        this.runs = this.source.kind === 'user'
-          ? this.mm.pin(first, end - first, this.writable)
-          : this.source.file.pin(first, end - first);
-      } catch (e) {
-        this.account?.uncharge(pages);
-        throw e;
+  /** Page indexes [first, last] holding bytes [offset, offset + length) of the pages. */
+  indexRange(offset: number, length: number): [number, number] {
+    return [Math.floor((this.pageOffset + offset) / PAGE), Math.floor((this.pageOffset + offset + length - 1) / PAGE)];
+  }
+
+  /**
+   * Pin pages [first, last]: those not pinned yet are pinned (EFAULT for a
+   * user page the process cannot give, EINVAL for a file page past its end
+   * or a file that is not a memfd: memfd_pin_folios) and charged (ENOMEM).
+   * All or nothing.
+   */
+  pin(first: number, last: number): void {
+    if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
+    if (!this.count) {
+      const n = Math.ceil((this.pageOffset + this.length) / PAGE);
+      this.count = new Uint32Array(n);
+      this.pa = new Float64Array(n);
+    }
+    const count = this.count, pa = this.pa!;
+    // Runs of pages nobody holds yet: only those are pinned and charged.
+    const todo: [number, number][] = [];
+    for (let i = first; i <= last; i++) {
+      if (count[i] !== 0) continue;
+      if (todo.length && todo[todo.length - 1][1] === i - 1) todo[todo.length - 1][1] = i;
+      else todo.push([i, i]);
+    }
+    const pages = todo.reduce((n, [a, b]) => n + b - a + 1, 0);
+    this.account?.charge(pages);
+    const done: PhysRun[][] = [];
+    try {
+      for (const [a, b] of todo) {
+        const runs = this.pinPages(a, b - a + 1);
+        done.push(runs);
+        let i = a;
+        for (const r of runs) for (let off = 0; off < r.length; off += PAGE) pa[i++] = r.pa + off;
       }
-      this.charged = pages;
+    } catch (e) {
+      for (const runs of done) this.mm.unpin(runs);
+      this.account?.uncharge(pages);
+      throw e;
     }
-    this.pinUsers++;
-    return this.runs;
+    for (let i = first; i <= last; i++) count[i]++;
   }
 
-  unpin(): void {
-    if (--this.pinUsers === 0 && this.runs) {
-      this.mm.unpin(this.runs);
-      this.runs = null;
-      this.account?.uncharge(this.charged);
-      this.charged = 0;
+  /** Drop one pin of pages [first, last]; pages nobody holds any more are released and uncharged. */
+  unpin(first: number, last: number): void {
+    const count = this.count!, pa = this.pa!;
+    const release: PhysRun[] = [];
+    for (let i = first; i <= last; i++) {
+      if (--count[i] !== 0) continue;
+      const r = release[release.length - 1];
+      if (r && contiguous(r.pa + r.length, pa[i])) r.length += PAGE;
+      else release.push({ pa: pa[i], length: PAGE });
+    }
+    const pages = release.reduce((n, r) => n + r.length / PAGE, 0);
+    if (pages > 0) {
+      this.mm.unpin(release);
+      this.account?.uncharge(pages);
     }
   }
 
-  /** Physical runs of bytes [offset, offset + length) of the pages (pinned). */
+  /** Pin n pages from index i of the source, returning their physical runs. */
+  private pinPages(i: number, n: number): PhysRun[] {
+    const s = this.source;
+    const first = Math.floor(this.base / PAGE) * PAGE + i * PAGE;
+    if (s.kind === 'user') return this.mm.pin(first, n * PAGE, this.writable);
+    if (!(s.file instanceof MemFile)) throw new SysError('EINVAL');
+    if (first + n * PAGE > Math.ceil(s.file.size / PAGE) * PAGE) throw new SysError('EINVAL');
+    return s.file.pin(first, n * PAGE);
+  }
+
+  /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
   physRuns(offset: number, length: number): PhysRun[] {
+    const pa = this.pa!;
     const out: PhysRun[] = [];
-    let skip = this.pageOffset + offset;
-    let left = length;
-    for (const r of this.runs!) {
-      if (left === 0) break;
-      if (skip >= r.length) { skip -= r.length; continue; }
-      const n = Math.min(r.length - skip, left);
-      out.push({ pa: r.pa + skip, length: n });
-      left -= n;
-      skip = 0;
+    let at = this.pageOffset + offset;
+    const end = at + length;
+    while (at < end) {
+      const i = Math.floor(at / PAGE);
+      const n = Math.min(PAGE - (at % PAGE), end - at);
+      const p = pa[i] + (at % PAGE);
+      const last = out[out.length - 1];
+      if (last && contiguous(last.pa + last.length, p)) last.length += n;
+      else out.push({ pa: p, length: n });
+      at += n;
     }
     return out;
   }
