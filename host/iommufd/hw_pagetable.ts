@@ -7,11 +7,13 @@ import type { Engine } from '../engine/engine.js';
 import type { IommuDriver } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_hwpt_alloc, IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
-  IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID,
+  iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap,
+  IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID, IOMMU_HWPT_DIRTY_TRACKING_ENABLE, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
 } from '../uapi/iommufd.js';
+import type { AddressSpace } from '../kernel/mm.js';
 import type { Decoded } from '../uapi/struct.js';
-import type { Domain } from './io_pagetable.js';
+import { ULONG_MAX, type Domain } from './io_pagetable.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
 import type { IommufdDevice } from './device.js';
@@ -140,4 +142,54 @@ function allocPaging(ctx: HwptCtx, ioas: Ioas, idev: IommufdDevice, flags: numbe
     throw e;
   }
   return hwpt;
+}
+
+/** What the dirty-tracking ioctls need from the iommufd context. */
+export interface DirtyCtx extends HwptCtx {
+  readonly mm: AddressSpace;
+}
+
+/**
+ * IOMMU_HWPT_SET_DIRTY_TRACKING (iopt_set_dirty_tracking): only a HWPT
+ * allocated with DIRTY_TRACKING has dirty ops (EOPNOTSUPP); enabling clears
+ * every dirty bit first, for a clean snapshot.
+ */
+export function hwptSetDirtyTracking(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_set_dirty_tracking>): void {
+  if ((cmd.flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0) throw new SysError('EOPNOTSUPP');
+  const hwpt = ctx.objects.get<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
+  if (!hwpt.flags.dirtyTracking) throw new SysError('EOPNOTSUPP');
+  ctx.engine.ptSetDirtyTracking(hwpt.did, (cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0);
+}
+
+/**
+ * IOMMU_HWPT_GET_DIRTY_BITMAP (iopt_read_and_clear_dirty_data): the range
+ * checks of iommufd_check_iova_range, then the dirty bits of the domain's
+ * page table OR-ed into the user's bitmap (u64 words, bit n = page n from
+ * iova), cleared unless NO_CLEAR. The range must be covered by contiguous
+ * areas (EINVAL); a domain not tracking refuses a bitmap (EINVAL, as the
+ * Intel driver and the mock do).
+ */
+export function hwptGetDirtyBitmap(ctx: DirtyCtx, cmd: Decoded<typeof iommu_hwpt_get_dirty_bitmap>): void {
+  if ((cmd.flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) !== 0 || cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+  const hwpt = ctx.objects.get<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
+  const iopt = hwpt.ioas.iopt;
+  // iommufd_check_iova_range, in u64 arithmetic: check_add_overflow(iova, length - 1).
+  const last = cmd.iova + ((cmd.length - 1n) & ULONG_MAX);
+  if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
+  const end = (last + 1n) & ULONG_MAX;
+  const align = iopt.iovaAlignment;
+  if (cmd.iova % align !== 0n || end % align !== 0n) throw new SysError('EINVAL');
+  if (cmd.page_size === 0n) throw new SysError('EINVAL');
+  if (cmd.iova % cmd.page_size !== 0n || end % cmd.page_size !== 0n) throw new SysError('EINVAL');
+  if (!hwpt.flags.dirtyTracking) throw new SysError('EOPNOTSUPP');
+  iopt.getPages(cmd.iova, last - cmd.iova + 1n, 'EINVAL'); // contiguous areas must cover the range
+  if (!ctx.engine.ptDirtyTracking(hwpt.did)) throw new SysError('EINVAL');
+  const bits = (last - cmd.iova + 1n) / cmd.page_size;
+  const bytes = Number((bits + 63n) / 64n) * 8;
+  if (cmd.data > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
+  const va = Number(cmd.data);
+  const bitmap = ctx.mm.read(va, bytes); // EFAULT before anything is cleared
+  ctx.mm.write(va, bitmap); // and writable
+  ctx.engine.ptReadDirtyInto(hwpt.did, cmd.iova, last - cmd.iova + 1n, Number(cmd.page_size), (cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0, bitmap);
+  ctx.mm.write(va, bitmap);
 }

@@ -178,7 +178,7 @@ export class IoPagetable {
    * iopt_get_pages: the slices of pages behind [iova, iova + length), which
    * contiguous areas must cover, else ENOENT (any sub-range will do).
    */
-  getPages(iova: bigint, length: bigint): PagesSlice[] {
+  getPages(iova: bigint, length: bigint, uncovered: 'ENOENT' | 'EINVAL' = 'ENOENT'): PagesSlice[] {
     if (length === 0n) throw new SysError('EINVAL');
     const last = iova + length - 1n;
     if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
@@ -191,7 +191,7 @@ export class IoPagetable {
       cur = end + 1n;
       if (end === last) return out;
     }
-    throw new SysError('ENOENT');
+    throw new SysError(uncovered);
   }
 
   /**

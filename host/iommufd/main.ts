@@ -17,7 +17,7 @@ import {
   vfioIoas, ioasChangeProcess, type Ioas, type IoasCtx,
 } from './ioas.js';
 import type { PinAccount } from './pages.js';
-import { hwptAlloc } from './hw_pagetable.js';
+import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap } from './hw_pagetable.js';
 import { getHwInfo } from './hw_info.js';
 import { faultQueueAlloc, type FaultCtx } from './fault.js';
 
@@ -36,6 +36,8 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_OPTION: (ctx, cmd: Decoded<typeof iommu_option>) => ctx.option(cmd),
   IOMMU_HWPT_ALLOC: hwptAlloc,
   IOMMU_GET_HW_INFO: getHwInfo,
+  IOMMU_HWPT_SET_DIRTY_TRACKING: hwptSetDirtyTracking,
+  IOMMU_HWPT_GET_DIRTY_BITMAP: hwptGetDirtyBitmap,
   IOMMU_FAULT_QUEUE_ALLOC: faultQueueAlloc,
   IOMMU_VFIO_IOAS: vfioIoas,
   IOMMU_IOAS_MAP_FILE: ioasMapFile,
