@@ -7,8 +7,8 @@ export * from "./layout";
 import { init as stateInit, maxDomains } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
-import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
-import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./vtd_sl";
+import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./radix";
+import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
 import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
 
@@ -33,7 +33,7 @@ export function frames_in_memory(): u32 { return framesInMemory(); }
 export function seg_add(sizeLo: u32, sizeHi: u32): i32 { return segAdd(sizeLo, sizeHi); }
 export function seg_remove(seg: u32): i32 { return segRemove(seg); }
 
-export function pt_create(levels: u32, sizes: u32): i32 { return ptCreate(levels, sizes); }
+export function pt_create(levels: u32, sizes: u32, fmt: u32): i32 { return ptCreate(levels, sizes, fmt); }
 export function pt_destroy(did: u32): i32 { return ptDestroy(did); }
 export function pt_map(did: u32, iovaLo: u32, iovaHi: u32, paLo: u32, paHi: u32, lenLo: u32, lenHi: u32, perm: u32): i32 {
   return ptMap(did, u64of(iovaLo, iovaHi), u64of(paLo, paHi), u64of(lenLo, lenHi), perm);

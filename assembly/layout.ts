@@ -58,7 +58,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 2;
+export const LAYOUT_VERSION: u32 = 3;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -105,21 +105,27 @@ export const SEG_PRESENT: u32 = 1;
 //   | root   | levels | sizes  | gen    | TLB    | tables | leaf bytes      |
 //   | pfn    | 3..5   | SZ_*   | 16 bit | sizes  | held   | mapped (u64)    |
 //   +--------+--------+--------+--------+--------+--------+-----------------+
-//   32       36                                                            64
-//   +--------+--------------------------------------------------------------+
-//   | flags  | reserved (0)                                                 |
-//   +--------+--------------------------------------------------------------+
+//   32       36       40                                                   64
+//   +--------+--------+-----------------------------------------------------+
+//   | flags  | format | reserved (0)                                        |
+//   +--------+--------+-----------------------------------------------------+
 //
 //   +0  root pfn (0 = free slot)   +4  levels (3..5)
 //   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G)
 //   +12 generation (16 bits: the IOTLB tag; bumped to flush the domain)
 //   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
 //   +20 table pages held          +24 leaf bytes mapped (u64)
-//   +32 flags: DOMF_DIRTY = second-stage A/D tracking on (VT-d SSADE)
+//   +32 flags: DOMF_DIRTY = hardware dirty tracking on (VT-d SSADE)
+//   +36 entry format: FMT_VTD_SL, FMT_ARM_S2 or FMT_AMD_V1 (pte.ts)
 // Domain id 0 is the blocked domain: a context pointing at it faults.
 // (Layout version 2: the record grew from 32 to 64 bytes for the flags word;
 // +24 holds a u64, so the first 32 bytes had no free word.)
 export const DOM_SIZE: u32 = 64;
+export const DOM_FORMAT: u32 = 36;
+/** Entry formats of host-owned tables (pte.ts). */
+export const FMT_VTD_SL: u32 = 0;
+export const FMT_ARM_S2: u32 = 1;
+export const FMT_AMD_V1: u32 = 2;
 export const DOM_ROOT: u32 = 0;
 export const DOM_LEVELS: u32 = 4;
 export const DOM_SIZES: u32 = 8;

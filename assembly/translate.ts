@@ -20,7 +20,7 @@ import {
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count } from "./state";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, hitPa, hitShift, hitPerm } from "./iotlb";
-import { ptWalk, ptTouch, walkPa, walkShift, walkPerm, walkLevel } from "./vtd_sl";
+import { ptWalk, ptTouch, walkPa, walkShift, walkPerm, walkLevel } from "./radix";
 
 // @ts-ignore: decorator
 @inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }

@@ -17,7 +17,7 @@ interface Exports {
   frames_in_memory(): number;
   seg_add(sizeLo: number, sizeHi: number): number;
   seg_remove(seg: number): number;
-  pt_create(levels: number, sizes: number): number;
+  pt_create(levels: number, sizes: number, fmt: number): number;
   pt_destroy(did: number): number;
   pt_map(did: number, iovaLo: number, iovaHi: number, paLo: number, paHi: number, lenLo: number, lenHi: number, perm: number): number;
   pt_unmap(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number): number;
@@ -43,6 +43,7 @@ export interface Layout {
   MB_PA_LO: number; MB_PA_HI: number; MB_SHIFT: number; MB_PERM: number; MB_LEVEL: number;
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
   SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
+  FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number;
   F_NONE: number; F_BLOCKED: number; F_ADDR_WIDTH: number; F_NOT_PRESENT: number; F_READ: number;
   F_WRITE: number; F_RESERVED: number; F_TABLE_ADDR: number; F_OUT_OF_SEGMENT: number;
   ERR_NOMEM: number; ERR_EXISTS: number; ERR_INVAL: number; ERR_FULL: number; ERR_NOENT: number;
@@ -181,8 +182,10 @@ export class Engine {
 
   // ---- I/O page tables ------------------------------------------------------
 
-  /** A new empty VT-d second-stage table; returns its domain id. */
-  ptCreate(levels: number, sizes: number): number { return this.check(this.x.pt_create(levels, sizes), 'pt_create'); }
+  /** A new empty table in entry format `format` (FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1); returns its domain id. */
+  ptCreate(levels: number, sizes: number, format = this.layout.FMT_VTD_SL): number {
+    return this.check(this.x.pt_create(levels, sizes, format), 'pt_create');
+  }
   ptDestroy(did: number): void { this.check(this.x.pt_destroy(did), 'pt_destroy'); }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
     const [il, ih] = split64(iova), [pl, ph] = split64(pa), [ll, lh] = split64(length);

@@ -5,7 +5,8 @@
 
 export type IommuKind = 'intel-vtd' | 'arm-smmuv3' | 'amd-vi' | 'mock';
 
-export interface ReservedRegion { start: bigint; last: bigint; type: 'msi' | 'direct' | 'reserved' }
+/** iommu_resv_type: an MSI doorbell window (hardware or software-managed), a direct-mapped or a plain reserved range. */
+export interface ReservedRegion { start: bigint; last: bigint; type: 'msi' | 'sw_msi' | 'direct' | 'reserved' }
 
 /**
  * The vendor part of IOMMU_GET_HW_INFO (ops->hw_info): an
@@ -47,6 +48,8 @@ export interface IommuUnitCaps {
 /** One emulated IOMMU unit and the domains it builds. */
 export interface IommuDriver {
   readonly kind: IommuKind;
+  /** Entry format of a paging domain's table (engine FMT_*: VT-d second stage, ARM stage 2, AMD v1). */
+  readonly format: number;
   /** Page-table levels and leaf sizes (engine SZ_* bits) of a paging domain. */
   readonly levels: number;
   readonly leafSizes: number;

@@ -223,6 +223,7 @@ export function intelVtd(engine: Engine): IommuDriver {
   });
   return {
     kind: 'intel-vtd',
+    format: L.FMT_VTD_SL,
     levels: 4,
     leafSizes: L.SZ_4K | L.SZ_2M | L.SZ_1G,
     addressWidth: VTD_ADDRESS_WIDTH,

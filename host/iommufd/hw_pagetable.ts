@@ -40,7 +40,7 @@ export class HwptPaging extends IommufdObject implements Domain {
 
   constructor(private readonly engine: Engine, readonly ioas: Ioas, readonly driver: IommuDriver, readonly flags: PagingFlags) {
     super();
-    this.did = engine.ptCreate(driver.levels, driver.leafSizes);
+    this.did = engine.ptCreate(driver.levels, driver.leafSizes, driver.format);
     this.apertureLast = (1n << BigInt(driver.addressWidth)) - 1n;
     this.pgsizeMin = driver.pgsizeMin;
   }

@@ -1,34 +1,24 @@
-// VT-d second-stage I/O page tables (Intel VT-d spec rev 4.1, 3.7 and 9.8),
-// owned by the host: map, unmap, walk, and hardware dirty tracking (A/D).
-// 3, 4 or 5 levels of 512 u64 entries; leaves of 4 KiB (level 1), 2 MiB
-// (level 2, PS) and 1 GiB (level 3, PS).
+// Host-owned I/O page tables: map, unmap, walk and hardware dirty tracking,
+// for every entry format of pte.ts (VT-d second stage, ARM VMSAv8-64 stage
+// 2, AMD v1). 3, 4 or 5 levels of 512 u64 entries; leaves of 4 KiB
+// (level 1), 2 MiB (level 2) and 1 GiB (level 3) where the table allows them.
+// Every entry point selects the domain's format first (useFormat).
 //
-// Second-stage entry (9.8, "Format of SL-PML5E ... SL-PTE"):
+// Permissions are ANDed over every level of a walk, as the hardware does
+// (VT-d 3.7.1; AMD 2.2.3); the tables made here grant everything above the
+// leaf, so the leaf decides. Addresses are physical addresses of layout.ts:
+// segment in bits 51:32, offset in 31:0.
 //
-//   63   62  61:52  51:12           11   10  9  8  7   6    5:3  2  1  0
-//  +---+----+------+----------------+----+---+--+--+----+----+----+--+--+--+
-//  |ign| TM | ign  | address [51:12]|SNP |ign|D |A |PS  |IPAT| EMT|X |W |R |
-//  +---+----+------+----------------+----+---+--+--+----+----+----+--+--+--+
-//
-// An entry is present when R or W is set. Non-leaf entries here carry R|W,
-// so the leaf decides the permission; the walker still ANDs every level, as
-// the hardware does (3.7.1). The address is a physical address of
-// layout.ts: segment in bits 51:32, offset in 31:0.
-//
-// Accessed and dirty flags (the spec's second-stage A/D flags; Linux:
-// DMA_SL_PTE_DIRTY_BIT 9 in intel/iommu.h, VTDSS_FMT_A = BIT(8) and
-// VTDSS_FMT_D = BIT(9) in generic_pt/fmt/vtdss.h): when second-stage A/D is
-// on for the domain (SSADE, bit 9 of the scalable-mode PASID-table entry,
-// intel/pasid.h; needs ecap.SSADS, formerly SLADS, bit 45), the unit sets A
-// in the entries a translation uses and D in the leaf on a write. Here the domain flag
-// DOMF_DIRTY (layout.ts) plays SSADE; a translation that fills the IOTLB sets
-// A in the leaf (reads and writes) and D in the leaf (permitted writes). A in
-// the non-leaf entries is not modelled: nothing reads it (Linux never does).
-// Splitting a large leaf copies its A and D to the smaller leaves, so a
-// split never loses a dirty page (it may over-report, which is safe).
+// Accessed and dirty flags (VT-d second-stage A/D: SSADE in the PASID-table
+// entry, ecap.SSADS; Linux: VTDSS_FMT_A/D in generic_pt/fmt/vtdss.h; AMD:
+// HA/HD with EFR HDSup): when the domain tracks dirty pages (DOMF_DIRTY), a
+// translation that fills the IOTLB sets the accessed flag in the leaf, and
+// the dirty flag too for a permitted write. Flags in non-leaf entries are not
+// modelled: nothing reads them (Linux never does). Splitting a large leaf
+// copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOMF_DIRTY, SZ_2M, SZ_1G,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -36,12 +26,8 @@ import { domTable, maxDomains, count } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
+import { useFormat, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, leafReserved, tableReserved } from "./pte";
 
-const PTE_PS: u64 = 1 << 7;
-const PTE_RW: u64 = PERM_R | PERM_W;
-const PTE_ADDR: u64 = 0x000ffffffffff000;
-const PTE_A: u64 = 1 << 8;
-const PTE_D: u64 = 1 << 9;
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
@@ -54,8 +40,11 @@ const PTE_D: u64 = 1 << 9;
 // @ts-ignore: decorator
 @inline function sizeBit(level: u32): u32 { return 1 << (level - 1); }
 
+/** Does did name a table? If so its format becomes the current one. */
 function validDomain(did: u32): bool {
-  return did != 0 && did < maxDomains && load<u32>(dom(did) + DOM_ROOT) != 0;
+  if (did == 0 || did >= maxDomains || load<u32>(dom(did) + DOM_ROOT) == 0) return false;
+  useFormat(load<u32>(dom(did) + DOM_FORMAT));
+  return true;
 }
 
 function allocTable(did: u32): u64 {
@@ -72,9 +61,9 @@ function freeTable(did: u32, table: u64): void {
   store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) - 1);
 }
 
-/** Create an empty table of `levels` levels allowing the leaf sizes `sizes`. Returns the domain id. */
-export function ptCreate(levels: u32, sizes: u32): i32 {
-  if (levels < 3 || levels > 5 || (sizes & 1) == 0 || sizes > 7) return ERR_INVAL;
+/** Create an empty table of format `fmt`, `levels` levels, allowing the leaf sizes `sizes`. Returns the domain id. */
+export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
+  if (levels < 3 || levels > 5 || (sizes & 1) == 0 || sizes > 7 || fmt > FMT_AMD_V1) return ERR_INVAL;
   for (let did: u32 = 1; did < maxDomains; did++) {
     const d = dom(did);
     if (load<u32>(d + DOM_ROOT) != 0) continue;
@@ -83,6 +72,7 @@ export function ptCreate(levels: u32, sizes: u32): i32 {
     store<u32>(d + DOM_ROOT, <u32>(root >> 12));
     store<u32>(d + DOM_LEVELS, levels);
     store<u32>(d + DOM_SIZES, sizes);
+    store<u32>(d + DOM_FORMAT, fmt);
     store<u64>(d + DOM_MAPPED, 0);
     store<u32>(d + DOM_FLAGS, 0);
     // The generation is kept from the slot's previous owner: its IOTLB
@@ -98,7 +88,7 @@ function freeSubtree(did: u32, table: u64, level: u32): void {
   if (level > 1) {
     for (let i: u32 = 0; i < 512; i++) {
       const pte = load<u64>(<usize>table + (<usize>i << 3));
-      if ((pte & PTE_RW) != 0 && (pte & PTE_PS) == 0) freeSubtree(did, pte & PTE_ADDR, level - 1);
+      if (present(pte) && !isLeaf(pte, level)) freeSubtree(did, addrOf(pte), level - 1);
     }
   }
   freeTable(did, table);
@@ -136,7 +126,7 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   const levels = load<u32>(d + DOM_LEVELS);
   const sizes = load<u32>(d + DOM_SIZES);
   const end = iova + len;
-  if (len == 0 || !aligned(iova | pa | len, 12) || (perm & ~PTE_RW) != 0 || perm == 0 ||
+  if (len == 0 || !aligned(iova | pa | len, 12) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
       end < iova || (end - 1) >> shiftOf(levels + 1) != 0 || !physRangeOk(pa, len)) return ERR_INVAL;
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   const start = iova;
@@ -147,28 +137,28 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
     for (let l = levels; l > lvl; l--) {
       const e = slot(table, iova, l);
       let pte = load<u64>(e);
-      if ((pte & PTE_RW) == 0) {
+      if (!present(pte)) {
         const t = allocTable(did);
         if (t == 0) { err = ERR_NOMEM; break; }
-        pte = t | PTE_RW;
+        pte = mkTable(t, l);
         store<u64>(e, pte);
-      } else if ((pte & PTE_PS) != 0) { err = ERR_EXISTS; break; }
-      table = pte & PTE_ADDR;
+      } else if (isLeaf(pte, l)) { err = ERR_EXISTS; break; }
+      table = addrOf(pte);
     }
     if (err != 0) break;
     // Fill consecutive entries of this table while the leaf size holds.
     const sz = <u64>1 << shiftOf(lvl);
-    const leafBits = <u64>perm | (lvl > 1 ? PTE_PS : 0);
+
     let e = slot(table, iova, lvl);
     const tableEnd = <usize>table + 4096;
     while (true) {
       const old = load<u64>(e);
-      if ((old & PTE_RW) != 0) {
+      if (present(old)) {
         // A table left empty by earlier unmaps may give way to a large leaf.
-        if (lvl == 1 || (old & PTE_PS) != 0 || mappedIn(old & PTE_ADDR, lvl - 1) != 0) { err = ERR_EXISTS; break; }
-        freeSubtree(did, old & PTE_ADDR, lvl - 1);
+        if (isLeaf(old, lvl) || mappedIn(addrOf(old), lvl - 1) != 0) { err = ERR_EXISTS; break; }
+        freeSubtree(did, addrOf(old), lvl - 1);
       }
-      store<u64>(e, pa | leafBits);
+      store<u64>(e, mkLeaf(pa, perm, lvl));
       iova += sz; pa += sz; e += 8;
       if (e == tableEnd || iova >= end || end - iova < sz) break;
       if (lvl < 3 && leafLevel(sizes, iova, pa, end - iova) > lvl) break;
@@ -191,17 +181,20 @@ function splitCost(sizes: u32, level: u32): u32 {
   return sub > 1 && (sizes & sizeBit(sub)) == 0 ? 1 + 512 * splitCost(sizes, sub) : 1;
 }
 
-/** Fill the new table at `level` with leaves covering pa.., each as large as the table allows. */
-function fillLeaves(did: u32, table: u64, level: u32, pa: u64, bits: u64, sizes: u32): void {
+/**
+ * Fill the new table at `level` with leaves covering pa.., each as large as
+ * the table allows, with permission `perm` and the accessed/dirty `flags`.
+ */
+function fillLeaves(did: u32, table: u64, level: u32, pa: u64, perm: u32, flags: u64, sizes: u32): void {
   const step = <u64>1 << shiftOf(level);
   for (let i: usize = 0; i < 512; i++, pa += step) {
     const e = <usize>table + (i << 3);
     if (level == 1 || (sizes & sizeBit(level)) != 0) {
-      store<u64>(e, pa | bits | (level > 1 ? PTE_PS : 0));
+      store<u64>(e, mkLeaf(pa, perm, level) | flags);
     } else {
       const t = allocTable(did); // cannot fail: split() checked the cost first
-      fillLeaves(did, t, level - 1, pa, bits, sizes);
-      store<u64>(e, t | PTE_RW);
+      fillLeaves(did, t, level - 1, pa, perm, flags, sizes);
+      store<u64>(e, mkTable(t, level));
     }
   }
 }
@@ -217,8 +210,8 @@ function split(did: u32, e: usize, level: u32): bool {
   const pte = load<u64>(e);
   const t = allocTable(did);
   if (t == 0) return false;
-  fillLeaves(did, t, level - 1, pte & PTE_ADDR, pte & ~PTE_ADDR & ~PTE_PS, sizes);
-  store<u64>(e, t | PTE_RW);
+  fillLeaves(did, t, level - 1, addrOf(pte), permOf(pte, level), pte & (accessedBit() | dirtyBit()), sizes);
+  store<u64>(e, mkTable(t, level));
   return true;
 }
 
@@ -228,12 +221,12 @@ function splitAt(did: u32, root: u64, levels: u32, boundary: u64): bool {
   for (let l = levels; l >= 2; l--) {
     const e = slot(table, boundary, l);
     const pte = load<u64>(e);
-    if ((pte & PTE_RW) == 0) return true;
-    if ((pte & PTE_PS) != 0) {
+    if (!present(pte)) return true;
+    if (isLeaf(pte, l)) {
       if (aligned(boundary, shiftOf(l))) return true;
       if (!split(did, e, l)) return false;
     }
-    table = load<u64>(e) & PTE_ADDR;
+    table = addrOf(load<u64>(e));
   }
   return true;
 }
@@ -248,18 +241,18 @@ function clearTable(did: u32, table: u64, level: u32, base: u64, first: u64, las
   for (let i = i0; i <= i1; i++) {
     const e = <usize>table + (<usize>i << 3);
     const pte = load<u64>(e);
-    if ((pte & PTE_RW) == 0) continue;
+    if (!present(pte)) continue;
     const lo = base + (<u64>i << shift);
     const hi = lo + span - 1;
-    if (level == 1 || (pte & PTE_PS) != 0) {
+    if (isLeaf(pte, level)) {
       store<u64>(e, 0);
       cleared += span;
     } else if (lo >= first && hi <= last) {
-      cleared += mappedIn(pte & PTE_ADDR, level - 1);
-      freeSubtree(did, pte & PTE_ADDR, level - 1);
+      cleared += mappedIn(addrOf(pte), level - 1);
+      freeSubtree(did, addrOf(pte), level - 1);
       store<u64>(e, 0);
     } else {
-      cleared += clearTable(did, pte & PTE_ADDR, level - 1, lo, max(first, lo), min(last, hi));
+      cleared += clearTable(did, addrOf(pte), level - 1, lo, max(first, lo), min(last, hi));
     }
   }
   return cleared;
@@ -270,8 +263,8 @@ function mappedIn(table: u64, level: u32): u64 {
   let n: u64 = 0;
   for (let i: u32 = 0; i < 512; i++) {
     const pte = load<u64>(<usize>table + (<usize>i << 3));
-    if ((pte & PTE_RW) == 0) continue;
-    n += level == 1 || (pte & PTE_PS) != 0 ? <u64>1 << shiftOf(level) : mappedIn(pte & PTE_ADDR, level - 1);
+    if (!present(pte)) continue;
+    n += isLeaf(pte, level) ? <u64>1 << shiftOf(level) : mappedIn(addrOf(pte), level - 1);
   }
   return n;
 }
@@ -316,6 +309,7 @@ export let walkEntry: usize = 0;
  */
 export function ptWalk(did: u32, iova: u64): u32 {
   const d = dom(did);
+  useFormat(load<u32>(d + DOM_FORMAT));
   const levels = load<u32>(d + DOM_LEVELS);
   const sizes = load<u32>(d + DOM_SIZES);
   count(CTRL_STAT_WALKS);
@@ -328,16 +322,14 @@ export function ptWalk(did: u32, iova: u64): u32 {
     walkLevel = l;
     const e = slot(table, iova, l);
     const pte = load<u64>(e);
-    const p = <u32>pte & (PERM_R | PERM_W);
-    if (p == 0) return F_NOT_PRESENT;
-    perm &= p;
-    if (l == 1 || (pte & PTE_PS) != 0) {
-      // PS is reserved in the top levels and for sizes the unit lacks (9.8).
-      if (l > 3 || (sizes & sizeBit(l)) == 0) return F_RESERVED;
+    if (!present(pte)) return F_NOT_PRESENT;
+    perm &= permOf(pte, l);
+    if (isLeaf(pte, l)) {
       const shift = shiftOf(l);
-      // A large leaf's address bits below its size are reserved (9.8).
-      if ((pte & PTE_ADDR & ((<u64>1 << shift) - 1)) != 0) return F_RESERVED;
-      const pa = pte & PTE_ADDR;
+      // Sizes the table lacks, address bits below the leaf's size, format
+      // rules (VT-d 9.8; Arm ARM D8.3; AMD 2.2.3): reserved, not translated.
+      if (leafReserved(pte, l, sizes, shift)) return F_RESERVED;
+      const pa = addrOf(pte);
       if (!physRangeOk(pa, <u64>1 << shift)) return F_OUT_OF_SEGMENT;
       walkPa = pa;
       walkShift = shift;
@@ -345,7 +337,8 @@ export function ptWalk(did: u32, iova: u64): u32 {
       walkEntry = e;
       return F_NONE;
     }
-    table = pte & PTE_ADDR;
+    if (tableReserved(pte, l)) return F_RESERVED;
+    table = addrOf(pte);
     // Host tables live in segment 0; anything else is corrupt.
     if (table + 4096 > memEnd) return F_TABLE_ADDR;
   }
@@ -374,10 +367,10 @@ function touchLeaf(access: u32): u32 {
   let pte = load<u64>(walkEntry);
   // A permitted access only: a faulting request sets no flag.
   if (access != 0 && (access & ~walkPerm) == 0) {
-    const set = PTE_A | ((access & PERM_W) != 0 ? PTE_D : 0);
+    const set = accessedBit() | ((access & PERM_W) != 0 ? dirtyBit() : 0);
     if ((pte & set) != set) { pte |= set; store<u64>(walkEntry, pte); }
   }
-  return (pte & PTE_D) != 0 ? PERM_W : 0;
+  return (pte & dirtyBit()) != 0 ? PERM_W : 0;
 }
 
 /** Clear D in every leaf under the table at `level`. Returns true if any was set. */
@@ -386,10 +379,10 @@ function clearDirtyAll(table: u64, level: u32): bool {
   for (let i: usize = 0; i < 512; i++) {
     const e = <usize>table + (i << 3);
     const pte = load<u64>(e);
-    if ((pte & PTE_RW) == 0) continue;
-    if (level == 1 || (pte & PTE_PS) != 0) {
-      if ((pte & PTE_D) != 0) { store<u64>(e, pte & ~PTE_D); any = true; }
-    } else if (clearDirtyAll(pte & PTE_ADDR, level - 1)) {
+    if (!present(pte)) continue;
+    if (isLeaf(pte, level)) {
+      if ((pte & dirtyBit()) != 0) { store<u64>(e, pte & ~dirtyBit()); any = true; }
+    } else if (clearDirtyAll(addrOf(pte), level - 1)) {
       any = true;
     }
   }
@@ -405,7 +398,8 @@ function clearDirtyAll(table: u64, level: u32): bool {
  */
 export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  if (enable > 1) return ERR_INVAL;
+  // A format without a hardware dirty flag here (ARM stage 2: DBM) cannot track.
+  if (enable > 1 || dirtyBit() == 0) return ERR_INVAL;
   const d = dom(did);
   if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
   const flags = load<u32>(d + DOM_FLAGS);
@@ -453,7 +447,7 @@ function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
   // starts at rdBase always fits (2^18 pages of >= 4 KiB cover 1 GiB); one
   // that starts before rdBase is cut by the caller's own range anyway.
   if (le > rdEnd && rdEnd < rdReqEnd && ls > rdBase) { rdEnd = ls; rdStop = true; return; }
-  if ((pte & PTE_D) == 0) return;
+  if ((pte & dirtyBit()) == 0) return;
   const a = max(ls, rdBase);
   const b = min(le, rdEnd);
   const pageMask = (<u64>1 << rdShift) - 1;
@@ -462,7 +456,7 @@ function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
   // keeps its D, so the pages outside stay reported (Linux clears the whole
   // leaf and loses them; reporting a page twice is safe, losing one is not).
   if (rdClear && ls >= rdBase && le <= rdEnd) {
-    store<u64>(e, pte & ~PTE_D);
+    store<u64>(e, pte & ~dirtyBit());
     if (rdClrEnd == 0) rdClrFirst = ls;
     rdClrEnd = le;
   }
@@ -476,10 +470,10 @@ function readDirtyTable(table: u64, level: u32, base: u64): void {
   for (let i = <u32>((lo - base) >> shift); i <= i1; i++) {
     const e = <usize>table + (<usize>i << 3);
     const pte = load<u64>(e);
-    if ((pte & PTE_RW) == 0) continue;
+    if (!present(pte)) continue;
     const ls = base + (<u64>i << shift);
-    if (level == 1 || (pte & PTE_PS) != 0) readDirtyLeaf(e, pte, ls, ls + (<u64>1 << shift));
-    else readDirtyTable(pte & PTE_ADDR, level - 1, ls);
+    if (isLeaf(pte, level)) readDirtyLeaf(e, pte, ls, ls + (<u64>1 << shift));
+    else readDirtyTable(addrOf(pte), level - 1, ls);
     if (rdStop) return;
   }
 }
