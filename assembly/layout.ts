@@ -199,6 +199,8 @@ export const F_RESERVED: u32 = 6;
 export const F_TABLE_ADDR: u32 = 7;
 /** A leaf points outside its segment, or at no segment. */
 export const F_OUT_OF_SEGMENT: u32 = 8;
+/** ARM: the leaf's access flag is clear (Access flag fault). */
+export const F_ACCESS: u32 = 9;
 
 // Engine-level errors of control calls (negative returns); host/engine maps
 // them to errnos, the engine itself knows none.

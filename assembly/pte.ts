@@ -133,16 +133,21 @@ const AMD_ADDR: u64 = 0x000ffffffffff000;
 /**
  * Is a present leaf at `level` malformed for a table allowing `sizes`?
  * A leaf size the table does not allow, a block where the format has none,
- * address bits below the leaf's size, an AMD large-page encoding (Next
- * Level 7), or an ARM leaf without its access flag.
+ * address bits below the leaf's size, or an ARM block where a page must be.
  */
 // @ts-ignore: decorator
 @inline export function leafReserved(pte: u64, level: u32, sizes: u32, shift: u32): bool {
   if (level > 3 || (sizes & (1 << (level - 1))) == 0) return true;
   if ((addrOf(pte) & ((<u64>1 << shift) - 1)) != 0) return true;
   // ARM: a level-3 (our level 1) descriptor must say "page" (bits 1:0 = 0b11).
-  if (fmt == FMT_ARM_S2) return (pte & ARM_AF) == 0 || (level == 1 && (pte & ARM_T) == 0);
+  if (fmt == FMT_ARM_S2) return level == 1 && (pte & ARM_T) == 0;
   return false;
+}
+
+/** ARM: a leaf whose access flag is clear takes an Access flag fault (Arm ARM D8.5, no hardware AF update here). */
+// @ts-ignore: decorator
+@inline export function accessFlagFault(pte: u64): bool {
+  return fmt == FMT_ARM_S2 && (pte & ARM_AF) == 0;
 }
 
 /** Is a present non-leaf entry at `level` malformed (AMD: Next Level must be level - 1 here)? */

@@ -19,14 +19,14 @@
 
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1,
-  PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
+  PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
 import { domTable, maxDomains, count } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
-import { useFormat, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, leafReserved, tableReserved } from "./pte";
+import { useFormat, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, leafReserved, tableReserved, accessFlagFault } from "./pte";
 
 
 // @ts-ignore: decorator
@@ -329,6 +329,7 @@ export function ptWalk(did: u32, iova: u64): u32 {
       // Sizes the table lacks, address bits below the leaf's size, format
       // rules (VT-d 9.8; Arm ARM D8.3; AMD 2.2.3): reserved, not translated.
       if (leafReserved(pte, l, sizes, shift)) return F_RESERVED;
+      if (accessFlagFault(pte)) return F_ACCESS;
       const pa = addrOf(pte);
       if (!physRangeOk(pa, <u64>1 << shift)) return F_OUT_OF_SEGMENT;
       walkPa = pa;

@@ -58,8 +58,9 @@ class Pair {
     levels: number,
     sizes: number,
     readonly segSizes: Map<number, bigint> = new Map(),
+    format = 0,
   ) {
-    this.did = e.ptCreate(levels, sizes);
+    this.did = e.ptCreate(levels, sizes, format);
     this.ref = new RefPageTable(levels, sizes, { physOk: (pa, len) => this.physOk(pa, len) });
   }
 
@@ -133,6 +134,8 @@ interface Variation {
   sizes: number;
   ops: number;
   variant: Variant;
+  /** Engine entry format (layout.ts FMT_*): the walks must agree whatever the encoding. */
+  format?: number;
 }
 
 const VARIATIONS: Variation[] = [
@@ -143,6 +146,11 @@ const VARIATIONS: Variation[] = [
   { name: '4-level, 4K only', levels: 4, sizes: REF_SZ_4K, ops: 300, variant: 'release' },
   { name: '4-level, 4K/1G', levels: 4, sizes: REF_SZ_4K | REF_SZ_1G, ops: 200, variant: 'release' },
   { name: '4-level, 4K/2M/1G, debug build', levels: 4, sizes: ALL_SIZES, ops: 200, variant: 'debug' },
+  // The same radix rules in the other entry formats (assembly/pte.ts): 1 = ARM stage 2, 2 = AMD v1.
+  { name: 'ARM stage 2, 4-level, 4K/2M/1G', levels: 4, sizes: ALL_SIZES, ops: 300, variant: 'release', format: 1 },
+  { name: 'ARM stage 2, 3-level, 4K/2M', levels: 3, sizes: REF_SZ_4K | REF_SZ_2M, ops: 200, variant: 'release', format: 1 },
+  { name: 'AMD v1, 4-level, 4K/2M/1G', levels: 4, sizes: ALL_SIZES, ops: 300, variant: 'release', format: 2 },
+  { name: 'AMD v1, 5-level, 4K/1G', levels: 5, sizes: REF_SZ_4K | REF_SZ_1G, ops: 200, variant: 'release', format: 2 },
 ];
 
 /**
@@ -161,7 +169,7 @@ function randomRun(rng: Rng, v: Variation): void {
   const poolFrames = 1024;
   const pool = e.allocFrames(poolFrames, 512);
   const segs = new Map<number, bigint>([[segA, 1n << 32n], [segB, 1n << 32n]]);
-  const p = new Pair(e, v.levels, v.sizes, segs);
+  const p = new Pair(e, v.levels, v.sizes, segs, v.format);
   const width = BigInt(p.ref.widthBits);
   const top = 1n << width;
   // IOVA windows: the bottom 16 GiB and the top 8 GiB of the address space.

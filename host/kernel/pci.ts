@@ -21,9 +21,9 @@ export interface DeviceOptions {
 export interface DmaOptions { pasid?: number }
 
 /** Why a DMA was refused (engine F_* status). */
-export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment';
+export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment' | 'access-flag';
 
-const REASONS: readonly FaultReason[] = ['blocked', 'address-width', 'not-present', 'read-denied', 'write-denied', 'reserved', 'table-address', 'out-of-segment'];
+const REASONS: readonly FaultReason[] = ['blocked', 'address-width', 'not-present', 'read-denied', 'write-denied', 'reserved', 'table-address', 'out-of-segment', 'access-flag'];
 
 /** A DMA the IOMMU refused. No byte of it was transferred. */
 export class DmaFault extends Error {
