@@ -1,19 +1,72 @@
-// The typed face: what a VMM would write over /dev/iommu with libc, as
-// methods. Each call encodes the Linux struct from the uapi table and goes
-// through host.ioctl, the same path as the binary face (DESIGN 4).
+// The typed face: every ioctl of /dev/iommu and of a VFIO device file as a
+// method, generated from the uapi table (no struct or offset spelled here):
+// each call encodes the Linux struct and goes through host.ioctl, the same
+// path as the binary face (DESIGN 4). Task-level helpers sit on top.
 
 import type { Host } from './host.js';
 import {
-  iommu_destroy, iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_unmap, iommu_ioas_iova_ranges, iommu_iova_range,
-  IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP, IOMMU_IOAS_UNMAP, IOMMU_IOAS_IOVA_RANGES,
-  IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMUFD_IOCTL, iommu_ioas_iova_ranges, iommu_iova_range, IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, type IoctlDesc,
 } from './uapi/iommufd.js';
-import {
-  vfio_device_bind_iommufd, vfio_device_attach_iommufd_pt, vfio_device_detach_iommufd_pt,
-  VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_IOMMUFD_PT,
-  VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_DETACH_PASID,
-} from './uapi/vfio.js';
+import { VFIO_IOCTL, VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_DETACH_PASID } from './uapi/vfio.js';
+import type { Decoded, Encodable, StructDef } from './uapi/struct.js';
 import { SysError } from './uapi/errno.js';
+
+// ---- One method per ioctl, generated from the uapi table ----------------------
+
+/** 'IOAS_MAP' -> 'ioasMap' (the C name without its prefix, in camel case). */
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${Lowercase<H>}${Pascal<T>}` : Lowercase<S>;
+type Pascal<S extends string> = S extends `${infer H}_${infer T}` ? `${Capitalize<Lowercase<H>>}${Pascal<T>}` : Capitalize<Lowercase<S>>;
+type MethodName<K, P extends string> = K extends `${P}${infer R}` ? Camel<R> : never;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type StructOfRow<R> = R extends { struct: infer S } ? (S extends StructDef<any, any> ? S : never) : never;
+
+/**
+ * A call: the struct's fields (the size word is filled in), the ioctl, and
+ * the struct as the kernel left it. A failure throws the handler's SysError.
+ */
+type Call<S> = (fields?: Omit<Encodable<S>, 'size' | 'argsz'>) => Decoded<S>;
+
+type Calls<T, P extends string> = { [K in keyof T as MethodName<K, P>]: Call<StructOfRow<T[K]>> };
+
+/** /dev/iommu's ioctls as methods: destroy, ioasAlloc, ioasMap, hwptAlloc, getHwInfo, ... */
+export type IommufdCalls = Calls<typeof IOMMUFD_IOCTL, 'IOMMU_'> & { readonly fd: number; close(): void };
+
+type VfioCdev = Pick<typeof VFIO_IOCTL, 'VFIO_DEVICE_BIND_IOMMUFD' | 'VFIO_DEVICE_ATTACH_IOMMUFD_PT' | 'VFIO_DEVICE_DETACH_IOMMUFD_PT'>;
+/** A VFIO device file's iommufd ioctls as methods: deviceBindIommufd, deviceAttachIommufdPt, deviceDetachIommufdPt. */
+export type VfioCalls = Calls<VfioCdev, 'VFIO_'> & { readonly fd: number; close(): void };
+
+function methodName(cName: string, prefix: string): string {
+  return cName.slice(prefix.length).toLowerCase().replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+function bindCalls(host: Host, fd: number, rows: readonly IoctlDesc[], prefix: string): Record<string, unknown> {
+  const out: Record<string, unknown> = { fd, close: () => host.close(fd) };
+  for (const row of rows) {
+    const s = row.struct;
+    // The first field is the size word (size, or argsz for VFIO): the struct's own size.
+    const sizeField = s.fields[0].name;
+    out[methodName(row.name, prefix)] = (fields: Record<string, number | bigint> = {}) => {
+      const bytes = s.encode({ ...fields, [sizeField]: s.size });
+      host.ioctl(fd, row.request, bytes);
+      return s.decode(bytes);
+    };
+  }
+  return out;
+}
+
+/** The typed face of an open /dev/iommu (host.iommufd). */
+export function iommufdCalls(host: Host, fd: number): IommufdCalls {
+  return bindCalls(host, fd, Object.values(IOMMUFD_IOCTL), 'IOMMU_') as unknown as IommufdCalls;
+}
+
+/** The typed face of an open VFIO device file (host.vfio). */
+export function vfioCalls(host: Host, fd: number): VfioCalls {
+  const rows = [VFIO_IOCTL.VFIO_DEVICE_BIND_IOMMUFD, VFIO_IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT];
+  return bindCalls(host, fd, rows, 'VFIO_') as unknown as VfioCalls;
+}
+
+// ---- Task-level helpers over the generated calls ------------------------------
 
 export interface IoasMapArgs {
   ioasId: number;
@@ -29,41 +82,39 @@ export interface IoasMapArgs {
 
 export interface IovaRange { start: bigint; last: bigint }
 
-/** An open /dev/iommu, with its ioctls as methods. */
+/** An open /dev/iommu with task-level helpers; `calls` has every ioctl. */
 export class Iommufd {
   readonly fd: number;
-  constructor(private readonly host: Host, fd?: number) { this.fd = fd ?? host.open('/dev/iommu'); }
-
-  destroy(id: number): void {
-    this.host.ioctl(this.fd, IOMMU_DESTROY, iommu_destroy.encode({ size: iommu_destroy.size, id }));
+  readonly calls: IommufdCalls;
+  constructor(private readonly host: Host, fd?: number) {
+    this.fd = fd ?? host.open('/dev/iommu');
+    this.calls = iommufdCalls(host, this.fd);
   }
 
-  ioasAlloc(): number {
-    const b = iommu_ioas_alloc.encode({ size: iommu_ioas_alloc.size });
-    this.host.ioctl(this.fd, IOMMU_IOAS_ALLOC, b);
-    return iommu_ioas_alloc.get(b, 'out_ioas_id');
-  }
+  destroy(id: number): void { this.calls.destroy({ id }); }
+
+  ioasAlloc(): number { return this.calls.ioasAlloc().out_ioas_id; }
 
   /** IOMMU_IOAS_MAP; returns the IOVA (the chosen one when none was fixed). */
   ioasMap(a: IoasMapArgs): bigint {
     const flags = (a.iova !== undefined ? IOMMU_IOAS_MAP_FIXED_IOVA : 0) |
       (a.readable !== false ? IOMMU_IOAS_MAP_READABLE : 0) | (a.writeable !== false ? IOMMU_IOAS_MAP_WRITEABLE : 0);
-    const b = iommu_ioas_map.encode({ size: iommu_ioas_map.size, flags, ioas_id: a.ioasId, user_va: BigInt(a.userVa), length: BigInt(a.length), iova: BigInt(a.iova ?? 0) });
-    this.host.ioctl(this.fd, IOMMU_IOAS_MAP, b);
-    return iommu_ioas_map.get(b, 'iova');
+    return this.calls.ioasMap({ flags, ioas_id: a.ioasId, user_va: BigInt(a.userVa), length: BigInt(a.length), iova: BigInt(a.iova ?? 0) }).iova;
   }
 
   /** IOMMU_IOAS_UNMAP; returns the bytes unmapped. */
   ioasUnmap(ioasId: number, iova: number | bigint, length: number | bigint): bigint {
-    const b = iommu_ioas_unmap.encode({ size: iommu_ioas_unmap.size, ioas_id: ioasId, iova: BigInt(iova), length: BigInt(length) });
-    this.host.ioctl(this.fd, IOMMU_IOAS_UNMAP, b);
-    return iommu_ioas_unmap.get(b, 'length');
+    return this.calls.ioasUnmap({ ioas_id: ioasId, iova: BigInt(iova), length: BigInt(length) }).length;
   }
 
   /** Unmap everything (iova 0, length U64_MAX); returns the bytes unmapped. */
   ioasUnmapAll(ioasId: number): bigint { return this.ioasUnmap(ioasId, 0n, (1n << 64n) - 1n); }
 
-  /** IOMMU_IOAS_IOVA_RANGES through a scratch buffer in process memory, with the EMSGSIZE retry. */
+  /**
+   * IOMMU_IOAS_IOVA_RANGES through a scratch buffer in process memory, with
+   * the EMSGSIZE retry (the struct comes back with the count even then, so
+   * this one goes through host.ioctl to keep it).
+   */
   ioasIovaRanges(ioasId: number): { ranges: IovaRange[]; alignment: bigint } {
     let room = 4;
     for (;;) {
@@ -93,34 +144,28 @@ export class Iommufd {
   close(): void { this.host.close(this.fd); }
 }
 
-/** An open VFIO device file, with the iommufd cdev ioctls as methods. */
+/** An open VFIO device file with task-level helpers; `calls` has its ioctls. */
 export class VfioDevice {
   readonly fd: number;
-  constructor(private readonly host: Host, path: string) { this.fd = host.open(path); }
+  readonly calls: VfioCalls;
+  constructor(host: Host, path: string) {
+    this.fd = host.open(path);
+    this.calls = vfioCalls(host, this.fd);
+  }
 
   /** VFIO_DEVICE_BIND_IOMMUFD; returns the DEVICE object id. */
   bind(iommufd: Iommufd | number): number {
-    const fd = typeof iommufd === 'number' ? iommufd : iommufd.fd;
-    const b = vfio_device_bind_iommufd.encode({ argsz: vfio_device_bind_iommufd.size, iommufd: fd });
-    this.host.ioctl(this.fd, VFIO_DEVICE_BIND_IOMMUFD, b);
-    return vfio_device_bind_iommufd.get(b, 'out_devid');
+    return this.calls.deviceBindIommufd({ iommufd: typeof iommufd === 'number' ? iommufd : iommufd.fd }).out_devid;
   }
 
   /** VFIO_DEVICE_ATTACH_IOMMUFD_PT (replaces if attached); returns the HWPT id. */
   attach(ptId: number, pasid?: number): number {
-    const b = vfio_device_attach_iommufd_pt.encode({
-      argsz: vfio_device_attach_iommufd_pt.size, flags: pasid === undefined ? 0 : VFIO_DEVICE_ATTACH_PASID, pt_id: ptId, pasid: pasid ?? 0,
-    });
-    this.host.ioctl(this.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, b);
-    return vfio_device_attach_iommufd_pt.get(b, 'pt_id');
+    return this.calls.deviceAttachIommufdPt({ flags: pasid === undefined ? 0 : VFIO_DEVICE_ATTACH_PASID, pt_id: ptId, pasid: pasid ?? 0 }).pt_id;
   }
 
   detach(pasid?: number): void {
-    const b = vfio_device_detach_iommufd_pt.encode({
-      argsz: vfio_device_detach_iommufd_pt.size, flags: pasid === undefined ? 0 : VFIO_DEVICE_DETACH_PASID, pasid: pasid ?? 0,
-    });
-    this.host.ioctl(this.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, b);
+    this.calls.deviceDetachIommufdPt({ flags: pasid === undefined ? 0 : VFIO_DEVICE_DETACH_PASID, pasid: pasid ?? 0 });
   }
 
-  close(): void { this.host.close(this.fd); }
+  close(): void { this.calls.close(); }
 }

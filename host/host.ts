@@ -14,6 +14,7 @@ import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from 
 import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import { SysError } from './uapi/errno.js';
+import { iommufdCalls, vfioCalls, type IommufdCalls, type VfioCalls } from './client.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
 
 /** What the simulated process may do (Linux capabilities and limits). */
@@ -102,6 +103,19 @@ export class Host {
     const dev = this.devices.find((d) => d.path === path);
     if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
     throw new SysError('ENOENT');
+  }
+
+  /**
+   * The typed face of /dev/iommu: one method per ioctl of the uapi table
+   * (destroy, ioasAlloc, ioasMap, hwptAlloc, getHwInfo, ...), each taking the
+   * struct's fields and returning the struct as the kernel left it. Opens
+   * /dev/iommu unless given an fd of it.
+   */
+  iommufd(fd?: number): IommufdCalls { return iommufdCalls(this, fd ?? this.open('/dev/iommu')); }
+
+  /** The typed face of a VFIO device file (deviceBindIommufd, deviceAttachIommufdPt, deviceDetachIommufdPt). */
+  vfio(pathOrFd: string | number): VfioCalls {
+    return vfioCalls(this, typeof pathOrFd === 'number' ? pathOrFd : this.open(pathOrFd));
   }
 
   close(fd: number): void {

@@ -10,4 +10,4 @@ export { POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM } f
 export type { EngineOptions } from './engine/engine.js';
 export { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
 export * as uapi from './uapi/index.js';
-export { Iommufd, VfioDevice, type IoasMapArgs, type IovaRange } from './client.js';
+export { Iommufd, VfioDevice, type IoasMapArgs, type IovaRange, type IommufdCalls, type VfioCalls } from './client.js';
