@@ -45,11 +45,11 @@ export let hitShift: u32 = 0;
 export let hitPerm: u32 = 0;
 
 /**
- * Look `iova` up for (did, pasid). On a hit, sets hitPa (the address of the
- * byte), hitShift and hitPerm (the entry's perm word), and returns true.
+ * The entry mapping `iova` for (did, pasid) in the domain's current
+ * generation, or 0; on a hit hitShift holds the leaf's shift.
  */
 // @ts-ignore: decorator
-@inline export function iotlbLookup(did: u32, pasid: u32, iova: u64): bool {
+@inline function find(did: u32, pasid: u32, iova: u64): usize {
   const d = dom(did);
   const sizes = load<u32>(d + DOM_TLB_SIZES);
   const k1 = (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(d + DOM_GEN) << 16));
@@ -61,15 +61,23 @@ export let hitPerm: u32 = 0;
     let e = setOf(vpn, sc, did);
     const end = e + <usize>iotlbWays * TLBE_SIZE;
     for (; e < end; e += TLBE_SIZE) {
-      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) {
-        hitPa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
-        hitShift = shift;
-        hitPerm = load<u32>(e, 24);
-        return true;
-      }
+      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) { hitShift = shift; return e; }
     }
   }
-  return false;
+  return 0;
+}
+
+/**
+ * Look `iova` up for (did, pasid). On a hit, sets hitPa (the address of the
+ * byte), hitShift and hitPerm (the entry's perm word), and returns true.
+ */
+// @ts-ignore: decorator
+@inline export function iotlbLookup(did: u32, pasid: u32, iova: u64): bool {
+  const e = find(did, pasid, iova);
+  if (e == 0) return false;
+  hitPa = load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1));
+  hitPerm = load<u32>(e, 24);
+  return true;
 }
 
 /**
@@ -78,20 +86,8 @@ export let hitPerm: u32 = 0;
  * hit on an entry without it.
  */
 export function iotlbMarkDirty(did: u32, pasid: u32, iova: u64): void {
-  const d = dom(did);
-  const sizes = load<u32>(d + DOM_TLB_SIZES);
-  const k1 = (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(d + DOM_GEN) << 16));
-  for (let sc: u32 = 0; sc < 3; sc++) {
-    if ((sizes & (1 << sc)) == 0) continue;
-    const shift = leafShift(sc);
-    const vpn = (iova >> shift) << (shift - 12);
-    const k0 = key0(vpn, sc);
-    let e = setOf(vpn, sc, did);
-    const end = e + <usize>iotlbWays * TLBE_SIZE;
-    for (; e < end; e += TLBE_SIZE) {
-      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) { store<u32>(e, load<u32>(e, 24) | PERM_W, 24); return; }
-    }
-  }
+  const e = find(did, pasid, iova);
+  if (e != 0) store<u32>(e, load<u32>(e, 24) | PERM_W, 24);
 }
 
 /** Cache the leaf of size class sc at leafPa that maps iova; perm is the perm word (layout.ts). */
