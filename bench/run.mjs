@@ -16,4 +16,5 @@ await build({
   define: { __WASM_BASE__: JSON.stringify(pathToFileURL(join(here, '..', 'build') + '/').href) },
   logLevel: 'warning',
 });
+process.env.VIOMMU_BENCH_RESULTS = join(here, 'results');
 await import(pathToFileURL(outfile).href);

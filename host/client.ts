@@ -47,7 +47,8 @@ function bindCalls(host: Host, fd: number, rows: readonly IoctlDesc[], prefix: s
     // The first field is the size word (size, or argsz for VFIO): the struct's own size.
     const sizeField = s.fields[0].name;
     out[methodName(row.name, prefix)] = (fields: Record<string, number | bigint> = {}) => {
-      const bytes = s.encode({ ...fields, [sizeField]: s.size });
+      const bytes = s.encode(fields);
+      s.set(bytes, sizeField, s.size);
       host.ioctl(fd, row.request, bytes);
       return s.decode(bytes);
     };

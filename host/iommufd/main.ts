@@ -115,7 +115,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx {
     const desc = nr >= IOMMUFD_CMD_BASE ? iommufdIoctlByNr(nr) : undefined;
     if (!desc) throw new SysError('ENOTTY');
     if (arg.length < 4) throw new SysError('EFAULT');
-    const size = new DataView(arg.buffer, arg.byteOffset, 4).getUint32(0, true);
+    const size = (arg[0] | (arg[1] << 8) | (arg[2] << 16) | (arg[3] << 24)) >>> 0;
     const handler = HANDLERS[desc.name];
     if (!handler || desc.request !== request || _IOC_TYPE(request) !== IOMMUFD_TYPE) throw new SysError('ENOTTY');
     if (size < desc.minSize) throw new SysError('EINVAL');

@@ -9,8 +9,8 @@
  * 64-bit ABI a plain `__u64` is 8-aligned too, so one type covers both.
  *
  * Offsets and per-type load/store functions are computed once, at define
- * time, so a get/set costs a field lookup, a bounds check, a DataView lookup
- * and one typed load or store. Offsets are relative to bytes.byteOffset: a
+ * time, so a get/set costs a field lookup, a bounds check
+ * and a few byte loads or stores. Offsets are relative to bytes.byteOffset: a
  * subarray (of a WebAssembly.Memory, say) works as is.
  */
 
@@ -117,34 +117,50 @@ const ELEMENT_SIZE: Readonly<Record<ScalarType, number>> = {
   le64: 8,
 };
 
-type Load = (view: DataView, at: number) => number | bigint;
-type Store = (view: DataView, at: number, value: number | bigint) => void;
+type Load = (b: Uint8Array, at: number) => number | bigint;
+type Store = (b: Uint8Array, at: number, value: number | bigint) => void;
 
-// DataView already truncates to the field width, as a C assignment would.
+// Little-endian reads and writes straight on the bytes. A DataView would
+// need `bytes.buffer`, which makes V8 move every small on-heap typed array
+// off the heap: that cost more than the whole rest of an ioctl.
+const u32At = (b: Uint8Array, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+function putU32(b: Uint8Array, at: number, x: number): void {
+  b[at] = x; b[at + 1] = x >>> 8; b[at + 2] = x >>> 16; b[at + 3] = x >>> 24;
+}
+const TWO32 = 0x1_0000_0000;
+function putU64(b: Uint8Array, at: number, x: number | bigint): void {
+  if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
+    putU32(b, at, x % TWO32);
+    putU32(b, at + 4, Math.floor(x / TWO32));
+    return;
+  }
+  const v = BigInt.asUintN(64, BigInt(x));
+  putU32(b, at, Number(v & 0xffffffffn));
+  putU32(b, at + 4, Number(v >> 32n));
+}
+function getU64(b: Uint8Array, at: number): bigint {
+  const hi = u32At(b, at + 4);
+  return hi === 0 ? BigInt(u32At(b, at)) : (BigInt(hi) << 32n) | BigInt(u32At(b, at));
+}
+
+// A C assignment truncates to the field width; so do these.
 const LOAD: Readonly<Record<ScalarType, Load>> = {
-  u8: (v, at) => v.getUint8(at),
-  u16: (v, at) => v.getUint16(at, true),
-  u32: (v, at) => v.getUint32(at, true),
-  s32: (v, at) => v.getInt32(at, true),
-  u64: (v, at) => v.getBigUint64(at, true),
-  le64: (v, at) => v.getBigUint64(at, true),
+  u8: (b, at) => b[at],
+  u16: (b, at) => b[at] | (b[at + 1] << 8),
+  u32: u32At,
+  s32: (b, at) => u32At(b, at) | 0,
+  u64: getU64,
+  le64: getU64,
 };
 
 const STORE: Readonly<Record<ScalarType, Store>> = {
-  u8: (v, at, x) => v.setUint8(at, Number(x)),
-  u16: (v, at, x) => v.setUint16(at, Number(x), true),
-  u32: (v, at, x) => v.setUint32(at, Number(x), true),
-  s32: (v, at, x) => v.setInt32(at, Number(x), true),
-  u64: (v, at, x) => v.setBigUint64(at, BigInt(x), true),
-  le64: (v, at, x) => v.setBigUint64(at, BigInt(x), true),
+  u8: (b, at, x) => { b[at] = typeof x === 'number' ? x : Number(BigInt.asUintN(8, x)); },
+  u16: (b, at, x) => { const v = typeof x === 'number' ? x : Number(BigInt.asUintN(16, x)); b[at] = v; b[at + 1] = v >>> 8; },
+  u32: (b, at, x) => putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x))),
+  s32: (b, at, x) => putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asIntN(32, x))),
+  u64: putU64,
+  le64: putU64,
 };
-
-// A DataView over the whole underlying buffer: cheap to make, and never
-// stale after a WebAssembly.Memory grows (a cache keyed by buffer cost more
-// in WeakMap upkeep than it saved).
-function viewOf(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer);
-}
 
 interface Accessor extends FieldInfo {
   readonly elementSize: number;
@@ -161,14 +177,14 @@ function checkRange(structName: string, bytes: Uint8Array, start: number, length
   }
 }
 
-function read(acc: Accessor, view: DataView, at: number): number | bigint | (number | bigint)[] {
+function read(acc: Accessor, view: Uint8Array, at: number): number | bigint | (number | bigint)[] {
   if (!acc.isArray) return acc.load(view, at);
   const out: (number | bigint)[] = new Array(acc.count);
   for (let i = 0; i < acc.count; i++) out[i] = acc.load(view, at + i * acc.elementSize);
   return out;
 }
 
-function write(structName: string, acc: Accessor, view: DataView, at: number, value: unknown): void {
+function write(structName: string, acc: Accessor, view: Uint8Array, at: number, value: unknown): void {
   if (!acc.isArray) {
     acc.store(view, at, value as number | bigint);
     return;
@@ -251,8 +267,8 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     },
     decode(bytes, byteOffset = 0) {
       checkRange(name, bytes, byteOffset, size);
-      const view = viewOf(bytes);
-      const base = bytes.byteOffset + byteOffset;
+      const view = bytes;
+      const base = byteOffset;
       const out: Record<string, unknown> = {};
       for (const acc of accessors) out[acc.name] = read(acc, view, base + acc.offset);
       for (const [alias, acc] of aliasList) out[alias] = read(acc, view, base + acc.offset);
@@ -262,8 +278,8 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
       const target = into ?? new Uint8Array(size);
       checkRange(name, target, byteOffset, size);
       if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
-      const view = viewOf(target);
-      const base = target.byteOffset + byteOffset;
+      const view = target;
+      const base = byteOffset;
       const given = values as Record<string, unknown>;
       for (const acc of accessors) {
         const v = given[acc.name];
@@ -278,12 +294,12 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     get(bytes, field, byteOffset = 0) {
       const acc = lookup(field);
       checkRange(name, bytes, byteOffset, acc.offset + acc.size);
-      return read(acc, viewOf(bytes), bytes.byteOffset + byteOffset + acc.offset) as StructValues<F, A>[typeof field];
+      return read(acc, bytes, byteOffset + acc.offset) as StructValues<F, A>[typeof field];
     },
     set(bytes, field, value, byteOffset = 0) {
       const acc = lookup(field);
       checkRange(name, bytes, byteOffset, acc.offset + acc.size);
-      write(name, acc, viewOf(bytes), bytes.byteOffset + byteOffset + acc.offset, value);
+      write(name, acc, bytes, byteOffset + acc.offset, value);
     },
   };
   return Object.freeze(def);
