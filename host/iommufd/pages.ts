@@ -141,17 +141,19 @@ export class IoPages {
   physRuns(offset: number, length: number): PhysRun[] {
     const pa = this.pa!;
     const out: PhysRun[] = [];
-    let at = this.pageOffset + offset;
-    const end = at + length;
-    while (at < end) {
-      const i = Math.floor(at / PAGE);
-      const n = Math.min(PAGE - (at % PAGE), end - at);
-      const p = pa[i] + (at % PAGE);
-      const last = out[out.length - 1];
-      if (last && contiguous(last.pa + last.length, p)) last.length += n;
-      else out.push({ pa: p, length: n });
-      at += n;
+    const at = this.pageOffset + offset;
+    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    let start = pa[first] + (at % PAGE);
+    let next = pa[first] + PAGE;
+    for (let i = first + 1; i <= last; i++) {
+      const p = pa[i];
+      if (contiguous(next, p)) { next = p + PAGE; continue; }
+      out.push({ pa: start, length: next - start });
+      start = p;
+      next = p + PAGE;
     }
+    const end = (at + length) % PAGE;
+    out.push({ pa: start, length: next - start - (end === 0 ? 0 : PAGE - end) });
     return out;
   }
 }

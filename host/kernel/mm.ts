@@ -136,13 +136,37 @@ export class AddressSpace {
    */
   pin(va: number, length: number, writable: boolean): PhysRun[] {
     const runs: PhysRun[] = [];
-    this.access(va, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, (pa, _at, n) => {
+    const add = (pa: number, n: number) => {
       const last = runs[runs.length - 1];
       if (last && last.pa + last.length === pa && sameSegment(last.pa, pa)) last.length += n;
       else runs.push({ pa, length: n });
-    });
+    };
+    const need = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+    if (va % PAGE_SIZE === 0 && length % PAGE_SIZE === 0) {
+      // Whole pages (every pin iommufd makes): run by run, not page by page.
+      this.access(va, length, need, () => {}, (v, from, to) => this.vmaRuns(v, from, to, add));
+    } else {
+      this.access(va, length, need, (pa, _at, n) => add(pa, n));
+    }
     for (const r of runs) this.holdRun(r, +1);
     return runs;
+  }
+
+  /** The physical runs behind [from, to) of one VMA (page aligned), merged as they come. */
+  private vmaRuns(v: Vma, from: number, to: number, add: (pa: number, n: number) => void): void {
+    const b = v.backing;
+    const first = (from - v.start) / PAGE_SIZE, n = (to - from) / PAGE_SIZE;
+    if (b.kind === 'phys') { add(b.base + first * PAGE_SIZE, n * PAGE_SIZE); return; }
+    if (b.kind === 'file') { for (let i = 0; i < n; i++) add(b.file.frame(b.pgoff + first + i) * PAGE_SIZE, PAGE_SIZE); return; }
+    let start = b.frames[first], count = 1;
+    for (let i = 1; i < n; i++) {
+      const f = b.frames[first + i];
+      if (f === start + count) { count++; continue; }
+      add(start * PAGE_SIZE, count * PAGE_SIZE);
+      start = f;
+      count = 1;
+    }
+    add(start * PAGE_SIZE, count * PAGE_SIZE);
   }
 
   unpin(runs: PhysRun[]): void {
@@ -158,10 +182,11 @@ export class AddressSpace {
 
   /**
    * Visit [va, va + length) page by page as (pa, offset in range, bytes),
-   * after checking that every page is mapped with `need`. Nothing is
-   * visited if any check fails.
+   * or VMA by VMA through `perVma`, after checking that every page is
+   * mapped with `need`. Nothing is visited if any check fails.
    */
-  private access(va: number, length: number, need: number, visit: (pa: number, at: number, n: number) => void): void {
+  private access(va: number, length: number, need: number, visit: (pa: number, at: number, n: number) => void,
+    perVma?: (v: Vma, from: number, to: number) => void): void {
     if (length === 0) return;
     if (!Number.isSafeInteger(va) || va < 0 || !Number.isSafeInteger(length) || length < 0) throw new SysError('EFAULT');
     const end = va + length;
@@ -176,6 +201,15 @@ export class AddressSpace {
         if (lastPage >= Math.ceil(b.file.size / PAGE_SIZE)) throw new SysError('EFAULT');
       }
       at = v.end;
+    }
+    if (perVma) {
+      for (let at = va; at < end;) {
+        const v = this.find(at)!;
+        const to = Math.min(end, v.end);
+        perVma(v, at, to);
+        at = to;
+      }
+      return;
     }
     let v: Vma | undefined;
     for (let at = va; at < end;) {
