@@ -11,104 +11,18 @@
 // no byte (host/kernel/pci.ts "No byte of it was transferred"; DESIGN 3).
 
 import { describe, it, expect } from 'vitest';
-import { createHost, SysError, DmaFault, uapi, type Host, type DeviceHandle, PROT_READ } from '../host/index.js';
+import { PROT_READ } from '../host/index.js';
+import { newHost, outcome, dmaFault, expectBytes, AttachedIoas, uapi } from './support/host.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;
 const HPAGE = 2 * MiB;
 const RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
 
-const newHost = (): Promise<Host> => createHost({ memoryLimit: 64 << 20 });
-
-function errnoOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof SysError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-/** Run a DMA that must fault; return the DmaFault. */
-function faultOf(f: () => unknown): DmaFault {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof DmaFault) return e;
-    throw e;
-  }
-  throw new Error('the DMA did not fault');
-}
-
-/** Byte-array equality that stays fast on megabytes (toEqual walks typed arrays element by element). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
-  expect(actual.length, `${what}: length`).toBe(expected.length);
-  let i = 0;
-  while (i < actual.length && actual[i] === expected[i]) i++;
-  if (i < actual.length) expect.fail(`${what}: first difference at byte ${i} (0x${i.toString(16)}): got ${actual[i]}, expected ${expected[i]}`);
-}
-
 function pattern(length: number, seed: number): Uint8Array {
   const b = new Uint8Array(length);
   for (let i = 0; i < length; i++) b[i] = ((i * 131 + seed * 17 + (i >>> 11)) & 0xff) || 0xa1;
   return b;
-}
-
-/** The iommufd side of a test: one /dev/iommu fd, one IOAS, devices bound and attached through VFIO cdev ioctls. */
-class Iommufd {
-  readonly fd: number;
-  readonly ioas: number;
-
-  constructor(private readonly host: Host) {
-    this.fd = host.open('/dev/iommu');
-    const a = uapi.iommu_ioas_alloc.encode({ size: uapi.iommu_ioas_alloc.size });
-    expect(host.ioctl(this.fd, uapi.IOMMU_IOAS_ALLOC, a)).toBe(0);
-    this.ioas = uapi.iommu_ioas_alloc.decode(a).out_ioas_id;
-  }
-
-  /** IOMMU_IOAS_MAP at a fixed IOVA. */
-  map(va: number, length: number, iova: bigint, perm = RW): void {
-    const arg = uapi.iommu_ioas_map.encode({
-      size: uapi.iommu_ioas_map.size, flags: perm | uapi.IOMMU_IOAS_MAP_FIXED_IOVA, ioas_id: this.ioas,
-      user_va: BigInt(va), length: BigInt(length), iova,
-    });
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_MAP, arg);
-    expect(uapi.iommu_ioas_map.decode(arg).iova).toBe(iova);
-  }
-
-  /** IOMMU_IOAS_UNMAP; returns the bytes unmapped. */
-  unmap(iova: bigint, length: bigint): bigint {
-    const arg = uapi.iommu_ioas_unmap.encode({ size: uapi.iommu_ioas_unmap.size, ioas_id: this.ioas, iova, length });
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_UNMAP, arg);
-    return uapi.iommu_ioas_unmap.decode(arg).length;
-  }
-
-  /** A new device, its cdev opened and bound to this iommufd (not attached). */
-  bind(): { dev: DeviceHandle; dfd: number } {
-    const dev = this.host.addDevice();
-    const dfd = this.host.open(dev.path);
-    const b = uapi.vfio_device_bind_iommufd.encode({ argsz: uapi.vfio_device_bind_iommufd.size, iommufd: this.fd });
-    expect(this.host.ioctl(dfd, uapi.VFIO_DEVICE_BIND_IOMMUFD, b)).toBe(0);
-    return { dev, dfd };
-  }
-
-  attachFd(dfd: number): void {
-    const a = uapi.vfio_device_attach_iommufd_pt.encode({ argsz: uapi.vfio_device_attach_iommufd_pt.size, pt_id: this.ioas });
-    expect(this.host.ioctl(dfd, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, a)).toBe(0);
-  }
-
-  detachFd(dfd: number): void {
-    const d = uapi.vfio_device_detach_iommufd_pt.encode({ argsz: uapi.vfio_device_detach_iommufd_pt.size });
-    expect(this.host.ioctl(dfd, uapi.VFIO_DEVICE_DETACH_IOMMUFD_PT, d)).toBe(0);
-  }
-
-  /** bind + attach to the IOAS. */
-  attach(): DeviceHandle {
-    const { dev, dfd } = this.bind();
-    this.attachFd(dfd);
-    return dev;
-  }
 }
 
 describe('the DESIGN 2 scenario', () => {
@@ -119,7 +33,7 @@ describe('the DESIGN 2 scenario', () => {
     const initial = pattern(len, 1);
     host.mem.write(va, initial);
 
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const iova = 0x1000_0000n;
     io.map(va, len, iova);
     const dev = io.attach();
@@ -145,7 +59,7 @@ describe('the DESIGN 2 scenario', () => {
 
   it('the same works when the device is attached before IOAS_MAP (kernel: iopt_map_user_pages fills every attached domain)', async () => {
     const host = await newHost();
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const dev = io.attach();
     const va = host.mmap(4 * PAGE);
     io.map(va, 4 * PAGE, 0x2000_0000n);
@@ -157,7 +71,7 @@ describe('the DESIGN 2 scenario', () => {
   it('CPU stores after mapping are seen by the device: no stale copy (DESIGN 2: the IOAS maps the process\'s pages, not a snapshot)', async () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x3000_0000n);
     const dev = io.attach();
     expectBytes(dev.dma.read(0x3000_0000n, 8), new Uint8Array(8));
@@ -168,7 +82,7 @@ describe('the DESIGN 2 scenario', () => {
   it('two devices attached to one IOAS see the same memory (kernel: one HWPT_PAGING per IOAS and IOMMU, shared by compatible devices)', async () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x3000_0000n);
     const d1 = io.attach(), d2 = io.attach();
     d1.dma.write(0x3000_0100n, new Uint8Array([0x77, 0x78]));
@@ -181,7 +95,7 @@ describe('DMA across boundaries', () => {
     const host = await newHost();
     const len = 8 * PAGE;
     const va = host.mmap(len);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, len, 0x1000_0000n);
     const dev = io.attach();
     const model = new Uint8Array(len);
@@ -198,7 +112,7 @@ describe('DMA across boundaries', () => {
     const host = await newHost();
     const len = 2 * HPAGE;
     const va = host.mmap(len);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const iova = 0x4000_0000n;
     io.map(va, len, iova);
     const dev = io.attach();
@@ -223,7 +137,7 @@ describe('DMA across boundaries', () => {
     const a = host.mmap(2 * PAGE);
     host.mmap(3 * PAGE); // a spacer between the two mappings' frames
     const b = host.mmap(2 * PAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(a, 2 * PAGE, 0x5000_0000n);
     io.map(b, 2 * PAGE, 0x5000_2000n);
     const dev = io.attach();
@@ -243,14 +157,14 @@ describe('DMA across boundaries', () => {
   it('sub-page areas cannot meet a 4 KiB-page domain: IOAS_MAP at an unaligned IOVA -> EINVAL once attached, and attaching to an IOAS holding one -> EADDRINUSE (kernel: iopt_check_iova alignment; iopt_check_iova_alignment in iopt_table_add_domain)', async () => {
     const host = await newHost();
     const va = host.mmap(3 * PAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va + 0x100, 2 * PAGE, 0x6000_0100n);
-    const { dev, dfd } = io.bind();
-    expect(errnoOf(() => io.attachFd(dfd))).toBe('EADDRINUSE');
-    expect(faultOf(() => dev.dma.read(0x6000_0100n, 1)).reason).toBe('blocked');
+    const dev = io.bind();
+    expect(outcome(() => io.attachDevice(dev))).toBe('EADDRINUSE');
+    expect(dmaFault(() => dev.dma.read(0x6000_0100n, 1)).reason).toBe('blocked');
     io.unmap(0x6000_0100n, BigInt(2 * PAGE));
-    io.attachFd(dfd);
-    expect(errnoOf(() => io.map(va + 0x100, 2 * PAGE, 0x6000_0100n))).toBe('EINVAL');
+    io.attachDevice(dev);
+    expect(outcome(() => io.map(va + 0x100, 2 * PAGE, 0x6000_0100n))).toBe('EINVAL');
   });
 });
 
@@ -260,7 +174,7 @@ describe('dma.readInto', () => {
     const va = host.mmap(4 * PAGE);
     const bytes = pattern(4 * PAGE, 9);
     host.mem.write(va, bytes);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 4 * PAGE, 0x1000_0000n);
     const dev = io.attach();
     const big = new Uint8Array(3 * PAGE).fill(0xee);
@@ -275,11 +189,11 @@ describe('dma.readInto', () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE);
     host.mem.write(va, pattern(2 * PAGE, 10));
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x1000_0000n);
     const dev = io.attach();
     const dst = new Uint8Array(3 * PAGE).fill(0x5a);
-    const f = faultOf(() => dev.dma.readInto(0x1000_0000n, dst));
+    const f = dmaFault(() => dev.dma.readInto(0x1000_0000n, dst));
     expect(f.reason).toBe('not-present');
     expect(f.access).toBe('read');
     expect(f.iova).toBe(0x1000_2000n);
@@ -292,7 +206,7 @@ describe('faults', () => {
     const host = await newHost();
     const len = 4 * PAGE;
     const va = host.mmap(len);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const iova = 0x1000_0000n;
     io.map(va, len, iova);
     const dev = io.attach();
@@ -301,24 +215,24 @@ describe('faults', () => {
     expectBytes(dev.dma.read(iova, len), w); // warms the IOTLB
     expect(io.unmap(iova, BigInt(len))).toBe(BigInt(len));
 
-    const r = faultOf(() => dev.dma.read(iova + 0x10n, 32));
+    const r = dmaFault(() => dev.dma.read(iova + 0x10n, 32));
     expect(r).toBeInstanceOf(Error);
     expect(typeof r.iova).toBe('bigint');
     expect(r.iova).toBe(iova + 0x10n);
     expect(r.reason).toBe('not-present');
     expect(r.access).toBe('read');
 
-    const wf = faultOf(() => dev.dma.write(iova + 0x2000n, new Uint8Array(64).fill(0xff)));
+    const wf = dmaFault(() => dev.dma.write(iova + 0x2000n, new Uint8Array(64).fill(0xff)));
     expect(wf.iova).toBe(iova + 0x2000n);
     expect(wf.reason).toBe('not-present');
     expect(wf.access).toBe('write');
     // The process memory still holds what was there (the VA is still mapped).
     expectBytes(host.mem.read(va, len), w);
     // A number IOVA reports the fault IOVA as a bigint too.
-    const n = faultOf(() => dev.dma.read(0x1000_3000, 1));
+    const n = dmaFault(() => dev.dma.read(0x1000_3000, 1));
     expect(n.iova).toBe(0x1000_3000n);
     // translate faults the same way.
-    const t = faultOf(() => dev.dma.translate(iova));
+    const t = dmaFault(() => dev.dma.translate(iova));
     expect(t.reason).toBe('not-present');
   });
 
@@ -327,10 +241,10 @@ describe('faults', () => {
     const va = host.mmap(4 * PAGE);
     const before = pattern(4 * PAGE, 12);
     host.mem.write(va, before);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 3 * PAGE, 0x1000_0000n); // the 4th page is not in the IOAS
     const dev = io.attach();
-    const f = faultOf(() => dev.dma.write(0x1000_0000n + 100n, new Uint8Array(3 * PAGE + 10).fill(0x11)));
+    const f = dmaFault(() => dev.dma.write(0x1000_0000n + 100n, new Uint8Array(3 * PAGE + 10).fill(0x11)));
     expect(f.iova).toBe(0x1000_3000n);
     expect(f.reason).toBe('not-present');
     expect(f.access).toBe('write');
@@ -338,7 +252,7 @@ describe('faults', () => {
     // Unmapping the middle page of the area is refused as a partial unmap; a
     // DMA over a hole in the middle (two areas with a gap) faults at the gap.
     io.map(va + 3 * PAGE, PAGE, 0x1000_5000n);
-    const g = faultOf(() => dev.dma.write(0x1000_2000n, new Uint8Array(4 * PAGE).fill(0x22)));
+    const g = dmaFault(() => dev.dma.write(0x1000_2000n, new Uint8Array(4 * PAGE).fill(0x22)));
     expect(g.iova).toBe(0x1000_3000n);
     expectBytes(host.mem.read(va, 4 * PAGE), before);
   });
@@ -348,31 +262,31 @@ describe('faults', () => {
     const va = host.mmap(4 * PAGE);
     const before = pattern(4 * PAGE, 13);
     host.mem.write(va, before);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x1000_0000n, RW);
     io.map(va + 2 * PAGE, 2 * PAGE, 0x1000_2000n, uapi.IOMMU_IOAS_MAP_READABLE);
     const dev = io.attach();
     expectBytes(dev.dma.read(0x1000_2000n, 2 * PAGE), before.subarray(2 * PAGE));
-    const f = faultOf(() => dev.dma.write(0x1000_2010n, new Uint8Array(16)));
+    const f = dmaFault(() => dev.dma.write(0x1000_2010n, new Uint8Array(16)));
     expect(f.reason).toBe('write-denied');
     expect(f.access).toBe('write');
     expect(f.iova).toBe(0x1000_2010n);
     // A write starting in the writable area and running into the read-only one moves nothing.
-    const g = faultOf(() => dev.dma.write(0x1000_1000n, new Uint8Array(2 * PAGE).fill(0x33)));
+    const g = dmaFault(() => dev.dma.write(0x1000_1000n, new Uint8Array(2 * PAGE).fill(0x33)));
     expect(g.reason).toBe('write-denied');
     expect(g.iova).toBe(0x1000_2000n);
     expectBytes(host.mem.read(va, 4 * PAGE), before);
     const t = dev.dma.translate(0x1000_2000n);
     expect(t.perm & 2).toBe(0);
-    expect(faultOf(() => dev.dma.translate(0x1000_2000n, { write: true })).reason).toBe('write-denied');
+    expect(dmaFault(() => dev.dma.translate(0x1000_2000n, { write: true })).reason).toBe('write-denied');
   });
 
   it('a read-only mapping can map a PROT_READ VA; a writeable one cannot (kernel: pin_user_pages(FOLL_WRITE) on a read-only VMA -> EFAULT)', async () => {
     const host = await newHost();
     const ro = host.mmap(2 * PAGE, PROT_READ);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const dev = io.attach();
-    expect(errnoOf(() => io.map(ro, 2 * PAGE, 0x1000_0000n, RW))).toBe('EFAULT');
+    expect(outcome(() => io.map(ro, 2 * PAGE, 0x1000_0000n, RW))).toBe('EFAULT');
     io.map(ro, 2 * PAGE, 0x1000_0000n, uapi.IOMMU_IOAS_MAP_READABLE);
     expectBytes(dev.dma.read(0x1000_0000n, 2 * PAGE), new Uint8Array(2 * PAGE));
   });
@@ -381,63 +295,63 @@ describe('faults', () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE);
     host.mem.write(va, pattern(2 * PAGE, 14));
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x1000_0000n);
 
     const lone = host.addDevice();
-    const f1 = faultOf(() => lone.dma.read(0x1000_0000n, 4));
+    const f1 = dmaFault(() => lone.dma.read(0x1000_0000n, 4));
     expect(f1.reason).toBe('blocked');
     expect(f1.iova).toBe(0x1000_0000n);
     expect(f1.access).toBe('read');
 
-    const { dev, dfd } = io.bind();
-    const f2 = faultOf(() => dev.dma.write(0x1000_0004n, new Uint8Array(4)));
+    const dev = io.bind();
+    const f2 = dmaFault(() => dev.dma.write(0x1000_0004n, new Uint8Array(4)));
     expect(f2.reason).toBe('blocked');
     expect(f2.access).toBe('write');
     expect(f2.iova).toBe(0x1000_0004n);
 
-    io.attachFd(dfd);
+    io.attachDevice(dev);
     expectBytes(dev.dma.read(0x1000_0000n, 4), pattern(2 * PAGE, 14).subarray(0, 4));
-    io.detachFd(dfd);
-    const f3 = faultOf(() => dev.dma.write(0x1000_0000n, new Uint8Array(4).fill(0xff)));
+    io.detachDevice(dev);
+    const f3 = dmaFault(() => dev.dma.write(0x1000_0000n, new Uint8Array(4).fill(0xff)));
     expect(f3.reason).toBe('blocked');
     expectBytes(host.mem.read(va, 2 * PAGE), pattern(2 * PAGE, 14));
-    expect(faultOf(() => dev.dma.translate(0x1000_0000n)).reason).toBe('blocked');
+    expect(dmaFault(() => dev.dma.translate(0x1000_0000n)).reason).toBe('blocked');
   });
 
   it('closing the device fd blocks its DMA (kernel: vfio_df_unbind_iommufd detaches the device)', async () => {
     const host = await newHost();
     const va = host.mmap(PAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, PAGE, 0x1000_0000n);
-    const { dev, dfd } = io.bind();
-    io.attachFd(dfd);
+    const dev = io.bind();
+    io.attachDevice(dev);
     dev.dma.read(0x1000_0000n, 1);
-    host.close(dfd);
-    expect(faultOf(() => dev.dma.read(0x1000_0000n, 1)).reason).toBe('blocked');
+    host.close(dev.fd);
+    expect(dmaFault(() => dev.dma.read(0x1000_0000n, 1)).reason).toBe('blocked');
   });
 
   it('an IOVA at or above 2^48 faults address-width, and cannot be mapped once the 48-bit domain is attached (VT-d 3.6 AGAW / intel_vtd.ts addressWidth 48; kernel: iopt_check_iova -> EINVAL on the reserved range past the aperture)', async () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE);
     host.mem.write(va, pattern(2 * PAGE, 15));
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const dev = io.attach();
     const top = 2n ** 48n;
     for (const iova of [top, top + 0x1234n, 2n ** 63n]) {
-      const r = faultOf(() => dev.dma.read(iova, 8));
+      const r = dmaFault(() => dev.dma.read(iova, 8));
       expect(r.reason).toBe('address-width');
       expect(r.iova).toBe(iova);
       expect(r.access).toBe('read');
     }
-    const w = faultOf(() => dev.dma.write(top, new Uint8Array(8)));
+    const w = dmaFault(() => dev.dma.write(top, new Uint8Array(8)));
     expect(w.reason).toBe('address-width');
     expect(w.access).toBe('write');
-    expect(errnoOf(() => io.map(va, PAGE, top))).toBe('EINVAL');
+    expect(outcome(() => io.map(va, PAGE, top))).toBe('EINVAL');
     // The last page below 2^48 can be mapped; a DMA running past 2^48 faults there and moves nothing.
     io.map(va, PAGE, top - BigInt(PAGE));
     expectBytes(dev.dma.read(top - 16n, 16), pattern(2 * PAGE, 15).subarray(PAGE - 16, PAGE));
-    const x = faultOf(() => dev.dma.write(top - 16n, new Uint8Array(32).fill(0x44)));
+    const x = dmaFault(() => dev.dma.write(top - 16n, new Uint8Array(32).fill(0x44)));
     expect(x.reason).toBe('address-width');
     expect(x.iova).toBe(top);
     expectBytes(host.mem.read(va, 2 * PAGE), pattern(2 * PAGE, 15));
@@ -445,11 +359,11 @@ describe('faults', () => {
 
   it('every fault is counted (DESIGN 3 engine stats)', async () => {
     const host = await newHost();
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const dev = io.attach();
     const before = host.engine.stats().faults;
-    faultOf(() => dev.dma.read(0x1000n, 1));
-    faultOf(() => dev.dma.write(0x2000n, new Uint8Array(1)));
+    dmaFault(() => dev.dma.read(0x1000n, 1));
+    dmaFault(() => dev.dma.write(0x2000n, new Uint8Array(1)));
     expect(host.engine.stats().faults).toBeGreaterThanOrEqual(before + 2);
   });
 });
@@ -459,7 +373,7 @@ describe('IOAS_UNMAP: no DMA reaches unmapped pages', () => {
     const host = await newHost();
     const n = 6;
     const vas = Array.from({ length: n }, () => host.mmap(2 * PAGE));
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     const iovaOf = (i: number) => 0x1000_0000n + BigInt(i * 2 * PAGE);
     vas.forEach((va, i) => { host.mem.write(va, pattern(2 * PAGE, 20 + i)); io.map(va, 2 * PAGE, iovaOf(i)); });
     const dev = io.attach();
@@ -472,9 +386,9 @@ describe('IOAS_UNMAP: no DMA reaches unmapped pages', () => {
       for (let j = 0; j < n; j++) {
         if (gone.has(j)) {
           for (const d of [dev, d2]) {
-            expect(faultOf(() => d.dma.read(iovaOf(j), 1)).reason).toBe('not-present');
-            expect(faultOf(() => d.dma.read(iovaOf(j) + 0x1fffn, 1)).reason).toBe('not-present');
-            expect(faultOf(() => d.dma.write(iovaOf(j) + 0x1000n, new Uint8Array([0xff]))).reason).toBe('not-present');
+            expect(dmaFault(() => d.dma.read(iovaOf(j), 1)).reason).toBe('not-present');
+            expect(dmaFault(() => d.dma.read(iovaOf(j) + 0x1fffn, 1)).reason).toBe('not-present');
+            expect(dmaFault(() => d.dma.write(iovaOf(j) + 0x1000n, new Uint8Array([0xff]))).reason).toBe('not-present');
           }
         } else {
           expectBytes(dev.dma.read(iovaOf(j), 2 * PAGE), pattern(2 * PAGE, 20 + j));
@@ -487,14 +401,14 @@ describe('IOAS_UNMAP: no DMA reaches unmapped pages', () => {
   it('unmapping an area mapped with 2 MiB IOPTEs removes the large leaves from the IOTLB too (DESIGN 3; VT-d 6.5 IOTLB invalidation)', async () => {
     const host = await newHost();
     const va = host.mmap(HPAGE);
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, HPAGE, 0x4000_0000n);
     const dev = io.attach();
     expect(dev.dma.translate(0x4000_0000n).size).toBe(HPAGE);
     dev.dma.read(0x4010_0000n, 16);
     io.unmap(0x4000_0000n, BigInt(HPAGE));
     for (const off of [0n, 0x10_0000n, BigInt(HPAGE - 1)]) {
-      expect(faultOf(() => dev.dma.read(0x4000_0000n + off, 1)).reason).toBe('not-present');
+      expect(dmaFault(() => dev.dma.read(0x4000_0000n + off, 1)).reason).toBe('not-present');
     }
     // Re-mapping other memory at the same IOVA reaches the new memory, not the old.
     const va2 = host.mmap(HPAGE);
@@ -507,11 +421,11 @@ describe('IOAS_UNMAP: no DMA reaches unmapped pages', () => {
     const host = await newHost();
     const va = host.mmap(8 * PAGE);
     const avail = host.engine.framesAvailable();
-    const io = new Iommufd(host);
+    const io = new AttachedIoas(host);
     io.map(va, 8 * PAGE, 0x1000_0000n);
-    const { dfd } = io.bind();
-    io.attachFd(dfd);
-    host.close(dfd);
+    const dev = io.bind();
+    io.attachDevice(dev);
+    host.close(dev.fd);
     host.close(io.fd);
     host.munmap(va, 8 * PAGE);
     expect(host.engine.framesAvailable()).toBe(avail + 8);
@@ -543,7 +457,7 @@ async function randomDma(seed: number, steps: number): Promise<void> {
   const rand = rng(seed);
   const int = (n: number) => Math.floor(rand() * n);
   const host = await newHost();
-  const io = new Iommufd(host);
+  const io = new AttachedIoas(host);
   const dev = io.attach();
   const layout: [number, number][] = [
     [0x1000_0000, 16 * PAGE],
@@ -613,7 +527,7 @@ async function randomDma(seed: number, steps: number): Promise<void> {
             p += m;
           }
         } else {
-          const f = faultOf(() => dev.dma.write(iova, bytes));
+          const f = dmaFault(() => dev.dma.write(iova, bytes));
           expect(f.reason).toBe('not-present');
           expect(f.access).toBe('write');
           expect(f.iova).toBe(BigInt(hole));
@@ -632,7 +546,7 @@ async function randomDma(seed: number, steps: number): Promise<void> {
           expectBytes(got, expected);
           count.reads++;
         } else {
-          const f = faultOf(() => dev.dma.read(iova, n));
+          const f = dmaFault(() => dev.dma.read(iova, n));
           expect(f.reason).toBe('not-present');
           expect(f.access).toBe('read');
           expect(f.iova).toBe(BigInt(hole));

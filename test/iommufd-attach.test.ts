@@ -10,9 +10,8 @@
  * selftest tools/testing/selftests/iommu/iommufd.c ("selftest <case>").
  */
 import { describe, it, expect, beforeEach } from 'vitest';
-import { DmaFault } from '../host/index.js';
 import {
-  newHost, expectErrno, Iommufd, boundDevice, pfnAt, pattern, PAGE, U64_MAX, uapi, type Host,
+  newHost, expectErrno, dmaFault, Iommufd, boundDevice, pfnAt, pattern, PAGE, U64_MAX, uapi, type Host,
 } from './support/host.js';
 
 const { IOMMU_IOAS_MAP_READABLE: R, IOMMU_IOAS_MAP_FIXED_IOVA: FIXED } = uapi;
@@ -26,24 +25,6 @@ beforeEach(async () => {
   host = await newHost();
   ictx = new Iommufd(host);
 });
-
-/** The DmaFault a DMA throws (fails the test if it does not). */
-function dmaFault(fn: () => unknown): DmaFault {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaFault) return e;
-    throw e;
-  }
-  return expect.fail('the DMA was not refused');
-}
-
-/** The id the next object of this ictx gets (allocates and destroys an IOAS to find out). */
-function nextId(): number {
-  const id = ictx.ioasAlloc();
-  ictx.destroy(id);
-  return id;
-}
 
 describe('automatic HWPT_PAGING (device.c iommufd_device_auto_get_domain)', () => {
   it('two devices attached to one IOAS get the same hwpt id', () => {
@@ -152,11 +133,11 @@ describe('attach failures leave nothing changed', () => {
     ictx.map(ioas, buf, PAGE, MSI_START + 0x1000n);
     const other = ictx.map(ioas, buf + PAGE, PAGE, 0x10_0000);
     const { dev } = boundDevice(host, ictx);
-    const free = nextId();
+    const free = ictx.nextId();
     expectErrno(() => dev.attach(ioas), 'EADDRINUSE');
     expect(dmaFault(() => dev.dma.read(other, 8)).reason).toBe('blocked');
     // The auto HWPT was aborted: its id is free again, the IOAS has no domain (alignment 1, full range).
-    expect(nextId()).toBe(free);
+    expect(ictx.nextId()).toBe(free);
     expect(ictx.iovaRanges(ioas)).toEqual({ num_iovas: 1, out_iova_alignment: 1n, ranges: [{ start: 0n, last: U64_MAX }] });
     ictx.destroy(ioas); // no HWPT holds it
   });
@@ -198,10 +179,10 @@ describe('attach failures leave nothing changed', () => {
     ictx.map(ioas, good, PAGE, 0x10_0000);
     ictx.map(ioas, 0xdead_0000, PAGE, 0x20_0000); // accepted: no domain, nothing pinned
     const { dev } = boundDevice(host, ictx);
-    const free = nextId();
+    const free = ictx.nextId();
     expectErrno(() => dev.attach(ioas), 'EFAULT');
     expect(dmaFault(() => dev.dma.read(0x10_0000, 8)).reason).toBe('blocked');
-    expect(nextId()).toBe(free);
+    expect(ictx.nextId()).toBe(free);
     // Removing the bad area makes the attach work.
     ictx.unmap(ioas, 0x20_0000, PAGE);
     dev.attach(ioas);

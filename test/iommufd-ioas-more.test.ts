@@ -15,9 +15,9 @@
  * and says so ("Linux: ...").
  */
 import { describe, it, expect, beforeEach } from 'vitest';
-import { DmaFault, PROT_READ, PROT_WRITE, MAP_SHARED } from '../host/index.js';
+import { PROT_READ, PROT_WRITE, MAP_SHARED } from '../host/index.js';
 import {
-  newHost, expectErrno, outcome, Iommufd, VfioDevice, boundDevice, pfnAt, callStruct, pattern,
+  newHost, expectErrno, outcome, dmaFault, Iommufd, VfioDevice, boundDevice, pfnAt, callStruct, pattern, memfd,
   PAGE, U64_MAX, uapi, type Host,
 } from './support/host.js';
 
@@ -101,20 +101,6 @@ function changeProcess(values: Record<string, unknown> = {}) {
   return ictx.ioctl(T.IOMMU_IOAS_CHANGE_PROCESS, values);
 }
 
-/** A memfd of `size` bytes. */
-function memfd(size: number, name = 'ioas-more'): number {
-  const fd = host.memfdCreate(name);
-  host.ftruncate(fd, size);
-  return fd;
-}
-
-/** The id the next object of ictx gets (allocates and destroys an IOAS to find out). */
-function nextId(): number {
-  const id = ictx.ioasAlloc();
-  ictx.destroy(id);
-  return id;
-}
-
 /** IOAS_UNMAP of everything: the bytes that were mapped. */
 const unmapAll = (ioas: number): bigint => ictx.unmap(ioas, 0, U64_MAX);
 
@@ -142,18 +128,7 @@ const refs = (pfns: readonly number[]): number[] => pfns.map((p) => host.engine.
 
 /** What a failed call must leave as it was: the next object id, the pinned-page charge and the frame references. */
 function trace(pfns: readonly number[] = []) {
-  return { nextId: nextId(), lockedPages: host.lockedPages, refs: refs(pfns) };
-}
-
-/** The DmaFault a DMA throws (fails the test if it does not). */
-function dmaFault(fn: () => unknown): DmaFault {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaFault) return e;
-    throw e;
-  }
-  return expect.fail('the DMA was not refused');
+  return { nextId: ictx.nextId(), lockedPages: host.lockedPages, refs: refs(pfns) };
 }
 
 /** A buffer whose first u32 is `size`, the rest zero unless filled. */
@@ -231,7 +206,7 @@ describe('extensible-struct rules for ALLOW_IOVAS, COPY, MAP_FILE, OPTION, VFIO_
     expect(ictx.ioctl(T.IOMMU_VFIO_IOAS, { size: 20, ioas_id: 0, op: VFIO_GET }, zero8).ioas_id).toBe(ioas);
     // ALLOW_IOVAS, MAP_FILE, COPY, CHANGE_PROCESS.
     ictx.ioctl(T.IOMMU_IOAS_ALLOW_IOVAS, { size: 32, ioas_id: ioas, num_iovas: 1, allowed_iovas: rangesAt([[0x10_0000, 0x1f_ffff]]) }, zero8);
-    const fd = memfd(4 * PAGE);
+    const fd = memfd(host, 4 * PAGE);
     const mf = ictx.ioctl(T.IOMMU_IOAS_MAP_FILE, { size: 48, flags: RW, ioas_id: ioas, fd, start: 0, length: 2 * PAGE }, zero8);
     expect(mf.iova).toBe(0x10_0000n); // inside the allowed range
     const cp = callStruct(host, ictx.fd, uapi.IOMMU_IOAS_COPY, uapi.iommu_ioas_copy,
@@ -791,7 +766,7 @@ describe('IOMMU_IOAS_MAP_FILE (ioas.c iommufd_ioas_map_file, io_pagetable.c iopt
   let mfd: number;
   beforeEach(() => {
     ioas = ictx.ioasAlloc();
-    mfd = memfd(8 * PAGE);
+    mfd = memfd(host, 8 * PAGE);
   });
 
   it('check order: flags EOPNOTSUPP, then EOVERFLOW, then no R/W EINVAL, then ioas ENOENT, then fd EBADF', () => {
@@ -807,7 +782,7 @@ describe('IOMMU_IOAS_MAP_FILE (ioas.c iommufd_ioas_map_file, io_pagetable.c iopt
     expectErrno(() => mapFile({ ioas_id: devid, fd: mfd, length: PAGE }), 'ENOENT');
     expectErrno(() => mapFile({ ioas_id: ioas, fd: -1, length: PAGE }), 'EBADF');
     expectErrno(() => mapFile({ ioas_id: ioas, fd: 999, length: PAGE }), 'EBADF');
-    const closed = memfd(PAGE);
+    const closed = memfd(host, PAGE);
     host.close(closed);
     expectErrno(() => mapFile({ ioas_id: ioas, fd: closed, length: PAGE }), 'EBADF');
     expect(unmapAll(ioas)).toBe(0n);
@@ -933,7 +908,7 @@ describe('IOMMU_IOAS_MAP_FILE (ioas.c iommufd_ioas_map_file, io_pagetable.c iopt
 
   it('an automatic IOVA keeps the alignment and sub-page offset of the file offset', () => {
     // io_pagetable.c iopt_alloc_area_pages(): IOPT_ADDRESS_FILE -> `start = elm->start_byte + elm->pages->start` (= the file offset).
-    const big = memfd(2 * HPAGE);
+    const big = memfd(host, 2 * HPAGE);
     expect(mapFile({ ioas_id: ioas, fd: big, start: HPAGE, length: HPAGE }).iova).toBe(0x20_0000n);
     const iova = mapFile({ ioas_id: ioas, fd: big, start: 0x5123, length: 0x100 }).iova;
     expect(iova % P).toBe(0x123n);
@@ -972,7 +947,7 @@ describe('IOMMU_IOAS_CHANGE_PROCESS (ioas.c iommufd_ioas_change_process, ref §2
     const a = ictx.ioasAlloc();
     const { dev } = attachDevice(a);
     const b = ictx.ioasAlloc(); // no device: its areas count as well
-    const mfd = memfd(4 * PAGE);
+    const mfd = memfd(host, 4 * PAGE);
     const buf = host.mmap(PAGE);
     const f = mapFile({ ioas_id: a, fd: mfd, start: 0, length: 4 * PAGE }).iova;
     mapFile({ ioas_id: b, fd: mfd, start: 0, length: PAGE });
@@ -1235,7 +1210,7 @@ describe('page pinning charged to RLIMIT_MEMLOCK (pages.c incr_user_locked_vm, r
     const buf = host.mmap(32 * PAGE);
     const t0 = trace();
     expectErrno(() => ictx.map(ioas, buf, 17 * PAGE), 'ENOMEM');
-    const mfd = memfd(32 * PAGE);
+    const mfd = memfd(host, 32 * PAGE);
     expectErrno(() => mapFile({ ioas_id: ioas, fd: mfd, start: 0, length: 32 * PAGE }), 'ENOMEM');
     expect(trace()).toEqual(t0);
     expect(unmapAll(ioas)).toBe(0n);
@@ -1296,7 +1271,7 @@ describe('page pinning charged to RLIMIT_MEMLOCK (pages.c incr_user_locked_vm, r
     const a = ictx.ioasAlloc();
     const { dev } = attachDevice(a);
     ictx.map(a, host.mmap(8 * PAGE), 8 * PAGE);
-    mapFile({ ioas_id: a, fd: memfd(4 * PAGE), start: 0, length: 4 * PAGE });
+    mapFile({ ioas_id: a, fd: memfd(host, 4 * PAGE), start: 0, length: 4 * PAGE });
     expect(host.lockedPages).toBe(12);
     ictx.close();
     expect(host.lockedPages).toBe(12); // the device fd still holds the iommufd
@@ -1413,7 +1388,7 @@ describe('a failed call leaves no trace (DESIGN.md §4; the error paths of ioas.
     const c = ictx.ioasAlloc(); // no device: a writable and a read-only user area, a small allowed range
     const d = ictx.ioasAlloc(); // no device: an allowed range over the VT-d MSI window
     const buf = host.mmap(8 * PAGE);
-    const mfd = memfd(4 * PAGE);
+    const mfd = memfd(host, 4 * PAGE);
     const ua = ictx.map(a, buf, 8 * PAGE, 0x10_0000);
     const fa = mapFile({ ioas_id: a, fd: mfd, start: 0, length: 4 * PAGE }).iova;
     copy({ flags: RW | FIXED, dst_ioas_id: b, src_ioas_id: a, length: 4 * PAGE, src_iova: ua, dst_iova: 0x20_0000 });

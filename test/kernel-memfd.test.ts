@@ -9,72 +9,19 @@
 
 import { describe, it, expect } from 'vitest';
 import {
-  createHost, SysError, uapi, type Host, type DeviceHandle,
   PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, POLLIN, POLLOUT, POLLNVAL,
 } from '../host/index.js';
+import { newHost, outcome, expectBytes, memfd, AttachedIoas } from './support/host.js';
 
 const PAGE = 4096;
 const RW = PROT_READ | PROT_WRITE;
 /** include/uapi/linux/mman.h */
 const MAP_SHARED_VALIDATE = 0x03;
 
-const newHost = (): Promise<Host> => createHost({ memoryLimit: 64 << 20 });
-
-function errnoOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof SysError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-/** Byte-array equality that stays fast on megabytes (toEqual walks typed arrays element by element). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
-  expect(actual.length, `${what}: length`).toBe(expected.length);
-  let i = 0;
-  while (i < actual.length && actual[i] === expected[i]) i++;
-  if (i < actual.length) expect.fail(`${what}: first difference at byte ${i} (0x${i.toString(16)}): got ${actual[i]}, expected ${expected[i]}`);
-}
-
 function pattern(length: number, seed: number): Uint8Array {
   const b = new Uint8Array(length);
   for (let i = 0; i < length; i++) b[i] = ((i * 13 + seed * 101 + (i >>> 9)) & 0xff) || 0x5a;
   return b;
-}
-
-/** A memfd of `size` bytes. */
-function memfd(host: Host, size: number, name = 'test'): number {
-  const fd = host.memfdCreate(name);
-  host.ftruncate(fd, size);
-  return fd;
-}
-
-/** /dev/iommu + one IOAS + an attached device, through the binary face. */
-function attachment(host: Host): { map(va: number, length: number, iova: bigint): void; unmap(iova: bigint, length: bigint): void; attach(): DeviceHandle } {
-  const fd = host.open('/dev/iommu');
-  const a = uapi.iommu_ioas_alloc.encode({ size: uapi.iommu_ioas_alloc.size });
-  host.ioctl(fd, uapi.IOMMU_IOAS_ALLOC, a);
-  const ioas = uapi.iommu_ioas_alloc.decode(a).out_ioas_id;
-  return {
-    map(va, length, iova) {
-      host.ioctl(fd, uapi.IOMMU_IOAS_MAP, uapi.iommu_ioas_map.encode({
-        size: uapi.iommu_ioas_map.size, ioas_id: ioas, user_va: BigInt(va), length: BigInt(length), iova,
-        flags: uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE,
-      }));
-    },
-    unmap(iova, length) {
-      host.ioctl(fd, uapi.IOMMU_IOAS_UNMAP, uapi.iommu_ioas_unmap.encode({ size: uapi.iommu_ioas_unmap.size, ioas_id: ioas, iova, length }));
-    },
-    attach() {
-      const dev = host.addDevice();
-      const dfd = host.open(dev.path);
-      host.ioctl(dfd, uapi.VFIO_DEVICE_BIND_IOMMUFD, uapi.vfio_device_bind_iommufd.encode({ argsz: uapi.vfio_device_bind_iommufd.size, iommufd: fd }));
-      host.ioctl(dfd, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, uapi.vfio_device_attach_iommufd_pt.encode({ argsz: uapi.vfio_device_attach_iommufd_pt.size, pt_id: ioas }));
-      return dev;
-    },
-  };
 }
 
 describe('memfd_create', () => {
@@ -89,7 +36,7 @@ describe('memfd_create', () => {
   it('name of 249 bytes is accepted, 250 -> EINVAL (memfd_create(2) EINVAL: "The name was too long. (The limit is 249 bytes, excluding the terminating null byte.)")', async () => {
     const host = await newHost();
     expect(host.memfdCreate('n'.repeat(249))).toBeGreaterThanOrEqual(3);
-    expect(errnoOf(() => host.memfdCreate('n'.repeat(250)))).toBe('EINVAL');
+    expect(outcome(() => host.memfdCreate('n'.repeat(250)))).toBe('EINVAL');
   });
 
   it('poll: a memfd is always readable and writable; a closed fd is POLLNVAL (kernel: vfs_poll returns DEFAULT_POLLMASK for shmem, which has no ->poll; poll(2) POLLNVAL "fd not open")', async () => {
@@ -153,7 +100,7 @@ describe('MAP_SHARED mappings of a memfd', () => {
     const host = await newHost();
     const fd = memfd(host, 0);
     const va = host.mmap(2 * PAGE, RW, MAP_SHARED, fd, 0);
-    expect(errnoOf(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
     const bytes = pattern(PAGE + 10, 5);
     expect(host.write(fd, bytes)).toBe(PAGE + 10);
     expectBytes(host.mem.read(va, PAGE + 10), bytes);
@@ -164,16 +111,16 @@ describe('MAP_SHARED mappings of a memfd', () => {
     const fd = memfd(host, PAGE);
     const va = host.mmap(3 * PAGE, RW, MAP_SHARED, fd, 0); // longer than the file: allowed
     host.mem.write(va, new Uint8Array([1]));
-    expect(errnoOf(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va + 2 * PAGE + 100, 4))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va + PAGE, new Uint8Array([1])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 2 * PAGE + 100, 4))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va + PAGE, new Uint8Array([1])))).toBe('EFAULT');
     // A range starting inside the file and running past it faults as a whole.
-    expect(errnoOf(() => host.mem.read(va + PAGE - 4, 8))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va + PAGE - 4, new Uint8Array(8).fill(9)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE - 4, 8))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va + PAGE - 4, new Uint8Array(8).fill(9)))).toBe('EFAULT');
     expectBytes(host.mem.read(va + PAGE - 4, 4), new Uint8Array(4)); // nothing written
     // A mapping at an offset past the end faults from its first byte.
     const past = host.mmap(PAGE, RW, MAP_SHARED, fd, 4 * PAGE);
-    expect(errnoOf(() => host.mem.read(past, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(past, 1))).toBe('EFAULT');
   });
 
   it('the partial last page is mapped whole: bytes past EOF in it read as zeros, and stores there do not reach the file (mmap(2) NOTES: "the remaining bytes in the partial page at the end of the mapping are zeroed when mapped, and modifications to that region are not written out to the file"; SIGBUS is only for pages beyond EOF)', async () => {
@@ -202,7 +149,7 @@ describe('MAP_SHARED mappings of a memfd', () => {
     host.write(fd, new Uint8Array([1, 2, 3]));
     const va = host.mmap(PAGE, PROT_READ, MAP_SHARED, fd, 0);
     expectBytes(host.mem.read(va, 3), new Uint8Array([1, 2, 3]));
-    expect(errnoOf(() => host.mem.write(va, new Uint8Array([9])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va, new Uint8Array([9])))).toBe('EFAULT');
   });
 });
 
@@ -231,30 +178,30 @@ describe('ftruncate', () => {
     const free = host.engine.framesFree();
     host.ftruncate(fd, PAGE);
     expect(host.engine.framesFree()).toBe(free + 3);
-    expect(errnoOf(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va + 3 * PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 3 * PAGE, 1))).toBe('EFAULT');
     expectBytes(host.mem.read(va, PAGE), pattern(4 * PAGE, 7).subarray(0, PAGE));
   });
 
   it('ftruncate on a file that is not a regular file (/dev/iommu) -> EINVAL (ftruncate(2) EINVAL: "fd does not reference a regular file or a POSIX shared memory object")', async () => {
     const host = await newHost();
     const iommufd = host.open('/dev/iommu');
-    expect(errnoOf(() => host.ftruncate(iommufd, PAGE))).toBe('EINVAL');
+    expect(outcome(() => host.ftruncate(iommufd, PAGE))).toBe('EINVAL');
   });
 
   it('bad fd -> EBADF (ftruncate(2) EBADF)', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.ftruncate(55, PAGE))).toBe('EBADF');
+    expect(outcome(() => host.ftruncate(55, PAGE))).toBe('EBADF');
     const fd = memfd(host, PAGE);
     host.close(fd);
-    expect(errnoOf(() => host.ftruncate(fd, PAGE))).toBe('EBADF');
+    expect(outcome(() => host.ftruncate(fd, PAGE))).toBe('EBADF');
   });
 
   it('negative length -> EINVAL, and the size is unchanged (ftruncate(2) EINVAL: "The argument length is negative")', async () => {
     const host = await newHost();
     const fd = memfd(host, PAGE);
-    expect(errnoOf(() => host.ftruncate(fd, -1))).toBe('EINVAL');
-    expect(errnoOf(() => host.ftruncate(fd, -PAGE))).toBe('EINVAL');
+    expect(outcome(() => host.ftruncate(fd, -1))).toBe('EINVAL');
+    expect(outcome(() => host.ftruncate(fd, -PAGE))).toBe('EINVAL');
     expect(host.read(fd, new Uint8Array(2 * PAGE))).toBe(PAGE);
   });
 
@@ -263,7 +210,7 @@ describe('ftruncate', () => {
     const fd = memfd(host, PAGE);
     const va = host.mmap(PAGE, RW, MAP_SHARED, fd, 0);
     host.mem.write(va, pattern(PAGE, 8));
-    const io = attachment(host);
+    const io = new AttachedIoas(host);
     io.map(va, PAGE, 0x10_0000n);
     const dev = io.attach();
     host.ftruncate(fd, 0);
@@ -375,8 +322,8 @@ describe('MAP_PRIVATE mappings of a memfd', () => {
     const fd = memfd(host, PAGE);
     const priv = host.mmap(3 * PAGE, RW, MAP_PRIVATE, fd, 0);
     host.mem.write(priv, new Uint8Array([1]));
-    expect(errnoOf(() => host.mem.read(priv + PAGE, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(priv + 2 * PAGE, new Uint8Array([1])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(priv + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(priv + 2 * PAGE, new Uint8Array([1])))).toBe('EFAULT');
   });
 
   it('the frames of a private mapping go back at munmap (kernel: zap_page_range; DESIGN 2)', async () => {
@@ -397,7 +344,7 @@ describe('memfd under an IOAS', () => {
     const fd = memfd(host, 4 * PAGE);
     const a = host.mmap(4 * PAGE, RW, MAP_SHARED, fd, 0);
     const b = host.mmap(4 * PAGE, RW, MAP_SHARED, fd, 0);
-    const io = attachment(host);
+    const io = new AttachedIoas(host);
     io.map(a, 4 * PAGE, 0x20_0000n);
     const dev = io.attach();
     const bytes = pattern(2 * PAGE, 16);
@@ -412,7 +359,7 @@ describe('memfd under an IOAS', () => {
     const host = await newHost();
     const fd = memfd(host, PAGE + 100);
     const va = host.mmap(2 * PAGE, RW, MAP_SHARED, fd, 0);
-    const io = attachment(host);
+    const io = new AttachedIoas(host);
     io.attach();
     io.map(va, 2 * PAGE, 0x30_0000n);
   });

@@ -5,13 +5,13 @@
 //   kernel: <function>       what the kernel source does where the man page is silent
 //   DESIGN n                 /work/shared/DESIGN.md, section n
 // Tests that need DMA build the device attachment through the binary face
-// (ioctl with the uapi table), with small local helpers.
+// (ioctl with the uapi table), with AttachedIoas from test/support/host.ts.
 
 import { describe, it, expect } from 'vitest';
 import {
-  createHost, SysError, uapi, type Host, type DeviceHandle,
-  PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS,
+  createHost, PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS,
 } from '../host/index.js';
+import { newHost, outcome, expectBytes, AttachedIoas, type Host } from './support/host.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;
@@ -19,71 +19,10 @@ const HPAGE = 2 * MiB;
 /** include/uapi/linux/mman.h: MAP_SHARED_VALIDATE = MAP_SHARED | MAP_PRIVATE. */
 const MAP_SHARED_VALIDATE = 0x03;
 
-const newHost = (memoryLimit = 64 << 20): Promise<Host> => createHost({ memoryLimit });
-
-/** Run f and return the SysError code it threw; fail the test if it threw nothing or something else. */
-function errnoOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof SysError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-/** Byte-array equality that stays fast on megabytes (toEqual walks typed arrays element by element). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
-  expect(actual.length, `${what}: length`).toBe(expected.length);
-  let i = 0;
-  while (i < actual.length && actual[i] === expected[i]) i++;
-  if (i < actual.length) expect.fail(`${what}: first difference at byte ${i} (0x${i.toString(16)}): got ${actual[i]}, expected ${expected[i]}`);
-}
-
 function pattern(length: number, seed: number): Uint8Array {
   const b = new Uint8Array(length);
   for (let i = 0; i < length; i++) b[i] = (i * 31 + seed * 7 + (i >>> 8)) & 0xff || 1;
   return b;
-}
-
-/** /dev/iommu + one IOAS + one attached device, through the binary face. */
-class Attachment {
-  readonly fd: number;
-  readonly ioas: number;
-  dev: DeviceHandle | null = null;
-
-  constructor(private readonly host: Host) {
-    this.fd = host.open('/dev/iommu');
-    const a = uapi.iommu_ioas_alloc.encode({ size: uapi.iommu_ioas_alloc.size });
-    host.ioctl(this.fd, uapi.IOMMU_IOAS_ALLOC, a);
-    this.ioas = uapi.iommu_ioas_alloc.decode(a).out_ioas_id;
-  }
-
-  map(va: number, length: number, iova: bigint, flags = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE): void {
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_MAP, uapi.iommu_ioas_map.encode({
-      size: uapi.iommu_ioas_map.size, flags: flags | uapi.IOMMU_IOAS_MAP_FIXED_IOVA, ioas_id: this.ioas,
-      user_va: BigInt(va), length: BigInt(length), iova,
-    }));
-  }
-
-  unmap(iova: bigint, length: bigint): void {
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_UNMAP, uapi.iommu_ioas_unmap.encode({
-      size: uapi.iommu_ioas_unmap.size, ioas_id: this.ioas, iova, length,
-    }));
-  }
-
-  attach(): DeviceHandle {
-    const dev = this.host.addDevice();
-    const dfd = this.host.open(dev.path);
-    this.host.ioctl(dfd, uapi.VFIO_DEVICE_BIND_IOMMUFD, uapi.vfio_device_bind_iommufd.encode({
-      argsz: uapi.vfio_device_bind_iommufd.size, iommufd: this.fd,
-    }));
-    this.host.ioctl(dfd, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, uapi.vfio_device_attach_iommufd_pt.encode({
-      argsz: uapi.vfio_device_attach_iommufd_pt.size, pt_id: this.ioas,
-    }));
-    this.dev = dev;
-    return dev;
-  }
 }
 
 describe('mmap: anonymous memory', () => {
@@ -147,7 +86,7 @@ describe('mmap: anonymous memory', () => {
     const host = await newHost();
     const len = 2 * HPAGE;
     const va = host.mmap(len);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     const iova = 0x4000_0000n;
     io.map(va, len, iova);
     const dev = io.attach();
@@ -168,32 +107,32 @@ describe('mmap: anonymous memory', () => {
 describe('mmap: argument checks', () => {
   it('length 0 -> EINVAL (mmap(2) EINVAL: "length was 0")', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.mmap(0))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(0))).toBe('EINVAL');
     const m = host.memfdCreate('zero');
     host.ftruncate(m, PAGE);
-    expect(errnoOf(() => host.mmap(0, PROT_READ, MAP_SHARED, m, 0))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(0, PROT_READ, MAP_SHARED, m, 0))).toBe('EINVAL');
   });
 
   it('neither MAP_SHARED nor MAP_PRIVATE -> EINVAL (mmap(2) EINVAL: "flags contained none of MAP_PRIVATE, MAP_SHARED, or MAP_SHARED_VALIDATE")', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_ANONYMOUS))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_ANONYMOUS))).toBe('EINVAL');
     const m = host.memfdCreate('none');
     host.ftruncate(m, PAGE);
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, 0, m, 0))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, 0, m, 0))).toBe('EINVAL');
   });
 
   it('both MAP_SHARED and MAP_PRIVATE on anonymous memory -> EINVAL (kernel: do_mmap, the anonymous switch on flags & MAP_TYPE has no MAP_SHARED_VALIDATE case)', async () => {
     const host = await newHost();
     expect(MAP_SHARED | MAP_PRIVATE).toBe(MAP_SHARED_VALIDATE);
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS))).toBe('EINVAL');
   });
 
   it('an offset that is not a multiple of the page size -> EINVAL for a file mapping (mmap(2) EINVAL: "offset ... not aligned on a page boundary")', async () => {
     const host = await newHost();
     const m = host.memfdCreate('off');
     host.ftruncate(m, 4 * PAGE);
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, m, 100))).toBe('EINVAL');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, m, PAGE + 1))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, m, 100))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, m, PAGE + 1))).toBe('EINVAL');
     // A page-aligned offset is fine.
     expect(host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, m, PAGE) % PAGE).toBe(0);
   });
@@ -201,42 +140,42 @@ describe('mmap: argument checks', () => {
   it('an unaligned offset -> EINVAL for anonymous memory too (mmap(2) EINVAL; kernel: x86-64 and arm64 sys_mmap reject offset_in_page(off) before looking at the flags)', async () => {
     const host = await newHost();
     const avail = host.engine.framesAvailable();
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 1))).toBe('EINVAL');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, PAGE - 1))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 1))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, PAGE - 1))).toBe('EINVAL');
     expect(host.engine.framesAvailable()).toBe(avail);
   });
 
   it('the offset is checked before the fd: unaligned offset with a bad or unmappable fd -> EINVAL (kernel: arch/x86/kernel/sys_x86_64.c and arch/arm64/kernel/sys.c sys_mmap test offset_in_page(off) before ksys_mmap_pgoff looks the fd up)', async () => {
     const host = await newHost();
     const iommufd = host.open('/dev/iommu');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 1234, 1))).toBe('EINVAL');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, iommufd, 1))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 1234, 1))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, iommufd, 1))).toBe('EINVAL');
   });
 
   it('an fd whose file has no mmap method -> ENODEV (mmap(2) ENODEV: "The underlying filesystem of the specified file does not support memory mapping"): a VFIO device fd here', async () => {
     const host = await createHost({ memoryLimit: 64 << 20 });
     const dev = host.addDevice();
     const dfd = host.open(dev.path);
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, dfd, 0))).toBe('ENODEV');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, dfd, 0))).toBe('ENODEV');
   });
 
   it('/dev/iommu mmap follows iommufd_fops_mmap (Linux 6.17+, ref §7.1): MAP_PRIVATE -> EINVAL, PROT_EXEC -> EPERM, no registered region -> ENXIO', async () => {
     const host = await createHost({ memoryLimit: 64 << 20 });
     const iommufd = host.open('/dev/iommu');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, iommufd, 0))).toBe('EINVAL');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_EXEC, MAP_SHARED, iommufd, 0))).toBe('EPERM');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, iommufd, PAGE))).toBe('ENXIO');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, iommufd, 0))).toBe('EINVAL');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_EXEC, MAP_SHARED, iommufd, 0))).toBe('EPERM');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, iommufd, PAGE))).toBe('ENXIO');
   });
 
 
   it('a bad fd without MAP_ANONYMOUS -> EBADF, whether never opened or closed (mmap(2) EBADF: "fd is not a valid file descriptor (and MAP_ANONYMOUS was not set)")', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 77, 0))).toBe('EBADF');
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, -1, 0))).toBe('EBADF');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, 77, 0))).toBe('EBADF');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, -1, 0))).toBe('EBADF');
     const m = host.memfdCreate('closed');
     host.ftruncate(m, PAGE);
     host.close(m);
-    expect(errnoOf(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0))).toBe('EBADF');
+    expect(outcome(() => host.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0))).toBe('EBADF');
   });
 
   it('MAP_ANONYMOUS ignores the fd (mmap(2) MAP_ANONYMOUS: "The fd argument is ignored; however, some implementations require fd to be -1")', async () => {
@@ -256,7 +195,7 @@ describe('mmap: argument checks', () => {
       () => host.mmap(PAGE, PROT_READ, MAP_SHARED, memfd, 3),
       () => host.mmap(PAGE, PROT_READ, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS),
       () => host.mmap(PAGE, PROT_READ, MAP_SHARED, 99, 0),
-    ]) expect(errnoOf(f)).not.toBe('no error');
+    ]) expect(outcome(f)).not.toBe('OK');
     expect(host.engine.framesFree()).toBe(free);
     expect(host.engine.framesAvailable()).toBe(avail);
   });
@@ -267,16 +206,16 @@ describe('protections', () => {
     const host = await newHost();
     const va = host.mmap(2 * PAGE, PROT_READ);
     expectBytes(host.mem.read(va, 2 * PAGE), new Uint8Array(2 * PAGE));
-    expect(errnoOf(() => host.mem.write(va, new Uint8Array([1])))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va + PAGE + 100, new Uint8Array(10).fill(3)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va, new Uint8Array([1])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va + PAGE + 100, new Uint8Array(10).fill(3)))).toBe('EFAULT');
     expectBytes(host.mem.read(va, 2 * PAGE), new Uint8Array(2 * PAGE));
   });
 
   it('PROT_NONE: both mem.read and mem.write -> EFAULT (mmap(2) PROT_NONE: "Pages may not be accessed")', async () => {
     const host = await newHost();
     const va = host.mmap(PAGE, PROT_NONE);
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va, new Uint8Array([1])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va, new Uint8Array([1])))).toBe('EFAULT');
   });
 });
 
@@ -292,8 +231,8 @@ describe('munmap', () => {
   it('of the first page leaves the rest mapped with its bytes; the unmapped page -> EFAULT (munmap(2): "further references to addresses within the range generate invalid memory references")', async () => {
     const { host, va, bytes } = await threePages();
     host.munmap(va, PAGE);
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va + PAGE - 1, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE - 1, 1))).toBe('EFAULT');
     expectBytes(host.mem.read(va + PAGE, 2 * PAGE), bytes.subarray(PAGE));
   });
 
@@ -302,8 +241,8 @@ describe('munmap', () => {
     host.munmap(va + PAGE, PAGE);
     expectBytes(host.mem.read(va, PAGE), bytes.subarray(0, PAGE));
     expectBytes(host.mem.read(va + 2 * PAGE, PAGE), bytes.subarray(2 * PAGE));
-    expect(errnoOf(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va + 2 * PAGE - 1, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 2 * PAGE - 1, 1))).toBe('EFAULT');
     // The two halves are still writable.
     host.mem.write(va + PAGE - 1, new Uint8Array([0xee]));
     host.mem.write(va + 2 * PAGE, new Uint8Array([0xdd]));
@@ -315,26 +254,26 @@ describe('munmap', () => {
     const { host, va, bytes } = await threePages();
     host.munmap(va + 2 * PAGE, PAGE);
     expectBytes(host.mem.read(va, 2 * PAGE), bytes.subarray(0, 2 * PAGE));
-    expect(errnoOf(() => host.mem.read(va + 2 * PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 2 * PAGE, 1))).toBe('EFAULT');
   });
 
   it('rounds the length up: every page containing part of the range goes (munmap(2): "length need not be" a multiple; "All pages containing a part of the indicated range are unmapped")', async () => {
     const { host, va, bytes } = await threePages();
     host.munmap(va, PAGE + 1);
-    expect(errnoOf(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE, 1))).toBe('EFAULT');
     expectBytes(host.mem.read(va + 2 * PAGE, PAGE), bytes.subarray(2 * PAGE));
   });
 
   it('of an unaligned address -> EINVAL and nothing is unmapped (munmap(2) EINVAL: addr not page aligned)', async () => {
     const { host, va, bytes } = await threePages();
-    expect(errnoOf(() => host.munmap(va + 1, PAGE))).toBe('EINVAL');
-    expect(errnoOf(() => host.munmap(va + PAGE - 8, 16))).toBe('EINVAL');
+    expect(outcome(() => host.munmap(va + 1, PAGE))).toBe('EINVAL');
+    expect(outcome(() => host.munmap(va + PAGE - 8, 16))).toBe('EINVAL');
     expectBytes(host.mem.read(va, 3 * PAGE), bytes);
   });
 
   it('with length 0 -> EINVAL (munmap(2) EINVAL: "(since Linux 2.6.12) length was 0")', async () => {
     const { host, va, bytes } = await threePages();
-    expect(errnoOf(() => host.munmap(va, 0))).toBe('EINVAL');
+    expect(outcome(() => host.munmap(va, 0))).toBe('EINVAL');
     expectBytes(host.mem.read(va, 3 * PAGE), bytes);
   });
 
@@ -344,7 +283,7 @@ describe('munmap', () => {
     host.munmap(0x1_0000_0000, 64 * PAGE);
     host.munmap(va, 3 * PAGE);
     host.munmap(va, 3 * PAGE); // again: now a hole
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
     void bytes;
   });
 
@@ -356,8 +295,8 @@ describe('munmap', () => {
     host.munmap(gap, PAGE);
     const lo = Math.min(a, b), hi = Math.max(a, b) + 2 * PAGE;
     host.munmap(lo, hi - lo);
-    expect(errnoOf(() => host.mem.read(a, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(b + PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(a, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(b + PAGE, 1))).toBe('EFAULT');
   });
 
   it('returns the frames to the allocator, and a partial munmap returns just its pages (kernel: zap_page_range frees the pages; DESIGN 2)', async () => {
@@ -391,7 +330,7 @@ describe('munmap', () => {
     const e = host.engine;
     const va = host.mmap(2 * PAGE);
     host.mem.write(va, pattern(2 * PAGE, 3));
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     const iova = 0x10_0000n;
     io.map(va, 2 * PAGE, iova);
     const dev = io.attach(); // allocates I/O page-table frames too
@@ -399,7 +338,7 @@ describe('munmap', () => {
     const pfn = dev.dma.translate(iova).pa / PAGE;
     expect(e.refcount(pfn)).toBeGreaterThanOrEqual(2); // the mapping and the pin
     host.munmap(va, 2 * PAGE);
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
     expect(e.framesAvailable()).toBe(avail0 - 2); // still held by the pin
     expect(e.refcount(pfn)).toBe(1);
     expectBytes(dev.dma.read(iova, 2 * PAGE), pattern(2 * PAGE, 3));
@@ -414,9 +353,9 @@ describe('host.mem: byte access at a VA', () => {
     const host = await newHost();
     const va = host.mmap(3 * PAGE);
     host.munmap(va + PAGE, PAGE);
-    expect(errnoOf(() => host.mem.read(va + PAGE - 10, 20))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va, 3 * PAGE))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(va + PAGE + 5, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE - 10, 20))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 3 * PAGE))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + PAGE + 5, 1))).toBe('EFAULT');
     // Reads that stay inside mapped pages still work.
     expectBytes(host.mem.read(va + PAGE - 10, 10), new Uint8Array(10));
     expectBytes(host.mem.read(va + 2 * PAGE, PAGE), new Uint8Array(PAGE));
@@ -428,8 +367,8 @@ describe('host.mem: byte access at a VA', () => {
     const before = pattern(3 * PAGE, 4);
     host.mem.write(va, before);
     host.munmap(va + 2 * PAGE, PAGE);
-    expect(errnoOf(() => host.mem.write(va, new Uint8Array(3 * PAGE).fill(0x77)))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va + PAGE + 100, new Uint8Array(PAGE).fill(0x77)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va, new Uint8Array(3 * PAGE).fill(0x77)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va + PAGE + 100, new Uint8Array(PAGE).fill(0x77)))).toBe('EFAULT');
     expectBytes(host.mem.read(va, 2 * PAGE), before.subarray(0, 2 * PAGE));
   });
 
@@ -440,7 +379,7 @@ describe('host.mem: byte access at a VA', () => {
     const rw = host.mmap(PAGE);
     const [lo, hi] = rw + PAGE === ro ? [rw, ro] : ro + PAGE === rw ? [ro, rw] : [0, 0];
     expect(lo, 'the two mappings are adjacent').not.toBe(0);
-    expect(errnoOf(() => host.mem.write(lo + PAGE - 4, new Uint8Array(8).fill(9)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(lo + PAGE - 4, new Uint8Array(8).fill(9)))).toBe('EFAULT');
     expectBytes(host.mem.read(lo + PAGE - 4, 8), new Uint8Array(8));
     void hi;
   });
@@ -457,19 +396,19 @@ describe('host.mem: byte access at a VA', () => {
 
   it('an address with nothing mapped -> EFAULT, including VA 0 and a VA past the address space (EFAULT "Bad address")', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.mem.read(0, 1))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.read(0x1234_5000, 4))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(2 ** 52, new Uint8Array(1)))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(0, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(0x1234_5000, 4))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(2 ** 52, new Uint8Array(1)))).toBe('EFAULT');
   });
 });
 
 describe('out of memory', () => {
   it('mmap larger than the memory limit -> ENOMEM, and the allocator is left as it was (mmap(2) ENOMEM "No memory is available"; DESIGN 4 "A failed call leaves no trace")', async () => {
-    const host = await newHost(64 << 20);
+    const host = await newHost({ memoryLimit: 64 << 20 });
     const e = host.engine;
     const free = e.framesFree(), avail = e.framesAvailable();
-    expect(errnoOf(() => host.mmap(128 << 20))).toBe('ENOMEM');
-    expect(errnoOf(() => host.mmap(64 << 20))).toBe('ENOMEM');
+    expect(outcome(() => host.mmap(128 << 20))).toBe('ENOMEM');
+    expect(outcome(() => host.mmap(64 << 20))).toBe('ENOMEM');
     expect(e.framesFree()).toBe(free);
     expect(e.framesAvailable()).toBe(avail);
     // Memory is still usable afterwards.
@@ -478,12 +417,12 @@ describe('out of memory', () => {
   });
 
   it('mmap larger than what is left -> ENOMEM, earlier mappings untouched, allocator unchanged (mmap(2) ENOMEM; DESIGN 4)', async () => {
-    const host = await newHost(64 << 20);
+    const host = await newHost({ memoryLimit: 64 << 20 });
     const e = host.engine;
     const big = host.mmap(40 << 20);
     host.mem.write(big + (20 << 20), pattern(PAGE, 6));
     const free = e.framesFree(), avail = e.framesAvailable();
-    expect(errnoOf(() => host.mmap(avail * PAGE + PAGE))).toBe('ENOMEM');
+    expect(outcome(() => host.mmap(avail * PAGE + PAGE))).toBe('ENOMEM');
     expect(e.framesFree()).toBe(free);
     expect(e.framesAvailable()).toBe(avail);
     expectBytes(host.mem.read(big + (20 << 20), PAGE), pattern(PAGE, 6));

@@ -10,71 +10,16 @@
 // and pinned for DMA, and it cannot be taken away while pinned.
 
 import { describe, it, expect } from 'vitest';
-import { createHost, SysError, DmaFault, uapi, type Host, type DeviceHandle, type Segment, PROT_READ } from '../host/index.js';
+import { DmaFault, type Segment, PROT_READ } from '../host/index.js';
+import { newHost, outcome, expectBytes, AttachedIoas } from './support/host.js';
 
 const PAGE = 4096;
 const SEG_SPAN = 2 ** 32;
-
-const newHost = (): Promise<Host> => createHost({ memoryLimit: 64 << 20 });
-
-function errnoOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof SysError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-/** Byte-array equality that stays fast on megabytes (toEqual walks typed arrays element by element). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
-  expect(actual.length, `${what}: length`).toBe(expected.length);
-  let i = 0;
-  while (i < actual.length && actual[i] === expected[i]) i++;
-  if (i < actual.length) expect.fail(`${what}: first difference at byte ${i} (0x${i.toString(16)}): got ${actual[i]}, expected ${expected[i]}`);
-}
 
 function pattern(length: number, seed: number): Uint8Array {
   const b = new Uint8Array(length);
   for (let i = 0; i < length; i++) b[i] = ((i * 7 + seed * 53 + (i >>> 10)) & 0xff) || 0x99;
   return b;
-}
-
-/** /dev/iommu + one IOAS + an attached device, through the binary face. */
-class Attachment {
-  readonly fd: number;
-  readonly ioas: number;
-  dfd: number | null = null;
-
-  constructor(private readonly host: Host) {
-    this.fd = host.open('/dev/iommu');
-    const a = uapi.iommu_ioas_alloc.encode({ size: uapi.iommu_ioas_alloc.size });
-    host.ioctl(this.fd, uapi.IOMMU_IOAS_ALLOC, a);
-    this.ioas = uapi.iommu_ioas_alloc.decode(a).out_ioas_id;
-  }
-
-  map(va: number, length: number, iova: bigint, flags = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE): void {
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_MAP, uapi.iommu_ioas_map.encode({
-      size: uapi.iommu_ioas_map.size, flags: flags | uapi.IOMMU_IOAS_MAP_FIXED_IOVA, ioas_id: this.ioas,
-      user_va: BigInt(va), length: BigInt(length), iova,
-    }));
-  }
-
-  unmap(iova: bigint, length: bigint): void {
-    this.host.ioctl(this.fd, uapi.IOMMU_IOAS_UNMAP, uapi.iommu_ioas_unmap.encode({
-      size: uapi.iommu_ioas_unmap.size, ioas_id: this.ioas, iova, length,
-    }));
-  }
-
-  attach(): DeviceHandle {
-    const dev = this.host.addDevice();
-    const dfd = this.host.open(dev.path);
-    this.dfd = dfd;
-    this.host.ioctl(dfd, uapi.VFIO_DEVICE_BIND_IOMMUFD, uapi.vfio_device_bind_iommufd.encode({ argsz: uapi.vfio_device_bind_iommufd.size, iommufd: this.fd }));
-    this.host.ioctl(dfd, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, uapi.vfio_device_attach_iommufd_pt.encode({ argsz: uapi.vfio_device_attach_iommufd_pt.size, pt_id: this.ioas }));
-    return dev;
-  }
 }
 
 /** The four kinds of buffer an embedder can register, each with a way to see its bytes now. */
@@ -143,7 +88,7 @@ describe('mapSegment: a VA whose bytes are the embedder\'s buffer', () => {
     expectBytes(whole.subarray(0, PAGE), new Uint8Array(PAGE));
     expectBytes(whole.subarray(5 * PAGE), new Uint8Array(PAGE));
     expectBytes(view, new Uint8Array(4 * PAGE).fill(0x3c));
-    expect(errnoOf(() => host.mem.read(va + 4 * PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 4 * PAGE, 1))).toBe('EFAULT');
   });
 
   it('maps a sub-range at an offset, and a read-only mapping refuses stores (Host API mapSegment(seg, offset, length, prot); mmap(2) PROT_READ)', async () => {
@@ -153,11 +98,11 @@ describe('mapSegment: a VA whose bytes are the embedder\'s buffer', () => {
     const va = host.mapSegment(seg, 2 * PAGE, 3 * PAGE);
     host.mem.write(va, new Uint8Array([1, 2, 3]));
     expectBytes(new Uint8Array(buf, 2 * PAGE, 3), new Uint8Array([1, 2, 3]));
-    expect(errnoOf(() => host.mem.read(va + 3 * PAGE, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va + 3 * PAGE, 1))).toBe('EFAULT');
     const ro = host.mapSegment(seg, 0, PAGE, PROT_READ);
     new Uint8Array(buf)[9] = 0x99;
     expect(host.mem.read(ro + 9, 1)[0]).toBe(0x99);
-    expect(errnoOf(() => host.mem.write(ro, new Uint8Array([1])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(ro, new Uint8Array([1])))).toBe('EFAULT');
     expect(new Uint8Array(buf)[0]).toBe(0);
   });
 
@@ -177,7 +122,7 @@ describe('mapSegment: a VA whose bytes are the embedder\'s buffer', () => {
     const va = host.mapSegment(host.addSegment(buf));
     expect(host.engine.framesAvailable()).toBe(avail);
     host.munmap(va, 4 * PAGE);
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
     expectBytes(buf, new Uint8Array(4 * PAGE).fill(0x42));
     expect(host.engine.framesAvailable()).toBe(avail);
   });
@@ -190,7 +135,7 @@ describe('device DMA into a segment', () => {
       const { source, bytes } = make(16 * PAGE);
       const seg = host.addSegment(source);
       const va = host.mapSegment(seg);
-      const io = new Attachment(host);
+      const io = new AttachedIoas(host);
       const iova = 0x8000_0000n;
       io.map(va, 16 * PAGE, iova);
       const dev = io.attach();
@@ -213,7 +158,7 @@ describe('device DMA into a segment', () => {
     const buf = new Uint8Array(2 * PAGE);
     const segVa = host.mapSegment(host.addSegment(buf));
     const ram = host.mmap(2 * PAGE);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.map(ram, 2 * PAGE, 0x10_0000n);
     io.map(segVa, 2 * PAGE, 0x10_2000n);
     const dev = io.attach();
@@ -230,7 +175,7 @@ describe('device DMA into a segment', () => {
     const seg = host.addSegment(mem);
     expect(seg.size).toBe(65536);
     const va = host.mapSegment(seg);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.map(va, 65536, 0x4000_0000n);
     const dev = io.attach();
     dev.dma.write(0x4000_0010n, new Uint8Array([1, 2, 3]));
@@ -259,7 +204,7 @@ describe('device DMA into a segment', () => {
     const host = await newHost();
     const buf = new Uint8Array(4 * PAGE);
     const va = host.mapSegment(host.addSegment(buf));
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.map(va, 4 * PAGE, 0x50_0000n);
     const dev = io.attach();
     dev.dma.write(0x50_0000n, new Uint8Array([1]));
@@ -278,10 +223,10 @@ describe('removeSegment', () => {
     const buf = new Uint8Array(4 * PAGE);
     const seg = host.addSegment(buf);
     const va = host.mapSegment(seg);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.map(va, 4 * PAGE, 0x100_0000n);
     const dev = io.attach();
-    expect(errnoOf(() => host.removeSegment(seg.id))).toBe('EBUSY');
+    expect(outcome(() => host.removeSegment(seg.id))).toBe('EBUSY');
     // Still usable after the refused removal.
     dev.dma.write(0x100_0000n, new Uint8Array([0xab]));
     expect(buf[0]).toBe(0xab);
@@ -293,15 +238,15 @@ describe('removeSegment', () => {
     const host = await newHost();
     const seg = host.addSegment(new ArrayBuffer(4 * PAGE));
     const va = host.mapSegment(seg);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.attach();
     io.map(va, 2 * PAGE, 0x100_0000n);
     io.map(va + 2 * PAGE, 2 * PAGE, 0x200_0000n);
     io.map(va, 4 * PAGE, 0x300_0000n);
     io.unmap(0x100_0000n, BigInt(2 * PAGE));
-    expect(errnoOf(() => host.removeSegment(seg.id))).toBe('EBUSY');
+    expect(outcome(() => host.removeSegment(seg.id))).toBe('EBUSY');
     io.unmap(0x300_0000n, BigInt(4 * PAGE));
-    expect(errnoOf(() => host.removeSegment(seg.id))).toBe('EBUSY');
+    expect(outcome(() => host.removeSegment(seg.id))).toBe('EBUSY');
     io.unmap(0x200_0000n, BigInt(2 * PAGE));
     host.removeSegment(seg.id);
   });
@@ -310,11 +255,11 @@ describe('removeSegment', () => {
     const host = await newHost();
     const seg = host.addSegment(new ArrayBuffer(2 * PAGE));
     const va = host.mapSegment(seg);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.map(va, 2 * PAGE, 0x100_0000n);
-    io.attach(); // the new domain pins the area
-    expect(errnoOf(() => host.removeSegment(seg.id))).toBe('EBUSY');
-    host.close(io.dfd!);
+    const dev = io.attach(); // the new domain pins the area
+    expect(outcome(() => host.removeSegment(seg.id))).toBe('EBUSY');
+    host.close(dev.fd);
     host.close(io.fd);
     host.removeSegment(seg.id);
   });
@@ -325,11 +270,11 @@ describe('removeSegment', () => {
     const seg = host.addSegment(oldBuf);
     const va = host.mapSegment(seg);
     host.removeSegment(seg.id);
-    expect(errnoOf(() => host.mem.read(va, 1))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 1))).toBe('EFAULT');
     const newBuf = new Uint8Array(4 * PAGE).fill(0xaa);
     host.addSegment(newBuf);
-    expect(errnoOf(() => host.mem.read(va, 4))).toBe('EFAULT');
-    expect(errnoOf(() => host.mem.write(va, new Uint8Array([1, 2, 3, 4])))).toBe('EFAULT');
+    expect(outcome(() => host.mem.read(va, 4))).toBe('EFAULT');
+    expect(outcome(() => host.mem.write(va, new Uint8Array([1, 2, 3, 4])))).toBe('EFAULT');
     expectBytes(newBuf, new Uint8Array(4 * PAGE).fill(0xaa));
   });
 
@@ -338,9 +283,9 @@ describe('removeSegment', () => {
     const seg = host.addSegment(new ArrayBuffer(2 * PAGE));
     const va = host.mapSegment(seg);
     host.removeSegment(seg.id);
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     io.attach();
-    expect(errnoOf(() => io.map(va, 2 * PAGE, 0x100_0000n))).toBe('EFAULT');
+    expect(outcome(() => io.map(va, 2 * PAGE, 0x100_0000n))).toBe('EFAULT');
   });
 
   it('after removal the old VA cannot be pinned onto a segment registered later, so no device reaches that buffer through it (DESIGN 3 "nothing ... can make the engine read or write outside the memory it was given")', async () => {
@@ -350,10 +295,10 @@ describe('removeSegment', () => {
     host.removeSegment(seg.id);
     const other = new Uint8Array(2 * PAGE).fill(0x5c);
     host.addSegment(other); // may take the same id
-    const io = new Attachment(host);
+    const io = new AttachedIoas(host);
     const dev = io.attach();
-    const mapped = errnoOf(() => io.map(va, 2 * PAGE, 0x100_0000n));
-    if (mapped === 'no error') {
+    const mapped = outcome(() => io.map(va, 2 * PAGE, 0x100_0000n));
+    if (mapped === 'OK') {
       // Whatever the IOAS pinned, it must not be the other embedder buffer.
       try { dev.dma.write(0x100_0000n, new Uint8Array(2 * PAGE)); } catch { /* a fault is fine */ }
     }
@@ -363,9 +308,9 @@ describe('removeSegment', () => {
 
   it('of an unknown id -> ENOENT (Host API, host/kernel/phys.ts)', async () => {
     const host = await newHost();
-    expect(errnoOf(() => host.removeSegment(42))).toBe('ENOENT');
+    expect(outcome(() => host.removeSegment(42))).toBe('ENOENT');
     const seg = host.addSegment(new ArrayBuffer(PAGE));
     host.removeSegment(seg.id);
-    expect(errnoOf(() => host.removeSegment(seg.id))).toBe('ENOENT');
+    expect(outcome(() => host.removeSegment(seg.id))).toBe('ENOENT');
   });
 });

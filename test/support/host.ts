@@ -1,13 +1,14 @@
 /**
  * Test helpers for the binary face of the host: a small host, raw and
- * struct-encoding ioctl calls on /dev/iommu and on VFIO device fds, and an
- * errno assertion.
+ * struct-encoding ioctl calls on /dev/iommu and on VFIO device fds, an
+ * iommufd with one IOAS and devices attached to it (AttachedIoas), errno and
+ * DMA-fault assertions, and byte comparison.
  *
  * Everything goes through `host.ioctl(fd, request, bytes)` with the layouts
  * of host/uapi (the Linux 64-bit ABI), as a C program would call ioctl(2).
  */
 import { expect } from 'vitest';
-import { createHost, SysError, Errno, uapi, type Host, type HostOptions, type DeviceHandle } from '../../host/index.js';
+import { createHost, SysError, DmaFault, Errno, uapi, type Host, type HostOptions, type DeviceHandle } from '../../host/index.js';
 import type { ErrnoCode } from '../../host/uapi/errno.js';
 import type { IoctlDesc, StructDef } from '../../host/uapi/index.js';
 
@@ -54,6 +55,25 @@ export function outcome(fn: () => unknown): ErrnoCode | 'OK' {
   }
 }
 
+/** The DmaFault a DMA throws (fails the test if it does not). */
+export function dmaFault(fn: () => unknown): DmaFault {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof DmaFault) return e;
+    throw e;
+  }
+  return expect.fail('the DMA was not refused');
+}
+
+/** Byte-array equality that stays fast on megabytes (toEqual walks typed arrays element by element). */
+export function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  let i = 0;
+  while (i < actual.length && actual[i] === expected[i]) i++;
+  if (i < actual.length) expect.fail(`${what}: first difference at byte ${i} (0x${i.toString(16)}): got ${actual[i]}, expected ${expected[i]}`);
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyStruct = StructDef<any, any>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -80,10 +100,15 @@ export function callStruct(
   return { ret, out: struct.decode(bytes), bytes };
 }
 
-/** An iommufd ioctl from its table row, with `size` = sizeof unless given. */
+/** An iommufd ioctl from its table row, with `size` = sizeof unless given; the struct written back. */
 export function iommufd(host: Host, fd: number, desc: IoctlDesc, values: Values, extra?: Uint8Array): Values {
+  return iommufdCall(host, fd, desc, values, extra).out;
+}
+
+/** Like iommufd, with the ioctl's return value and the raw bytes too. */
+export function iommufdCall(host: Host, fd: number, desc: IoctlDesc, values: Values, extra?: Uint8Array): { ret: number; out: Values; bytes: Uint8Array } {
   const v = { size: desc.struct.size, ...values };
-  return callStruct(host, fd, desc.request, desc.struct, v, extra).out;
+  return callStruct(host, fd, desc.request, desc.struct, v, extra);
 }
 
 const T = uapi.IOMMUFD_IOCTL;
@@ -96,7 +121,12 @@ export class Iommufd {
   }
 
   ioctl(desc: IoctlDesc, values: Values, extra?: Uint8Array): Values {
-    return iommufd(this.host, this.fd, desc, values, extra);
+    return this.call(desc, values, extra).out;
+  }
+
+  /** Like ioctl, with the ioctl's return value and the raw bytes too. */
+  call(desc: IoctlDesc, values: Values, extra?: Uint8Array): { ret: number; out: Values; bytes: Uint8Array } {
+    return iommufdCall(this.host, this.fd, desc, values, extra);
   }
 
   destroy(id: number): void {
@@ -105,6 +135,13 @@ export class Iommufd {
 
   ioasAlloc(flags = 0): number {
     return this.ioctl(T.IOMMU_IOAS_ALLOC, { flags }).out_ioas_id;
+  }
+
+  /** The id the next object of this iommufd gets (allocates and destroys an IOAS to find out). */
+  nextId(): number {
+    const id = this.ioasAlloc();
+    this.destroy(id);
+    return id;
   }
 
   /** IOMMU_IOAS_MAP; the IOVA written back. Flags default to READABLE | WRITEABLE (+ FIXED_IOVA when iova is given). */
@@ -154,22 +191,24 @@ export class VfioDevice {
     this.fd = fd ?? host.open(handle.path);
   }
 
+  /** A VFIO ioctl from its table row, with `argsz` = sizeof unless given; the return value and the struct written back. */
+  call(desc: IoctlDesc, values: Values): { ret: number; out: Values; bytes: Uint8Array } {
+    return callStruct(this.host, this.fd, desc.request, desc.struct, { argsz: desc.struct.size, ...values });
+  }
+
   /** VFIO_DEVICE_BIND_IOMMUFD; out_devid. */
   bind(iommufdFd: number, values: Values = {}): number {
-    const s = uapi.vfio_device_bind_iommufd;
-    return callStruct(this.host, this.fd, V.VFIO_DEVICE_BIND_IOMMUFD.request, s, { argsz: s.size, iommufd: iommufdFd, ...values }).out.out_devid;
+    return this.call(V.VFIO_DEVICE_BIND_IOMMUFD, { iommufd: iommufdFd, ...values }).out.out_devid;
   }
 
   /** VFIO_DEVICE_ATTACH_IOMMUFD_PT; the pt_id written back (the HWPT id). */
   attach(pt_id: number, values: Values = {}): number {
-    const s = uapi.vfio_device_attach_iommufd_pt;
-    return callStruct(this.host, this.fd, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT.request, s, { argsz: s.size, pt_id, ...values }).out.pt_id;
+    return this.call(V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id, ...values }).out.pt_id;
   }
 
   /** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
   detach(values: Values = {}): number {
-    const s = uapi.vfio_device_detach_iommufd_pt;
-    return callStruct(this.host, this.fd, V.VFIO_DEVICE_DETACH_IOMMUFD_PT.request, s, { argsz: s.size, ...values }).ret;
+    return this.call(V.VFIO_DEVICE_DETACH_IOMMUFD_PT, values).ret;
   }
 
   get dma() {
@@ -186,6 +225,69 @@ export function boundDevice(host: Host, ictx: Iommufd): { dev: VfioDevice; devid
   const dev = new VfioDevice(host, host.addDevice());
   const devid = dev.bind(ictx.fd);
   return { dev, devid };
+}
+
+/**
+ * The iommufd side of a DMA test (DESIGN 2): one /dev/iommu fd, one IOAS, and
+ * devices bound to the iommufd and attached to that IOAS through VFIO cdev
+ * ioctls. Each setup ioctl must return 0, and map checks the IOVA written back.
+ */
+export class AttachedIoas {
+  readonly ictx: Iommufd;
+  readonly ioas: number;
+
+  constructor(readonly host: Host) {
+    this.ictx = new Iommufd(host);
+    const { ret, out } = this.ictx.call(T.IOMMU_IOAS_ALLOC, { flags: 0 });
+    expect(ret).toBe(0);
+    this.ioas = out.out_ioas_id;
+  }
+
+  /** The /dev/iommu fd. */
+  get fd(): number {
+    return this.ictx.fd;
+  }
+
+  /** IOMMU_IOAS_MAP at a fixed IOVA, READABLE | WRITEABLE unless told. */
+  map(va: number, length: number, iova: bigint, perm = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE): void {
+    expect(this.ictx.map(this.ioas, va, length, iova, perm | uapi.IOMMU_IOAS_MAP_FIXED_IOVA)).toBe(iova);
+  }
+
+  /** IOMMU_IOAS_UNMAP; returns the bytes unmapped. */
+  unmap(iova: bigint, length: bigint): bigint {
+    return this.ictx.unmap(this.ioas, iova, length);
+  }
+
+  /** A new device, its cdev opened and bound to this iommufd (not attached). */
+  bind(): VfioDevice {
+    const dev = new VfioDevice(this.host, this.host.addDevice());
+    expect(dev.call(V.VFIO_DEVICE_BIND_IOMMUFD, { iommufd: this.fd }).ret).toBe(0);
+    return dev;
+  }
+
+  /** VFIO_DEVICE_ATTACH_IOMMUFD_PT of a bound device to the IOAS. */
+  attachDevice(dev: VfioDevice): void {
+    expect(dev.call(V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: this.ioas }).ret).toBe(0);
+  }
+
+  /** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
+  detachDevice(dev: VfioDevice): void {
+    expect(dev.detach()).toBe(0);
+  }
+
+  /** A new device, bound and attached to the IOAS. */
+  attach(): VfioDevice {
+    const dev = this.bind();
+    this.attachDevice(dev);
+    return dev;
+  }
+}
+
+/** A memfd of `size` bytes. */
+export function memfd(host: Host, size: number, name = 'test'): number {
+  const fd = host.memfdCreate(name);
+  host.ftruncate(fd, size);
+  return fd;
 }
 
 /** Page frame number behind a device-visible IOVA (through the device's translation). */
