@@ -83,7 +83,6 @@ export class Engine {
   readonly layout: Layout;
   readonly limitBytes: number;
   private readonly x: Exports;
-  private buffer!: ArrayBufferLike;
   private u8!: Uint8Array;
   private u32!: Uint32Array;
   private bIn!: Uint32Array;
@@ -124,22 +123,28 @@ export class Engine {
 
   /** Views over linear memory; re-derived in one place when the buffer changes (growth). */
   private refresh(): void {
-    this.buffer = this.memory.buffer;
-    this.u8 = new Uint8Array(this.buffer);
-    this.u32 = new Uint32Array(this.buffer);
+    const buffer = this.memory.buffer;
+    this.u8 = new Uint8Array(buffer);
+    this.u32 = new Uint32Array(buffer);
     const L = this.layout;
     this.bIn = this.u32.subarray(L.BATCH_IN >>> 2, (L.BATCH_IN >>> 2) + 2 * L.BATCH_MAX);
     this.bOut = this.u32.subarray(L.BATCH_OUT >>> 2, (L.BATCH_OUT >>> 2) + 2 * L.BATCH_MAX);
   }
 
+  /**
+   * Growing a non-shared memory detaches its old buffer, and every view over
+   * it reads as empty: that is the cheap test (memory.buffer is not free).
+   */
+  private stale(): boolean { return this.u8.byteLength === 0; }
+
   /** The current byte view of linear memory (segment 0). */
   get bytes(): Uint8Array {
-    if (this.memory.buffer !== this.buffer) this.refresh();
+    if (this.stale()) this.refresh();
     return this.u8;
   }
 
   private words(): Uint32Array {
-    if (this.memory.buffer !== this.buffer) this.refresh();
+    if (this.stale()) this.refresh();
     return this.u32;
   }
 
@@ -233,8 +238,8 @@ export class Engine {
   get lastFaultIova(): bigint { return (BigInt(this.mb(this.layout.MB_FAULT_HI)) << 32n) | BigInt(this.mb(this.layout.MB_FAULT_LO)); }
 
   /** The batch areas as u32 views: fill `batchIn` with (lo, hi) pairs, read `batchOut`. */
-  get batchIn(): Uint32Array { if (this.memory.buffer !== this.buffer) this.refresh(); return this.bIn; }
-  get batchOut(): Uint32Array { if (this.memory.buffer !== this.buffer) this.refresh(); return this.bOut; }
+  get batchIn(): Uint32Array { if (this.stale()) this.refresh(); return this.bIn; }
+  get batchOut(): Uint32Array { if (this.stale()) this.refresh(); return this.bOut; }
   /** Translate batchIn[0..2n) into batchOut; returns the number of faults. */
   translateBatch(ctx: number, n: number, access: number): number { return this.x.translate_batch(ctx, n, access); }
 

@@ -202,7 +202,10 @@ export class Dma {
     const L = this.engine.layout;
     const access = write ? L.PERM_W : L.PERM_R;
     const ctx = this.dev.context(pasid);
-    const [lo, hi] = split64(checkIova(iova));
+    let lo: number, hi: number;
+    // The common case, a safe integer below 2^32, without allocating.
+    if (typeof iova === 'number' && iova >= 0 && iova < TWO32 && Number.isInteger(iova)) { lo = iova; hi = 0; }
+    else [lo, hi] = split64(checkIova(iova));
     if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.

@@ -66,7 +66,8 @@ export class PhysMem {
     if (seg === 0) return this.engine.bytes;
     const s = this.segs.get(seg);
     if (!s) throw new SysError('EFAULT');
-    if (s.source instanceof WebAssembly.Memory && s.view.buffer !== s.source.buffer) s.view = new Uint8Array(s.source.buffer, 0, s.size);
+    // A grown non-shared Memory detached the old buffer: the view reads as empty.
+    if (s.source instanceof WebAssembly.Memory && s.view.byteLength === 0) s.view = new Uint8Array(s.source.buffer, 0, s.size);
     return s.view;
   }
 
