@@ -6,6 +6,9 @@
 import { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
 import { Engine, type EngineOptions } from './engine/engine.js';
 import { intelVtd } from './iommu/intel_vtd.js';
+import type { IommuDriver, IommuKind } from './iommu/driver.js';
+import { armSmmuV3 } from './iommu/arm_smmuv3.js';
+import { amdVi } from './iommu/amd_vi.js';
 import { IommufdFile, type Credentials } from './iommufd/main.js';
 import { PinAccount } from './iommufd/pages.js';
 import { KFile, POLLNVAL } from './kernel/file.js';
@@ -44,6 +47,13 @@ export interface DeviceHandle {
   readonly pri: Pri;
 }
 
+/** The emulated IOMMU units (the 'mock' unit comes with IOMMU_TEST_CMD). */
+const UNITS: Partial<Record<IommuKind, (engine: Engine) => IommuDriver>> = {
+  'intel-vtd': intelVtd,
+  'arm-smmuv3': armSmmuV3,
+  'amd-vi': amdVi,
+};
+
 /** The first fd handed out: 0, 1 and 2 are the process's stdio. */
 const FIRST_FD = 3;
 
@@ -54,6 +64,7 @@ export class Host {
   private readonly fds = new Map<number, KFile>();
   private readonly devices: PciFunction[] = [];
   private readonly contexts: ContextPool;
+  private readonly units = new Map<IommuKind, IommuDriver>();
 
   /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK. */
   get lockedPages(): number { return this.creds.account.lockedPages; }
@@ -176,11 +187,23 @@ export class Host {
   }
 
   /** An emulated PCI function behind an emulated physical IOMMU. */
+  /** The emulated IOMMU unit of a kind: one per host, as one physical IOMMU serves every function behind it. */
+  private unit(kind: IommuKind): IommuDriver {
+    let driver = this.units.get(kind);
+    if (!driver) {
+      const make = UNITS[kind];
+      if (!make) throw new SysError('ENODEV', `the ${String(kind)} IOMMU is not emulated yet`);
+      driver = make(this.engine);
+      this.units.set(kind, driver);
+    }
+    return driver;
+  }
+
   addDevice(options: DeviceOptions = {}): DeviceHandle {
     const iommu = options.iommu ?? 'intel-vtd';
-    if (iommu !== 'intel-vtd') throw new SysError('ENODEV', `the ${iommu} IOMMU is not emulated yet`);
+    const driver = this.unit(iommu);
     const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
-    const dev = new PciFunction(this.devices.length, intelVtd(this.engine), opts, this.engine, this.contexts, this.phys);
+    const dev = new PciFunction(this.devices.length, driver, opts, this.engine, this.contexts, this.phys);
     this.devices.push(dev);
     return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri };
   }

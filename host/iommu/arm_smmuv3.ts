@@ -251,6 +251,9 @@ export function armSmmuV3(engine: Engine): IommuDriver {
      */
     resvRegions: () => [{ ...msi }],
     caps,
+    // arm_smmu_domain_alloc_paging_flags: a stage-2-only SMMU takes none of
+    // NEST_PARENT (no nesting), DIRTY_TRACKING (no HTTU) or PASID (no stage 1).
+    pagingFlags: 0,
     /**
      * arm_smmu_hw_info (arm-smmu-v3-iommufd.c): DEFAULT or ARM_SMMUV3 gives
      * the raw IDR0..IDR5, IIDR and AIDR, unmasked (the uapi header lists the

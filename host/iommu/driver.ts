@@ -34,7 +34,8 @@ export interface IommuUnitCaps {
   /**
    * log2 of iommu_device.max_pasids, the PASID width the unit accepts; 0
    * when it takes no PASID (VT-d: 2 << ecap.PSS when SMTS && PASID, so
-   * PSS + 1 bits; SMMUv3: 1 << IDR1.SSIDSIZE; AMD: from EFR PASmax).
+   * PSS + 1 bits; SMMUv3: 1 << IDR1.SSIDSIZE; AMD: only with EFR GTSup,
+   * 2^(PASmax + 1) - 1 PASIDs, so PASmax bits).
    */
   readonly pasidBits: number;
   /**
@@ -61,6 +62,11 @@ export interface IommuDriver {
   resvRegions(): ReservedRegion[];
   /** What the unit can do (ops->capable and iommu_device.max_pasids). */
   readonly caps: IommuUnitCaps;
+  /**
+   * The IOMMU_HWPT_ALLOC flags its domain_alloc_paging_flags accepts
+   * (NEST_PARENT, DIRTY_TRACKING, PASID); others are EOPNOTSUPP.
+   */
+  readonly pagingFlags: number;
   /**
    * ops->hw_info: the vendor data for a requested type. `requested` is
    * IOMMU_HW_INFO_TYPE_DEFAULT (0) or the type the caller asked for with

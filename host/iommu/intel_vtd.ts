@@ -15,6 +15,7 @@ import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import {
   iommu_hw_info_vtd, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17,
+  IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_PASID,
 } from '../uapi/iommufd.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps } from './driver.js';
 
@@ -230,6 +231,10 @@ export function intelVtd(engine: Engine): IommuDriver {
     pgsizeMin: 4096n,
     resvRegions: () => [{ start: 0xfee0_0000n, last: 0xfeef_ffffn, type: 'msi' }],
     caps,
+    // intel_iommu_domain_alloc_paging_flags: NEST_PARENT needs ecap.NEST,
+    // DIRTY_TRACKING second-stage A/D, PASID scalable mode with PASID.
+    pagingFlags: (get('ecap', 'NEST') === 1 ? IOMMU_HWPT_ALLOC_NEST_PARENT : 0) |
+      (caps.dirtyTracking ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0) | (caps.pasidBits > 0 ? IOMMU_HWPT_ALLOC_PASID : 0),
     /**
      * intel_iommu_hw_info (drivers/iommu/intel/iommu.c): DEFAULT or
      * INTEL_VTD, else EOPNOTSUPP; flags, cap_reg and ecap_reg. Linux sets

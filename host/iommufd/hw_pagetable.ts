@@ -127,8 +127,10 @@ function allocPaging(ctx: HwptCtx, ioas: Ioas, idev: IommufdDevice, flags: numbe
   if ((flags & ~PAGING_FLAGS) !== 0) throw new SysError('EOPNOTSUPP');
   if ((flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) && !driver.caps.dirtyTracking) throw new SysError('EOPNOTSUPP');
   if ((flags & IOMMU_HWPT_FAULT_ID_VALID) && (flags & IOMMU_HWPT_ALLOC_NEST_PARENT)) throw new SysError('EOPNOTSUPP');
-  // The driver's domain_alloc_paging_flags: no driver data for a paging domain (intel, arm-smmu-v3).
+  // The driver's domain_alloc_paging_flags: no driver data for a paging
+  // domain (intel, arm-smmu-v3, amd), and only the flags the unit supports.
   if (userData) throw new SysError('EOPNOTSUPP');
+  if ((flags & ~(driver.pagingFlags | IOMMU_HWPT_FAULT_ID_VALID)) !== 0) throw new SysError('EOPNOTSUPP');
   const hwpt = ctx.objects.add(new HwptPaging(ctx.engine, ioas, driver, {
     auto: false,
     nestParent: (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0,
