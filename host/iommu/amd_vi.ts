@@ -30,23 +30,10 @@ import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import { iommu_hw_info_amd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING } from '../uapi/iommufd.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps, ReservedRegion } from './driver.js';
+import { packRegisters, fieldOf, type RegField } from './regfields.js';
 
 /** One field of EFR (MMIO 0030h) or EFR2 (MMIO 01A0h). */
-export interface AmdRegField {
-  readonly reg: 'efr' | 'efr2';
-  /** The specification's field name. */
-  readonly name: string;
-  /** Lowest bit and width in the 64-bit register. */
-  readonly lsb: number;
-  readonly width: number;
-  readonly value: number;
-  /** Where the specification defines the field. */
-  readonly spec: string;
-  /** Why this unit reports that value. */
-  readonly why: string;
-  /** Set for a capability the engine has but whose register interface a later issue emulates. */
-  readonly planned?: string;
-}
+export type AmdRegField = RegField<'efr' | 'efr2'>;
 
 /** MSI_RANGE_START / MSI_RANGE_END (amd_iommu_types.h): the x86 interrupt window. */
 export const AMD_MSI_RANGE_START = 0xfee0_0000n;
@@ -112,30 +99,14 @@ export function amdRegisterFields(): readonly AmdRegField[] {
   ];
 }
 
-/**
- * Assemble EFR and EFR2 from a field table. Throws on a value that does not
- * fit its field or on two fields that share a bit (a table bug).
- */
+/** EFR and EFR2 from a field table. */
 export function amdRegisters(fields: readonly AmdRegField[]): { efr: bigint; efr2: bigint } {
-  const regs = { efr: 0n, efr2: 0n };
-  const used = { efr: 0n, efr2: 0n };
-  for (const f of fields) {
-    const mask = ((1n << BigInt(f.width)) - 1n) << BigInt(f.lsb);
-    if (f.lsb < 0 || f.width < 1 || f.lsb + f.width > 64 || !Number.isInteger(f.value) || f.value < 0 || BigInt(f.value) >= 1n << BigInt(f.width)) {
-      throw new RangeError(`AMD ${f.reg}.${f.name}: ${f.value} does not fit bits ${f.lsb + f.width - 1}:${f.lsb}`);
-    }
-    if (used[f.reg] & mask) throw new RangeError(`AMD ${f.reg}.${f.name} overlaps another field`);
-    used[f.reg] |= mask;
-    regs[f.reg] |= BigInt(f.value) << BigInt(f.lsb);
-  }
-  return regs;
+  return packRegisters('AMD', ['efr', 'efr2'], 64, fields);
 }
 
 /** A field's value read back from a register value. */
 export function amdField(fields: readonly AmdRegField[], reg: 'efr' | 'efr2', name: string, value: bigint): number {
-  const f = fields.find((x) => x.reg === reg && x.name === name);
-  if (!f) throw new RangeError(`no AMD ${reg} field ${name}`);
-  return Number((value >> BigInt(f.lsb)) & ((1n << BigInt(f.width)) - 1n));
+  return fieldOf('AMD', fields, reg, name, value);
 }
 
 /**

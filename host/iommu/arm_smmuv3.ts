@@ -32,26 +32,13 @@ import { SysError } from '../uapi/errno.js';
 import {
   iommu_hw_info_arm_smmuv3, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, IOMMU_HW_INFO_TYPE_DEFAULT,
 } from '../uapi/iommufd.js';
+import { packRegisters, fieldOf, type RegField } from './regfields.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps, ReservedRegion } from './driver.js';
 
 export type SmmuReg = 'idr0' | 'idr1' | 'idr2' | 'idr3' | 'idr4' | 'idr5' | 'iidr' | 'aidr';
 
 /** One field of an SMMU identification register (all 32 bits wide). */
-export interface SmmuRegField {
-  readonly reg: SmmuReg;
-  /** The specification's field name. */
-  readonly name: string;
-  /** Lowest bit and width in the 32-bit register. */
-  readonly lsb: number;
-  readonly width: number;
-  readonly value: number;
-  /** Where IHI 0070 defines the field. */
-  readonly spec: string;
-  /** Why this unit reports that value. */
-  readonly why: string;
-  /** Set for a field whose register interface a later issue emulates: what that issue must provide. */
-  readonly planned?: string;
-}
+export type SmmuRegField = RegField<SmmuReg>;
 
 /** SubstreamID (PASID) width of this unit (IDR1.SSIDSIZE). */
 export const SMMU_SSID_BITS = 20;
@@ -185,35 +172,19 @@ export interface SmmuRegisters {
   readonly aidr: number;
 }
 
-const REG_INDEX: Record<SmmuReg, number> = { idr0: 0, idr1: 1, idr2: 2, idr3: 3, idr4: 4, idr5: 5, iidr: 6, aidr: 7 };
+const REGS: readonly SmmuReg[] = ['idr0', 'idr1', 'idr2', 'idr3', 'idr4', 'idr5', 'iidr', 'aidr'];
 
-/**
- * Assemble the registers from a field table. Throws on a value that does not
- * fit its field or on two fields that share a bit (a table bug).
- */
+/** The 32-bit registers from a field table. */
 export function smmuRegisters(fields: readonly SmmuRegField[]): SmmuRegisters {
-  const regs = new Array<number>(8).fill(0);
-  const used = new Array<number>(8).fill(0);
-  for (const f of fields) {
-    const i = REG_INDEX[f.reg];
-    if (f.lsb < 0 || f.width < 1 || f.lsb + f.width > 32 || !Number.isInteger(f.value) || f.value < 0 || f.value >= 2 ** f.width) {
-      throw new RangeError(`SMMU ${f.reg}.${f.name}: ${f.value} does not fit bits ${f.lsb + f.width - 1}:${f.lsb}`);
-    }
-    const mask = (2 ** f.width - 1) * 2 ** f.lsb;
-    if ((used[i] & mask) !== 0) throw new RangeError(`SMMU ${f.reg}.${f.name} overlaps another field`);
-    used[i] = (used[i] | mask) >>> 0;
-    regs[i] = (regs[i] | (f.value * 2 ** f.lsb)) >>> 0;
-  }
-  return { idr: regs.slice(0, 6), iidr: regs[6], aidr: regs[7] };
+  const r = packRegisters('SMMU', REGS, 32, fields);
+  return { idr: REGS.slice(0, 6).map((n) => Number(r[n])), iidr: Number(r.iidr), aidr: Number(r.aidr) };
 }
 
 /** A field's value read back from the registers. */
 export function smmuField(fields: readonly SmmuRegField[], regs: SmmuRegisters, reg: SmmuReg, name: string): number {
-  const f = fields.find((x) => x.reg === reg && x.name === name);
-  if (!f) throw new RangeError(`no SMMU ${reg} field ${name}`);
-  const i = REG_INDEX[reg];
+  const i = REGS.indexOf(reg);
   const v = i < 6 ? regs.idr[i] : i === 6 ? regs.iidr : regs.aidr;
-  return Math.floor(v / 2 ** f.lsb) % 2 ** f.width;
+  return fieldOf('SMMU', fields, reg, name, BigInt(v));
 }
 
 /**

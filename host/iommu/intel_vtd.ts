@@ -18,23 +18,10 @@ import {
   IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_PASID,
 } from '../uapi/iommufd.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps } from './driver.js';
+import { packRegisters, fieldOf, type RegField } from './regfields.js';
 
 /** One field of CAP_REG or ECAP_REG. */
-export interface VtdRegField {
-  readonly reg: 'cap' | 'ecap';
-  /** The specification's mnemonic (rev 4.x names; "SL" fields became "SS"). */
-  readonly name: string;
-  /** Lowest bit and width in the 64-bit register. */
-  readonly lsb: number;
-  readonly width: number;
-  readonly value: number;
-  /** Where the specification defines the field (and the behaviour it describes). */
-  readonly spec: string;
-  /** Why this unit reports that value. */
-  readonly why: string;
-  /** Set for a capability a later issue emulates: what that issue must provide. */
-  readonly planned?: string;
-}
+export type VtdRegField = RegField<'cap' | 'ecap'>;
 
 /** Where this unit's register file puts the IOTLB registers (ECAP.IRO x 16): IVA_REG at 0x500, IOTLB_REG at 0x508. */
 export const VTD_IOTLB_REG_OFFSET = 0x500;
@@ -167,30 +154,14 @@ export function vtdRegisterFields(domains: number): readonly VtdRegField[] {
   ];
 }
 
-/**
- * Assemble CAP_REG and ECAP_REG from a field table. Throws on a value that
- * does not fit its field or on two fields that share a bit (a table bug).
- */
+/** CAP_REG and ECAP_REG from a field table. */
 export function vtdRegisters(fields: readonly VtdRegField[]): { cap: bigint; ecap: bigint } {
-  const regs = { cap: 0n, ecap: 0n };
-  const used = { cap: 0n, ecap: 0n };
-  for (const f of fields) {
-    const mask = ((1n << BigInt(f.width)) - 1n) << BigInt(f.lsb);
-    if (f.lsb < 0 || f.lsb + f.width > 64 || !Number.isInteger(f.value) || f.value < 0 || BigInt(f.value) >= 1n << BigInt(f.width)) {
-      throw new RangeError(`VT-d ${f.reg}.${f.name}: ${f.value} does not fit bits ${f.lsb + f.width - 1}:${f.lsb}`);
-    }
-    if (used[f.reg] & mask) throw new RangeError(`VT-d ${f.reg}.${f.name} overlaps another field`);
-    used[f.reg] |= mask;
-    regs[f.reg] |= BigInt(f.value) << BigInt(f.lsb);
-  }
-  return regs;
+  return packRegisters('VT-d', ['cap', 'ecap'], 64, fields);
 }
 
 /** A field's value read back from a register value. */
 export function vtdField(fields: readonly VtdRegField[], reg: 'cap' | 'ecap', name: string, value: bigint): number {
-  const f = fields.find((x) => x.reg === reg && x.name === name);
-  if (!f) throw new RangeError(`no VT-d ${reg} field ${name}`);
-  return Number((value >> BigInt(f.lsb)) & ((1n << BigInt(f.width)) - 1n));
+  return fieldOf('VT-d', fields, reg, name, value);
 }
 
 /** The engine's domain table size (control block word CTRL_DOMAINS). */
