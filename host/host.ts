@@ -54,6 +54,12 @@ const UNITS: Partial<Record<IommuKind, (engine: Engine) => IommuDriver>> = {
   'amd-vi': amdVi,
 };
 
+/** A user buffer must be bytes; anything else is a bad address (EFAULT). */
+function userBuffer(b: unknown): Uint8Array {
+  if (!(b instanceof Uint8Array)) throw new SysError('EFAULT');
+  return b;
+}
+
 /** The first fd handed out: 0, 1 and 2 are the process's stdio. */
 const FIRST_FD = 3;
 
@@ -135,9 +141,9 @@ export class Host {
     f.put();
   }
 
-  ioctl(fd: number, request: number, arg: Uint8Array): number { return this.file(fd).ioctl(request, arg); }
-  read(fd: number, buf: Uint8Array): number { return this.file(fd).read(buf); }
-  write(fd: number, buf: Uint8Array): number { return this.file(fd).write(buf); }
+  ioctl(fd: number, request: number, arg: Uint8Array): number { return this.file(fd).ioctl(request, userBuffer(arg)); }
+  read(fd: number, buf: Uint8Array): number { return this.file(fd).read(userBuffer(buf)); }
+  write(fd: number, buf: Uint8Array): number { return this.file(fd).write(userBuffer(buf)); }
 
   /** poll(2) on one fd, answered at once: the ready events (POLLNVAL for a bad fd). */
   poll(fd: number, events: number): number {

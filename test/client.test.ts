@@ -114,3 +114,14 @@ describe('generated typed face (host.iommufd, host.vfio)', () => {
     fd.close();
   });
 });
+
+describe('bad arguments on the binary face', () => {
+  it('a buffer that is not bytes is a bad address (EFAULT), and a bad fd EBADF first', async () => {
+    const { host, iommufd } = await setup();
+    const f = host as unknown as { ioctl(fd: number, r: number, a: unknown): number; read(fd: number, b: unknown): number };
+    expect(() => f.ioctl(iommufd.fd, uapi.IOMMU_IOAS_ALLOC, null)).toThrow(expect.objectContaining({ code: 'EFAULT' }));
+    expect(() => f.ioctl(iommufd.fd, uapi.IOMMU_IOAS_ALLOC, [12, 0, 0, 0])).toThrow(expect.objectContaining({ code: 'EFAULT' }));
+    expect(() => f.read(iommufd.fd, 'x')).toThrow(expect.objectContaining({ code: 'EFAULT' }));
+    expect(() => f.ioctl(99, uapi.IOMMU_IOAS_ALLOC, null)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+});
