@@ -33,6 +33,9 @@ interface Exports {
   iotlb_flush_domain(did: number): void;
   iotlb_flush_range(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number): void;
   iotlb_count(did: number): number;
+  pt_set_dirty_tracking(did: number, enable: number): number;
+  pt_dirty_tracking(did: number): number;
+  pt_read_dirty(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number, pageShift: number, clear: number): number;
 }
 
 /** The layout constants the engine exports (assembly/layout.ts). */
@@ -301,16 +304,15 @@ export class Engine {
   // pages (its SSADE). Clearing D drops the IOTLB entries of those leaves in
   // the engine, so the next write sets D again: the caller flushes nothing.
 
-  private get dirtyX(): DirtyExports { return this.x as unknown as DirtyExports; }
 
   /** Turn hardware dirty tracking of a domain on or off. Enabling clears every D bit first (as iommufd does). */
   ptSetDirtyTracking(did: number, enable: boolean): void {
-    this.check(this.dirtyX.pt_set_dirty_tracking(did, enable ? 1 : 0), 'pt_set_dirty_tracking');
+    this.check(this.x.pt_set_dirty_tracking(did, enable ? 1 : 0), 'pt_set_dirty_tracking');
   }
 
   /** Whether the domain tracks dirty pages (ENOENT for no such domain). */
   ptDirtyTracking(did: number): boolean {
-    return this.check(this.dirtyX.pt_dirty_tracking(did), 'pt_dirty_tracking') === 1;
+    return this.check(this.x.pt_dirty_tracking(did), 'pt_dirty_tracking') === 1;
   }
 
   /**
@@ -346,7 +348,7 @@ export class Engine {
     const base = this.layout.BATCH_OUT;
     while (left > 0n) {
       const [il, ih] = split64(cur), [ll, lh] = split64(left);
-      const pages = this.check(this.dirtyX.pt_read_dirty(did, il, ih, ll, lh, shift, clear ? 1 : 0), 'pt_read_dirty');
+      const pages = this.check(this.x.pt_read_dirty(did, il, ih, ll, lh, shift, clear ? 1 : 0), 'pt_read_dirty');
       // OR the piece's bits into out at bit `bit` (any alignment): byte-wise, shifted.
       const src = this.bytes;
       const s = bit & 7;
@@ -376,9 +378,3 @@ export class Engine {
   }
 }
 
-/** The dirty-tracking exports (assembly/index.ts). */
-interface DirtyExports {
-  pt_set_dirty_tracking(did: number, enable: number): number;
-  pt_dirty_tracking(did: number): number;
-  pt_read_dirty(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number, pageShift: number, clear: number): number;
-}

@@ -16,7 +16,7 @@
 import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import { MemFile } from './memfd.js';
-import { PhysMem, PAGE_SIZE, PAGE_SHIFT, SEG_SPAN } from './phys.js';
+import { PhysMem, PAGE_SIZE, SEG_SPAN } from './phys.js';
 
 // include/uapi/asm-generic/mman-common.h, mman.h
 export const PROT_NONE = 0;
@@ -308,4 +308,3 @@ export class AddressSpace {
 
 function roundUp(n: number): number { return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE; }
 function sameSegment(a: number, b: number): boolean { return Math.floor(a / SEG_SPAN) === Math.floor(b / SEG_SPAN); }
-export { PAGE_SHIFT };
