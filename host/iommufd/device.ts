@@ -6,7 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { deviceMaxPasidLog2 } from '../iommu/driver.js';
 import type { PciFunction, PageRequestSink } from '../kernel/pci.js';
 import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '../uapi/iommufd.js';
-import type { Fault } from './fault.js';
+import type { Fault } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { HwptPaging } from './hw_pagetable.js';

@@ -7,7 +7,7 @@ import type { Engine } from '../engine/engine.js';
 import type { IommuDriver } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap,
+  iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap, iommu_hwpt_invalidate,
   IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID, IOMMU_HWPT_DIRTY_TRACKING_ENABLE, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
 } from '../uapi/iommufd.js';
@@ -17,7 +17,7 @@ import { ULONG_MAX, type Domain } from './io_pagetable.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
 import type { IommufdDevice } from './device.js';
-import type { Fault } from './fault.js';
+import type { Fault } from './eventq.js';
 
 /** How a paging HWPT was asked for (the IOMMU_HWPT_ALLOC flags that shape it). */
 export interface PagingFlags {
@@ -194,4 +194,25 @@ export function hwptGetDirtyBitmap(ctx: DirtyCtx, cmd: Decoded<typeof iommu_hwpt
   ctx.mm.write(va, bitmap); // and writable
   ctx.engine.ptReadDirtyInto(hwpt.did, cmd.iova, last - cmd.iova + 1n, Number(cmd.page_size), (cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0, bitmap);
   ctx.mm.write(va, bitmap);
+}
+
+/** Linux's cap on entry_num (hw_pagetable.c IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX). */
+const INVALIDATE_ENTRY_NUM_MAX = 1 << 19;
+
+/**
+ * IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate): entry_num is written back
+ * with the entries handled, on failure too. A HWPT_NESTED or a VIOMMU would
+ * take the entries; neither exists yet (nested translation comes with the
+ * engine's stage-1 walkers), and any other object, a paging HWPT included,
+ * is EINVAL.
+ */
+export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_invalidate>, respond: () => void): void {
+  let err: SysError;
+  if (cmd.__reserved !== 0) err = new SysError('EOPNOTSUPP');
+  else if (cmd.entry_num !== 0 && (cmd.data_uptr === 0n || cmd.entry_len === 0 || cmd.entry_len > 4096 || cmd.entry_num > INVALIDATE_ENTRY_NUM_MAX)) err = new SysError('EINVAL');
+  else if (!ctx.objects.find(cmd.hwpt_id)) err = new SysError('ENOENT');
+  else err = new SysError('EINVAL');
+  cmd.entry_num = 0; // entries handled: none, whatever failed
+  respond();
+  throw err;
 }

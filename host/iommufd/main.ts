@@ -17,14 +17,15 @@ import {
   vfioIoas, ioasChangeProcess, type Ioas, type IoasCtx,
 } from './ioas.js';
 import type { PinAccount } from './pages.js';
-import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap } from './hw_pagetable.js';
+import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap, hwptInvalidate } from './hw_pagetable.js';
+import { viommuAlloc, vdeviceAlloc, hwQueueAlloc } from './viommu.js';
 import { getHwInfo } from './hw_info.js';
-import { faultQueueAlloc, type FaultCtx } from './fault.js';
+import { faultQueueAlloc, veventqAlloc, type FaultCtx } from './eventq.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Handler = (ctx: IommufdFile, cmd: any, respond: () => void) => void;
 
-/** The commands implemented so far; the others of the table answer ENOTTY. */
+/** Every command of the table (IOMMU_TEST_CMD is not in it: no CONFIG_IOMMUFD_TEST). */
 const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_DESTROY: (ctx, cmd: Decoded<typeof iommu_destroy>) => ctx.destroy(cmd.id),
   IOMMU_IOAS_ALLOC: ioasAlloc,
@@ -38,10 +39,15 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_GET_HW_INFO: getHwInfo,
   IOMMU_HWPT_SET_DIRTY_TRACKING: hwptSetDirtyTracking,
   IOMMU_HWPT_GET_DIRTY_BITMAP: hwptGetDirtyBitmap,
+  IOMMU_HWPT_INVALIDATE: hwptInvalidate,
   IOMMU_FAULT_QUEUE_ALLOC: faultQueueAlloc,
   IOMMU_VFIO_IOAS: vfioIoas,
   IOMMU_IOAS_MAP_FILE: ioasMapFile,
   IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
+  IOMMU_VIOMMU_ALLOC: viommuAlloc,
+  IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
+  IOMMU_VEVENTQ_ALLOC: veventqAlloc,
+  IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
 };
 
 /** The simulated process's credentials and its locked-memory budget. */

@@ -1,4 +1,4 @@
-// FAULT (drivers/iommu/iommufd/eventq.c): a queue of I/O page-fault groups
+// Event queues (drivers/iommu/iommufd/eventq.c). FAULT: a queue of I/O page-fault groups
 // read from an fd as struct iommu_hwpt_pgfault records and answered by
 // writing struct iommu_hwpt_page_response records to it.
 //
@@ -11,8 +11,8 @@
 import { KFile, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response,
-  IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID,
+  iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response, iommu_veventq_alloc,
+  IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID, IOMMU_VEVENTQ_TYPE_DEFAULT,
 } from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
 import { IommufdObject, type ObjectTable } from './object.js';
@@ -153,4 +153,18 @@ export function faultQueueAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_fault_a
   const fault = ctx.objects.add(new Fault());
   cmd.out_fault_id = fault.id;
   cmd.out_fault_fd = ctx.installFd(new FaultFile(fault, ctx.file));
+}
+
+/** The newest kernels' cap on a vEVENTQ's depth (1 << 19 accepted, more EINVAL). */
+const VEVENTQ_DEPTH_MAX = 1 << 19;
+
+/**
+ * IOMMU_VEVENTQ_ALLOC (eventq.c iommufd_veventq_alloc): flags, __reserved
+ * and the type, the depth, then the vIOMMU, which no emulated unit can make
+ * yet (see viommu.ts): ENOENT.
+ */
+export function veventqAlloc(ctx: { readonly objects: ObjectTable }, cmd: Decoded<typeof iommu_veventq_alloc>): void {
+  if (cmd.flags !== 0 || cmd.__reserved !== 0 || cmd.type === IOMMU_VEVENTQ_TYPE_DEFAULT) throw new SysError('EOPNOTSUPP');
+  if (cmd.veventq_depth === 0 || cmd.veventq_depth > VEVENTQ_DEPTH_MAX) throw new SysError('EINVAL');
+  ctx.objects.get(cmd.viommu_id, 'VIOMMU');
 }
