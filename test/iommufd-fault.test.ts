@@ -30,7 +30,7 @@ function faultAlloc(): { id: number; fd: number } {
 
 /** A PRI-capable device attached to a fault-capable manual HWPT. */
 function faultingDevice(faultId: number, opts: { pasidBits?: number } = {}) {
-  const handle = host.addDevice({ pri: true, ...opts });
+  const handle = host.addDevice({ pri: true, ats: true, ...opts });
   const dev = new VfioDevice(host, handle);
   const devid = dev.bind(ictx.fd);
   const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: faultId }).out_hwpt_id;
@@ -92,7 +92,7 @@ describe('fault fd read/write/poll', () => {
 
   it('PASID requests carry PASID_VALID and the PASID', async () => {
     const { id, fd } = faultAlloc();
-    const handle = host.addDevice({ pri: true, pasidBits: 20 });
+    const handle = host.addDevice({ pri: true, ats: true, pasidBits: 20 });
     const dev = new VfioDevice(host, handle);
     const devid = dev.bind(ictx.fd);
     const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID | uapi.IOMMU_HWPT_ALLOC_PASID, fault_id: id }).out_hwpt_id;
@@ -194,4 +194,29 @@ describe('routing and teardown', () => {
     await settle();
     expect(code).toBe(uapi.IOMMUFD_PAGE_RESP_SUCCESS);
   });
+});
+
+describe('attaching to a fault-capable HWPT enables I/O page faults (iommufd_hwpt_attach_device)', () => {
+  // intel_iommu_enable_iopf: `if (!pdev || !info || !info->ats_enabled || !info->pri_supported) return -ENODEV;`
+  // The SMMUv3 and AMD units here take no page requests (IDR0.PRI = 0, EFR.PPRSup = 0).
+  const cases: [string, Parameters<Host['addDevice']>[0], 'OK' | 'ENODEV'][] = [
+    ['VT-d, PRI and ATS', { pri: true, ats: true }, 'OK'],
+    ['VT-d, PRI without ATS', { pri: true }, 'ENODEV'],
+    ['VT-d, ATS without PRI', { ats: true }, 'ENODEV'],
+    ['SMMUv3 (no PRI in the unit)', { iommu: 'arm-smmuv3', pri: true, ats: true }, 'ENODEV'],
+    ['AMD (no PPR in the unit)', { iommu: 'amd-vi', pri: true, ats: true }, 'ENODEV'],
+  ];
+  for (const [name, opts, want] of cases) {
+    it(`${name}: ${want}`, () => {
+      const { id } = faultAlloc();
+      const dev = new VfioDevice(host, host.addDevice(opts));
+      const devid = dev.bind(ictx.fd);
+      const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: id }).out_hwpt_id;
+      if (want === 'OK') expect(dev.attach(hwpt)).toBe(hwpt);
+      else {
+        expectErrno(() => dev.attach(hwpt), want);
+        expect(() => dev.dma.read(0x1000, 1)).toThrow(/blocked/); // nothing attached
+      }
+    });
+  }
 });

@@ -131,6 +131,8 @@ export function amdVi(engine: Engine): IommuDriver {
     dirtyTracking: get('efr', 'HDSup') === 1,
     pasidBits: get('efr', 'GTSup') === 1 ? get('efr', 'PASmax') : 0,
     ats: false,
+    pri: get('efr', 'PPRSup') === 1,
+    priNeedsAts: false,
   });
   const htIgnored = get('efr2', 'HTRangeIgnore') === 1;
   return {

@@ -205,6 +205,8 @@ export function armSmmuV3(engine: Engine): IommuDriver {
     dirtyTracking: get('idr0', 'HTTU') === 0b10 && get('idr0', 'COHACC') === 1,
     pasidBits: get('idr1', 'SSIDSIZE'),
     ats: get('idr0', 'ATS') === 1,
+    pri: get('idr0', 'PRI') === 1,
+    priNeedsAts: false,
   });
   const msi: ReservedRegion = { start: SMMU_MSI_IOVA_BASE, last: SMMU_MSI_IOVA_BASE + SMMU_MSI_IOVA_LENGTH - 1n, type: 'sw_msi' };
   return {

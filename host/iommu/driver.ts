@@ -44,6 +44,14 @@ export interface IommuUnitCaps {
    * has the PCIe ATS capability this is IOMMU_CAP_PCI_ATS_SUPPORTED.
    */
   readonly ats: boolean;
+  /**
+   * The unit takes page requests (VT-d ecap.PRS, SMMUv3 IDR0.PRI, AMD EFR
+   * PPRSup): only then can a function's I/O page faults be enabled, which
+   * attaching it to a fault-capable HWPT does.
+   */
+  readonly pri: boolean;
+  /** I/O page faults also need ATS enabled on the function (intel_iommu_enable_iopf). */
+  readonly priNeedsAts: boolean;
 }
 
 /** One emulated IOMMU unit and the domains it builds. */
@@ -96,4 +104,14 @@ export function deviceMaxPasidLog2(unit: IommuUnitCaps, functionPasidBits: numbe
  */
 export function deviceAtsSupported(unit: IommuUnitCaps, functionAts: boolean): boolean {
   return unit.ats && functionAts;
+}
+
+/**
+ * Enabling a function's I/O page faults (iommufd_fault_iopf_enable and the
+ * driver's enable_iopf): the unit must take page requests and the function
+ * have PRI (and ATS where the driver wants it); ENODEV otherwise, as
+ * intel_iommu_enable_iopf answers.
+ */
+export function iopfCapable(unit: IommuUnitCaps, functionPri: boolean, functionAts: boolean): boolean {
+  return unit.pri && functionPri && (!unit.priNeedsAts || deviceAtsSupported(unit, functionAts));
 }

@@ -192,6 +192,8 @@ export function intelVtd(engine: Engine): IommuDriver {
     dirtyTracking: sm && get('ecap', 'SSADS') === 1,
     pasidBits: sm && get('ecap', 'PASID') === 1 ? get('ecap', 'PSS') + 1 : 0,
     ats: get('ecap', 'DT') === 1,
+    pri: get('ecap', 'PRS') === 1,
+    priNeedsAts: true,
   });
   return {
     kind: 'intel-vtd',

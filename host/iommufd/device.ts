@@ -3,7 +3,7 @@
 // picks or creates an automatic HWPT_PAGING; attaching to a HWPT uses it.
 
 import type { Engine } from '../engine/engine.js';
-import { deviceMaxPasidLog2 } from '../iommu/driver.js';
+import { deviceMaxPasidLog2, iopfCapable } from '../iommu/driver.js';
 import type { PciFunction, PageRequestSink } from '../kernel/pci.js';
 import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '../uapi/iommufd.js';
 import type { Fault } from './eventq.js';
@@ -123,6 +123,8 @@ export class IommufdDevice extends IommufdObject {
   /** Attach to hwpt on pasid, replacing `old` (same PASID) if given. All or nothing. */
   private link(hwpt: HwptPaging, pasid: number, old: HwptPaging | null): void {
     this.checkPasid(hwpt, pasid);
+    // iommufd_hwpt_attach_device: a fault-capable HWPT enables the function's I/O page faults first.
+    if (hwpt.fault && !iopfCapable(this.pci.driver.caps, this.pci.options.pri, this.pci.options.ats)) throw new SysError('ENODEV');
     const moving = pasid === NO_PASID && (old === null || old.ioas !== hwpt.ioas);
     if (moving) for (const r of this.pci.driver.resvRegions()) {
       try {
