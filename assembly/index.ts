@@ -7,7 +7,8 @@ export * from "./layout";
 import { init as stateInit, maxDomains } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
-import { ptCreate, ptDestroy, ptMap, ptUnmap, ptWalk, ptMapped, ptTables, walkPa, walkShift, walkPerm, walkLevel } from "./radix";
+import { ptCreate, ptCreateNested, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
+import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
 import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
@@ -35,6 +36,10 @@ export function seg_remove(seg: u32): i32 { return segRemove(seg); }
 
 export function pt_create(levels: u32, sizes: u32, fmt: u32): i32 { return ptCreate(levels, sizes, fmt); }
 export function pt_destroy(did: u32): i32 { return ptDestroy(did); }
+/** A nested domain: the guest's first-stage table at GPA (rootLo, rootHi) over the stage-2 domain `parent`. */
+export function pt_create_nested(parent: u32, rootLo: u32, rootHi: u32, levels: u32, flags: u32): i32 {
+  return ptCreateNested(parent, u64of(rootLo, rootHi), levels, flags);
+}
 export function pt_map(did: u32, iovaLo: u32, iovaHi: u32, paLo: u32, paHi: u32, lenLo: u32, lenHi: u32, perm: u32): i32 {
   return ptMap(did, u64of(iovaLo, iovaHi), u64of(paLo, paHi), u64of(lenLo, lenHi), perm);
 }
@@ -43,7 +48,7 @@ export function pt_unmap(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: 
 }
 /** Walk without the IOTLB. F_NONE with the leaf in the mailbox, or a fault with its level. */
 export function pt_walk(did: u32, iovaLo: u32, iovaHi: u32): u32 {
-  if (pt_tables(did) == 0) { store<u32>(MAILBOX + MB_LEVEL, 0); return F_BLOCKED; } // no such domain
+  if (!ptExists(did)) { store<u32>(MAILBOX + MB_LEVEL, 0); return F_BLOCKED; } // no such domain
   const st = ptWalk(did, u64of(iovaLo, iovaHi));
   store<u32>(MAILBOX + MB_LEVEL, walkLevel);
   if (st == 0) {

@@ -58,7 +58,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 3;
+export const LAYOUT_VERSION: u32 = 4;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -105,10 +105,11 @@ export const SEG_PRESENT: u32 = 1;
 //   | root   | levels | sizes  | gen    | TLB    | tables | leaf bytes      |
 //   | pfn    | 3..5   | SZ_*   | 16 bit | sizes  | held   | mapped (u64)    |
 //   +--------+--------+--------+--------+--------+--------+-----------------+
-//   32       36       40                                                   64
-//   +--------+--------+-----------------------------------------------------+
-//   | flags  | format | reserved (0)                                        |
-//   +--------+--------+-----------------------------------------------------+
+//   32       36       40                 48       52       56       60   64
+//   +--------+--------+------------------+--------+--------+--------+------+
+//   | flags  | format | stage-1 root GPA | parent | s1     | nested | res. |
+//   |        |        | (nested, u64)    | did    | flags  | kids   |      |
+//   +--------+--------+------------------+--------+--------+--------+------+
 //
 //   +0  root pfn (0 = free slot)   +4  levels (3..5)
 //   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G)
@@ -116,7 +117,11 @@ export const SEG_PRESENT: u32 = 1;
 //   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
 //   +20 table pages held          +24 leaf bytes mapped (u64)
 //   +32 flags: DOMF_DIRTY = hardware dirty tracking on (VT-d SSADE)
-//   +36 entry format: FMT_VTD_SL, FMT_ARM_S2 or FMT_AMD_V1 (pte.ts)
+//   +36 entry format: FMT_VTD_SL, FMT_ARM_S2 or FMT_AMD_V1 (pte.ts), or
+//       FMT_X86_S1 for a nested domain (nested.ts): its table is the guest's
+//       first-stage table at +40, walked through the stage-2 domain at +48;
+//       its root word holds NESTED_ROOT (a slot in use, no host table)
+//   +52 stage-1 flags (IOMMU_VTD_S1_*)   +56 nested domains on this one
 // Domain id 0 is the blocked domain: a context pointing at it faults.
 // (Layout version 2: the record grew from 32 to 64 bytes for the flags word;
 // +24 holds a u64, so the first 32 bytes had no free word.)
@@ -126,6 +131,14 @@ export const DOM_FORMAT: u32 = 36;
 export const FMT_VTD_SL: u32 = 0;
 export const FMT_ARM_S2: u32 = 1;
 export const FMT_AMD_V1: u32 = 2;
+/** A nested domain: guest x86-64 first-stage tables (VT-d 3.6) over a stage-2 parent. */
+export const FMT_X86_S1: u32 = 3;
+export const DOM_S1_ROOT: u32 = 40;
+export const DOM_PARENT: u32 = 48;
+export const DOM_S1_FLAGS: u32 = 52;
+export const DOM_CHILDREN: u32 = 56;
+/** The root word of a nested domain: in use, but no host table (no pfn is this large). */
+export const NESTED_ROOT: u32 = 0xffffffff;
 export const DOM_ROOT: u32 = 0;
 export const DOM_LEVELS: u32 = 4;
 export const DOM_SIZES: u32 = 8;
@@ -201,6 +214,8 @@ export const F_TABLE_ADDR: u32 = 7;
 export const F_OUT_OF_SEGMENT: u32 = 8;
 /** ARM: the leaf's access flag is clear (Access flag fault). */
 export const F_ACCESS: u32 = 9;
+/** Or-ed into a status: the fault happened in the stage-2 part of a nested walk. */
+export const F_STAGE2: u32 = 0x80;
 
 // Engine-level errors of control calls (negative returns); host/engine maps
 // them to errnos, the engine itself knows none.

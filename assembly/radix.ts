@@ -18,7 +18,7 @@
 // copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1, FMT_X86_S1,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -26,7 +26,9 @@ import { domTable, maxDomains, count } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
-import { useFormat, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, leafReserved, tableReserved, accessFlagFault } from "./pte";
+import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit } from "./pte";
+import { hostWalk, setWalkResult, walkEntry, walkPerm } from "./walk";
+import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nPerm, nLevel, nDirty } from "./nested";
 
 
 // @ts-ignore: decorator
@@ -96,6 +98,7 @@ function freeSubtree(did: u32, table: u64, level: u32): void {
 
 export function ptDestroy(did: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
+  if (format() == FMT_X86_S1) { nestedDestroy(did); return 0; }
   const d = dom(did);
   freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
   iotlbFlushDomain(did);
@@ -122,6 +125,7 @@ function leafLevel(sizes: u32, iova: u64, pa: u64, left: u64): u32 {
  */
 export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
+  if (format() == FMT_X86_S1) return ERR_INVAL; // a nested domain's table is the guest's
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const sizes = load<u32>(d + DOM_SIZES);
@@ -274,6 +278,8 @@ function clearRange(did: u32, root: u64, levels: u32, first: u64, last: u64): vo
   const d = dom(did);
   store<u64>(d + DOM_MAPPED, load<u64>(d + DOM_MAPPED) - cleared);
   iotlbFlushRange(did, first, last - first + 1);
+  // Combined entries of nested domains on this one may use the old pages.
+  flushChildren(did);
 }
 
 /**
@@ -284,6 +290,7 @@ function clearRange(did: u32, root: u64, levels: u32, first: u64, last: u64): vo
  */
 export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   if (!validDomain(did)) return ERR_NOENT;
+  if (format() == FMT_X86_S1) return ERR_INVAL; // a nested domain's table is the guest's
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
@@ -294,56 +301,26 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   return 0;
 }
 
-// Result of the last walk.
-export let walkPa: u64 = 0;
-export let walkShift: u32 = 0;
-export let walkPerm: u32 = 0;
-export let walkLevel: u32 = 0;
-/** Address (segment 0) of the leaf entry the last successful walk ended on. */
-export let walkEntry: usize = 0;
-
 /**
- * Walk the table of did for iova. Returns F_NONE with walkPa (the leaf's
- * first byte), walkShift, walkPerm and walkEntry, or a fault with walkLevel.
- * Sets no A/D flag: the translation paths do that through ptTouch.
+ * Walk domain did for iova: a host-owned table (walk.ts), or a nested
+ * domain's 2-D walk (nested.ts) which also sets the first-stage A/D flags
+ * for `access` (0: an inspection that sets none). F_NONE with walkPa,
+ * walkShift and walkPerm, or a fault with walkLevel.
  */
-export function ptWalk(did: u32, iova: u64): u32 {
-  const d = dom(did);
-  useFormat(load<u32>(d + DOM_FORMAT));
-  const levels = load<u32>(d + DOM_LEVELS);
-  const sizes = load<u32>(d + DOM_SIZES);
-  count(CTRL_STAT_WALKS);
-  walkLevel = levels;
-  if (iova >> shiftOf(levels + 1) != 0) return F_ADDR_WIDTH;
-  let table = <u64>load<u32>(d + DOM_ROOT) << 12;
-  let perm: u32 = PERM_R | PERM_W;
-  const memEnd = <u64>memory.size() << 16;
-  for (let l = levels; l >= 1; l--) {
-    walkLevel = l;
-    const e = slot(table, iova, l);
-    const pte = load<u64>(e);
-    if (!present(pte)) return F_NOT_PRESENT;
-    perm &= permOf(pte, l);
-    if (isLeaf(pte, l)) {
-      const shift = shiftOf(l);
-      // Sizes the table lacks, address bits below the leaf's size, format
-      // rules (VT-d 9.8; Arm ARM D8.3; AMD 2.2.3): reserved, not translated.
-      if (leafReserved(pte, l, sizes, shift)) return F_RESERVED;
-      if (accessFlagFault(pte)) return F_ACCESS;
-      const pa = addrOf(pte);
-      if (!physRangeOk(pa, <u64>1 << shift)) return F_OUT_OF_SEGMENT;
-      walkPa = pa;
-      walkShift = shift;
-      walkPerm = perm;
-      walkEntry = e;
-      return F_NONE;
-    }
-    if (tableReserved(pte, l)) return F_RESERVED;
-    table = addrOf(pte);
-    // Host tables live in segment 0; anything else is corrupt.
-    if (table + 4096 > memEnd) return F_TABLE_ADDR;
-  }
-  return F_NOT_PRESENT; // unreachable: level 1 always returns
+export function ptWalk(did: u32, iova: u64, access: u32 = 0): u32 {
+  if (load<u32>(dom(did) + DOM_FORMAT) != FMT_X86_S1) return hostWalk(did, iova);
+  const st = nestedWalk(did, iova, access);
+  setWalkResult(nPa, nShift, nPerm, nLevel);
+  return st;
+}
+
+/** Is did a domain in use (a host table or a nested domain)? */
+export function ptExists(did: u32): bool { return validDomain(did); }
+
+/** A nested domain over the host table `parent` (nested.ts); ERR_INVAL if parent is not a host table. */
+export function ptCreateNested(parent: u32, root: u64, levels: u32, flags: u32): i32 {
+  if (!validDomain(parent) || format() == FMT_X86_S1) return ERR_INVAL;
+  return nestedCreate(parent, root, levels, flags);
 }
 
 export function ptMapped(did: u32): u64 { return validDomain(did) ? load<u64>(dom(did) + DOM_MAPPED) : 0; }
@@ -365,6 +342,8 @@ export function ptTables(did: u32): u32 { return validDomain(did) ? load<u32>(do
 }
 
 function touchLeaf(access: u32): u32 {
+  // A nested walk has set the first-stage A/D flags itself.
+  if (format() == FMT_X86_S1) return nDirty ? PERM_W : 0;
   let pte = load<u64>(walkEntry);
   // A permitted access only: a faulting request sets no flag.
   if (access != 0 && (access & ~walkPerm) == 0) {
@@ -399,8 +378,9 @@ function clearDirtyAll(table: u64, level: u32): bool {
  */
 export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  // A format without a hardware dirty flag here (ARM stage 2: DBM) cannot track.
-  if (enable > 1 || dirtyBit() == 0) return ERR_INVAL;
+  // A format without a hardware dirty flag here (ARM stage 2: DBM) cannot
+  // track, nor can a nested domain (its first-stage A/D are the guest's).
+  if (enable > 1 || dirtyBit() == 0 || format() == FMT_X86_S1) return ERR_INVAL;
   const d = dom(did);
   if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
   const flags = load<u32>(d + DOM_FLAGS);
@@ -493,6 +473,7 @@ function readDirtyTable(table: u64, level: u32, base: u64): void {
  */
 export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
+  if (format() == FMT_X86_S1) return ERR_INVAL;
   if (pageShift < 12 || pageShift > 63 || clear > 1 || len == 0) return ERR_INVAL;
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);

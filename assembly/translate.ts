@@ -20,7 +20,8 @@ import {
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count } from "./state";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, hitPa, hitShift, hitPerm } from "./iotlb";
-import { ptWalk, ptTouch, walkPa, walkShift, walkPerm, walkLevel } from "./radix";
+import { ptWalk, ptTouch } from "./radix";
+import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
 // @ts-ignore: decorator
 @inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }
@@ -84,7 +85,7 @@ const ACCESS_INVALID: u32 = 8;
 /** Miss path of translate1: walk, set A/D (ptTouch), fill the IOTLB. F_NONE or the walk's fault (rLevel). */
 function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   count(CTRL_STAT_MISSES);
-  const st = ptWalk(did, iova);
+  const st = ptWalk(did, iova, access);
   rLevel = walkLevel;
   if (st != F_NONE) return st;
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
@@ -104,7 +105,7 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
  */
 function setDirty(c: u32, iova: u64, access: u32): u32 {
   const did = load<u32>(ctx(c) + CTX_DID);
-  const st = ptWalk(did, iova);
+  const st = ptWalk(did, iova, access);
   if (st != F_NONE) { rLevel = walkLevel; return st; }
   if (ptTouch(did, access) != 0) {
     iotlbMarkDirty(did, load<u32>(ctx(c) + CTX_PASID), iova);

@@ -19,6 +19,7 @@ interface Exports {
   seg_remove(seg: number): number;
   pt_create(levels: number, sizes: number, fmt: number): number;
   pt_destroy(did: number): number;
+  pt_create_nested(parent: number, rootLo: number, rootHi: number, levels: number, flags: number): number;
   pt_map(did: number, iovaLo: number, iovaHi: number, paLo: number, paHi: number, lenLo: number, lenHi: number, perm: number): number;
   pt_unmap(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number): number;
   pt_walk(did: number, iovaLo: number, iovaHi: number): number;
@@ -46,7 +47,7 @@ export interface Layout {
   MB_PA_LO: number; MB_PA_HI: number; MB_SHIFT: number; MB_PERM: number; MB_LEVEL: number;
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
   SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
-  FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number;
+  FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; F_ACCESS: number; F_STAGE2: number;
   F_NONE: number; F_BLOCKED: number; F_ADDR_WIDTH: number; F_NOT_PRESENT: number; F_READ: number;
   F_WRITE: number; F_RESERVED: number; F_TABLE_ADDR: number; F_OUT_OF_SEGMENT: number;
   ERR_NOMEM: number; ERR_EXISTS: number; ERR_INVAL: number; ERR_FULL: number; ERR_NOENT: number;
@@ -195,6 +196,15 @@ export class Engine {
     return this.check(this.x.pt_create(levels, sizes, format), 'pt_create');
   }
   ptDestroy(did: number): void { this.check(this.x.pt_destroy(did), 'pt_destroy'); }
+  /**
+   * A nested domain: the guest's x86-64 first-stage table at GPA `root`
+   * (`levels` 4 or 5) over the stage-2 domain `parent` (VT-d nesting).
+   * Its translations walk both; F_STAGE2 marks a fault of the stage-2 part.
+   */
+  ptCreateNested(parent: number, root: bigint | number, levels: number, flags = 0): number {
+    const [lo, hi] = split64(root);
+    return this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
+  }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
     const [il, ih] = split64(iova), [pl, ph] = split64(pa), [ll, lh] = split64(length);
     this.check(this.x.pt_map(did, il, ih, pl, ph, ll, lh, perm), 'pt_map');

@@ -1,0 +1,176 @@
+// Nested translation for VT-d (VT-d spec 3.8): the guest's first-stage table
+// (x86-64 4- or 5-level paging format, 3.6 and 9.7) maps IOVA -> GPA, and
+// every GPA it uses, its own table entries' addresses included, goes through
+// the stage-2 domain it sits on (a host-owned table, radix.ts): the 2-D walk.
+//
+// First-stage entry (VT-d 9.7, the IA-32e paging entries):
+//
+//   63   62:52  51:12            11:9  8   7   6   5   4    3    2    1    0
+//  +----+------+-----------------+-----+---+---+---+---+----+----+----+----+---+
+//  | XD | ign  | address [51:12] | ign | G |PS | D | A |PCD |PWT |U/S |R/W | P |
+//  +----+------+-----------------+-----+---+---+---+---+----+----+----+----+---+
+//
+// Requests are user requests here (no privileged-mode requests: SRE plays no
+// part), so every level must allow user access (U/S), and writes need R/W at
+// every level. The walk sets A in every entry it uses and D in the leaf of a
+// write, as the hardware does (3.6.2), through stage 2, which must allow the
+// write. Guest tables must lie in the engine's own memory (segment 0): a
+// table in an embedder segment is not readable from here yet (F_TABLE_ADDR).
+
+import {
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, DOM_FLAGS, DOM_MAPPED, DOM_S1_ROOT, DOM_PARENT,
+  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
+  F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_READ, F_WRITE, F_STAGE2,
+  ERR_INVAL, ERR_FULL, CTRL_STAT_WALKS,
+} from "./layout";
+import { domTable, maxDomains, count } from "./state";
+import { iotlbFlushDomain } from "./iotlb";
+import { hostWalk, walkPa, walkShift, walkPerm, walkLevel } from "./walk";
+
+const P: u64 = 1;
+const RW: u64 = 1 << 1;
+const US: u64 = 1 << 2;
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const ADDR: u64 = 0x000ffffffffff000;
+
+// @ts-ignore: decorator
+@inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
+// @ts-ignore: decorator
+@inline function shiftOf(level: u32): u32 { return 12 + 9 * (level - 1); }
+
+/**
+ * Create a nested domain over the stage-2 domain `parent`: the guest's
+ * first-stage table at GPA `root`, `levels` (4 or 5) levels, stage-1 flags
+ * kept for the record. Returns its domain id, or ERR_*. The caller checked
+ * that parent is a host-owned table.
+ */
+export function nestedCreate(parent: u32, root: u64, levels: u32, flags: u32): i32 {
+  if ((levels != 4 && levels != 5) || (root & 0xfff) != 0) return ERR_INVAL;
+  for (let did: u32 = 1; did < maxDomains; did++) {
+    const d = dom(did);
+    if (load<u32>(d + DOM_ROOT) != 0) continue;
+    store<u32>(d + DOM_ROOT, NESTED_ROOT);
+    store<u32>(d + DOM_LEVELS, levels);
+    store<u32>(d + DOM_SIZES, 7);
+    store<u32>(d + DOM_FORMAT, FMT_X86_S1);
+    store<u64>(d + DOM_MAPPED, 0);
+    // First-stage A/D are always updated: the flag makes the translation
+    // paths ask ptTouch whether the leaf is dirty before serving writes.
+    store<u32>(d + DOM_FLAGS, DOMF_DIRTY);
+    store<u64>(d + DOM_S1_ROOT, root);
+    store<u32>(d + DOM_PARENT, parent);
+    store<u32>(d + DOM_S1_FLAGS, flags);
+    store<u32>(d + DOM_CHILDREN, 0);
+    store<u32>(dom(parent) + DOM_CHILDREN, load<u32>(dom(parent) + DOM_CHILDREN) + 1);
+    iotlbFlushDomain(did);
+    return <i32>did;
+  }
+  return ERR_FULL;
+}
+
+/** Free a nested domain's slot (its IOTLB entries go with the generation). */
+export function nestedDestroy(did: u32): void {
+  const d = dom(did);
+  const parent = load<u32>(d + DOM_PARENT);
+  store<u32>(dom(parent) + DOM_CHILDREN, load<u32>(dom(parent) + DOM_CHILDREN) - 1);
+  iotlbFlushDomain(did);
+  store<u32>(d + DOM_ROOT, 0);
+  store<u32>(d + DOM_FLAGS, 0);
+}
+
+/** Drop the IOTLB entries of every nested domain on `parent` (its stage 2 changed). */
+export function flushChildren(parent: u32): void {
+  if (load<u32>(dom(parent) + DOM_CHILDREN) == 0) return;
+  for (let did: u32 = 1; did < maxDomains; did++) {
+    const d = dom(did);
+    if (load<u32>(d + DOM_ROOT) == NESTED_ROOT && load<u32>(d + DOM_PARENT) == parent) iotlbFlushDomain(did);
+  }
+}
+
+// Result of the last nested walk (what radix.ts hands on as walkPa etc.).
+export let nPa: u64 = 0;
+export let nShift: u32 = 0;
+export let nPerm: u32 = 0;
+export let nLevel: u32 = 0;
+/** Is the stage-1 leaf of the last nested walk dirty (a write may be cached)? */
+export let nDirty: bool = false;
+
+/** Entries of the walk (host addresses) and whether stage 2 lets them be written, for the A/D updates. */
+const entries = memory.data(5 * 8);
+const entryWritable = memory.data(5);
+
+/**
+ * Walk the nested domain `did` for `iova` and an access (PERM_R/W, or 0 for
+ * an inspection that updates no flag). F_NONE with nPa (the combined leaf's
+ * first byte), nShift (the smaller of the two leaves) and nPerm, or a fault:
+ * stage-1 faults as they are, stage-2 faults | F_STAGE2, with nLevel.
+ */
+export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
+  const d = dom(did);
+  const parent = load<u32>(d + DOM_PARENT);
+  const levels = load<u32>(d + DOM_LEVELS);
+  count(CTRL_STAT_WALKS);
+  nLevel = levels;
+  // Canonical: the bits above the top of the input are copies of it (3.6.1).
+  const top = iova >> (shiftOf(levels + 1) - 1);
+  if (top != 0 && top != (<u64>-1 >> (shiftOf(levels + 1) - 1))) return F_ADDR_WIDTH;
+  let table = load<u64>(d + DOM_S1_ROOT);
+  let write = true;
+  let user = true;
+  let n: u32 = 0;
+  let leafPte: u64 = 0;
+  let leafShift: u32 = 0;
+  for (let l = levels; l >= 1; l--) {
+    nLevel = l;
+    const gpa = table + (((iova >> shiftOf(l)) & 511) << 3);
+    const st = hostWalk(parent, gpa);
+    if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
+    if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
+    const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
+    if ((hpa >> 32) != 0) return F_TABLE_ADDR;
+    const pte = load<u64>(<usize>hpa);
+    if ((pte & P) == 0) return F_NOT_PRESENT;
+    store<u64>(entries + (<usize>n << 3), hpa);
+    store<u8>(entryWritable + n, (walkPerm & PERM_W) != 0 ? 1 : 0);
+    n++;
+    if ((pte & RW) == 0) write = false;
+    if ((pte & US) == 0) user = false;
+    if (l == 1 || (pte & PS) != 0) {
+      // PS is reserved at the top levels; a large page's low address bits too (9.7).
+      if (l > 3 || (pte & ADDR & ((<u64>1 << shiftOf(l)) - 1)) != 0) return F_RESERVED;
+      leafPte = pte;
+      leafShift = shiftOf(l);
+      break;
+    }
+    table = pte & ADDR;
+  }
+  // The page's GPA through stage 2.
+  const gpa = (leafPte & ADDR) + (iova & ((<u64>1 << leafShift) - 1));
+  const st = hostWalk(parent, gpa);
+  if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
+  const s1Perm: u32 = user ? (PERM_R | (write ? PERM_W : 0)) : 0;
+  const perm = s1Perm & walkPerm;
+  const shift = min(leafShift, walkShift);
+  const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
+  // Accessed and dirty flags of a permitted access, written through stage 2.
+  if (access != 0 && (access & ~perm) == 0) {
+    for (let i: u32 = 0; i < n; i++) {
+      const e = <usize>load<u64>(entries + (<usize>i << 3));
+      const set = A | (i == n - 1 && (access & PERM_W) != 0 ? D : 0);
+      const pte = load<u64>(e);
+      if ((pte & set) == set) continue;
+      if (load<u8>(entryWritable + i) == 0) { nLevel = levels - i; return F_WRITE | F_STAGE2; }
+      store<u64>(e, pte | set);
+    }
+    leafPte = load<u64>(<usize>load<u64>(entries + (<usize>(n - 1) << 3)));
+  }
+  nDirty = (leafPte & D) != 0;
+  nPa = hpa - (iova & ((<u64>1 << shift) - 1));
+  nShift = shift;
+  nPerm = perm;
+  nLevel = 0;
+  return F_NONE;
+}
+
