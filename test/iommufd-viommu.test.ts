@@ -1,5 +1,5 @@
 // The vIOMMU family and HWPT_INVALIDATE on units without vIOMMU support
-// (none of the emulated units nests yet): each call fails where Linux's
+// (VT-d nests through HWPT_NESTED, not a vIOMMU): each call fails where Linux's
 // fails on such hardware, after its argument checks in Linux's order.
 // Sources: viommu.c (iommufd_viommu_alloc_ioctl, iommufd_vdevice_alloc_ioctl,
 // iommufd_hw_queue_alloc_ioctl), eventq.c (iommufd_veventq_alloc),

@@ -54,6 +54,17 @@ export interface IommuUnitCaps {
   readonly priNeedsAts: boolean;
 }
 
+/**
+ * Nesting: nested domains (a guest first-stage table over a nest-parent
+ * paging domain) and the driver data they take.
+ */
+export interface NestedSupport {
+  /** The IOMMU_HWPT_DATA_* type of its nested domains' driver data. */
+  readonly dataType: number;
+  /** Attach-time checks of that data (VT-d: intel_pasid_setup_nested); throws EINVAL. */
+  checkAttach(data: { flags: bigint; addrWidth: number }): void;
+}
+
 /** One emulated IOMMU unit and the domains it builds. */
 export interface IommuDriver {
   readonly kind: IommuKind;
@@ -75,6 +86,8 @@ export interface IommuDriver {
    * (NEST_PARENT, DIRTY_TRACKING, PASID); others are EOPNOTSUPP.
    */
   readonly pagingFlags: number;
+  /** domain_alloc_nested, when the unit nests. */
+  readonly nested?: NestedSupport;
   /**
    * ops->hw_info: the vendor data for a requested type. `requested` is
    * IOMMU_HW_INFO_TYPE_DEFAULT (0) or the type the caller asked for with

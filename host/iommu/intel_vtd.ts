@@ -16,6 +16,7 @@ import { SysError } from '../uapi/errno.js';
 import {
   iommu_hw_info_vtd, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17,
   IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_DATA_VTD_S1, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_EAFE,
 } from '../uapi/iommufd.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps } from './driver.js';
 import { packRegisters, fieldOf, type RegField } from './regfields.js';
@@ -208,6 +209,19 @@ export function intelVtd(engine: Engine): IommuDriver {
     // DIRTY_TRACKING second-stage A/D, PASID scalable mode with PASID.
     pagingFlags: (get('ecap', 'NEST') === 1 ? IOMMU_HWPT_ALLOC_NEST_PARENT : 0) |
       (caps.dirtyTracking ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0) | (caps.pasidBits > 0 ? IOMMU_HWPT_ALLOC_PASID : 0),
+    // Nesting (ecap.NEST): first-stage tables in the x86-64 format over a
+    // nest-parent second-stage domain. intel_pasid_setup_nested refuses at
+    // attach: an address width other than 48 or 57, 57 without CAP.FS5LP,
+    // SRE without ECAP.SRS, EAFE without ECAP.EAFS.
+    nested: get('ecap', 'NEST') === 1 ? {
+      dataType: IOMMU_HWPT_DATA_VTD_S1,
+      checkAttach({ flags, addrWidth }) {
+        if (addrWidth !== 48 && addrWidth !== 57) throw new SysError('EINVAL');
+        if (addrWidth === 57 && get('cap', 'FS5LP') !== 1) throw new SysError('EINVAL');
+        if ((flags & BigInt(IOMMU_VTD_S1_SRE)) !== 0n && get('ecap', 'SRS') !== 1) throw new SysError('EINVAL');
+        if ((flags & BigInt(IOMMU_VTD_S1_EAFE)) !== 0n && get('ecap', 'EAFS') !== 1) throw new SysError('EINVAL');
+      },
+    } : undefined,
     /**
      * intel_iommu_hw_info (drivers/iommu/intel/iommu.c): DEFAULT or
      * INTEL_VTD, else EOPNOTSUPP; flags, cap_reg and ecap_reg. Linux sets

@@ -9,7 +9,7 @@ import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '
 import type { Fault } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
-import { HwptPaging } from './hw_pagetable.js';
+import { HwptPaging, type Hwpt } from './hw_pagetable.js';
 import type { Ioas } from './ioas.js';
 
 /** IOMMU_NO_PASID: the requester id itself. */
@@ -17,7 +17,7 @@ export const NO_PASID = 0;
 
 export class IommufdDevice extends IommufdObject {
   readonly type = 'DEVICE' as const;
-  private readonly attached = new Map<number, HwptPaging>();
+  private readonly attached = new Map<number, Hwpt>();
 
   constructor(private readonly engine: Engine, private readonly objects: ObjectTable, readonly pci: PciFunction) {
     super();
@@ -25,7 +25,7 @@ export class IommufdDevice extends IommufdObject {
   }
 
   /** The HWPT attached on a PASID, if any. */
-  hwpt(pasid = NO_PASID): HwptPaging | undefined { return this.attached.get(pasid); }
+  hwpt(pasid = NO_PASID): Hwpt | undefined { return this.attached.get(pasid); }
 
   /** iommufd_device_attach: returns the id of the HWPT attached. */
   attach(ptId: number, pasid = NO_PASID): number {
@@ -65,12 +65,12 @@ export class IommufdDevice extends IommufdObject {
    * IOAS: each automatic HWPT of it in turn (EINVAL = incompatible, try the
    * next), else a new automatic one, freed again if `use` fails.
    */
-  private resolve(ptId: number, pasid: number, use: (h: HwptPaging) => void): HwptPaging {
+  private resolve(ptId: number, pasid: number, use: (h: Hwpt) => void): Hwpt {
     const obj = this.objects.find(ptId);
     if (!obj) throw new SysError('ENOENT');
-    if (obj.type === 'HWPT_PAGING') {
-      use(obj as HwptPaging);
-      return obj as HwptPaging;
+    if (obj.type === 'HWPT_PAGING' || obj.type === 'HWPT_NESTED') {
+      use(obj as Hwpt);
+      return obj as Hwpt;
     }
     if (obj.type !== 'IOAS') throw new SysError('EINVAL');
     // An IOAS for a PASID makes a non-PASID-compatible automatic domain: EINVAL.
@@ -108,7 +108,7 @@ export class IommufdDevice extends IommufdObject {
    * and the RID's HWPT must be PASID-compatible too; the RID may only move
    * to a non-compatible HWPT while no PASID is attached.
    */
-  private checkPasid(hwpt: HwptPaging, pasid: number): void {
+  private checkPasid(hwpt: Hwpt, pasid: number): void {
     if (pasid === NO_PASID) {
       if (!hwpt.flags.pasidCompat && [...this.attached.keys()].some((p) => p !== NO_PASID)) throw new SysError('EINVAL');
       return;
@@ -120,19 +120,23 @@ export class IommufdDevice extends IommufdObject {
     if (rid && !rid.flags.pasidCompat) throw new SysError('EINVAL');
   }
 
-  /** Attach to hwpt on pasid, replacing `old` (same PASID) if given. All or nothing. */
-  private link(hwpt: HwptPaging, pasid: number, old: HwptPaging | null): void {
+  /**
+   * Attach to hwpt on pasid, replacing `old` (same PASID) if given. All or
+   * nothing. Order of iommufd_hw_pagetable_attach: PASID compatibility, I/O
+   * page faults, reserved regions in the IOAS (a nested HWPT's is its
+   * parent's), then the driver's attach.
+   */
+  private link(hwpt: Hwpt, pasid: number, old: Hwpt | null): void {
     this.checkPasid(hwpt, pasid);
     // iommufd_hwpt_attach_device: a fault-capable HWPT enables the function's I/O page faults first.
     if (hwpt.fault && !iopfCapable(this.pci.driver.caps, this.pci.options.pri, this.pci.options.ats)) throw new SysError('ENODEV');
     const moving = pasid === NO_PASID && (old === null || old.ioas !== hwpt.ioas);
-    if (moving) for (const r of this.pci.driver.resvRegions()) {
-      try {
-        hwpt.ioas.iopt.reserve(r.start, r.last, this);
-      } catch (e) {
-        hwpt.ioas.iopt.unreserve(this);
-        throw e;
-      }
+    try {
+      if (moving) for (const r of this.pci.driver.resvRegions()) hwpt.ioas.iopt.reserve(r.start, r.last, this);
+      this.driverAttach(hwpt);
+    } catch (e) {
+      if (moving) hwpt.ioas.iopt.unreserve(this);
+      throw e;
     }
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
     this.pci.setContext(pasid, hwpt.did);
@@ -163,7 +167,21 @@ export class IommufdDevice extends IommufdObject {
     });
   }
 
-  private unlink(hwpt: HwptPaging): void {
+  /**
+   * The driver's side of an attach: __iommu_attach_group refuses a domain
+   * another driver made (EINVAL); a nested domain's data is checked against
+   * this device's unit (intel_nested_attach_dev, intel_pasid_setup_nested).
+   */
+  private driverAttach(hwpt: Hwpt): void {
+    const driver = this.pci.driver;
+    if (hwpt.driver.kind !== driver.kind) throw new SysError('EINVAL');
+    if (hwpt.type === 'HWPT_NESTED') {
+      if (!driver.nested) throw new SysError('EINVAL');
+      driver.nested.checkAttach(hwpt.s1);
+    }
+  }
+
+  private unlink(hwpt: Hwpt): void {
     hwpt.users--;
     hwpt.attached--;
     if (hwpt.auto && hwpt.attached === 0) this.objects.remove(hwpt);

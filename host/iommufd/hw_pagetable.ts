@@ -8,11 +8,12 @@ import type { IommuDriver } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import {
   iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap, iommu_hwpt_invalidate,
+  iommu_hwpt_vtd_s1, iommu_hwpt_vtd_s1_invalidate, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VTD_INV_FLAGS_LEAF,
   IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID, IOMMU_HWPT_DIRTY_TRACKING_ENABLE, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
 } from '../uapi/iommufd.js';
 import type { AddressSpace } from '../kernel/mm.js';
-import type { Decoded } from '../uapi/struct.js';
+import type { Decoded, StructDef } from '../uapi/struct.js';
 import { ULONG_MAX, type Domain } from './io_pagetable.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
@@ -75,20 +76,67 @@ export class HwptPaging extends IommufdObject implements Domain {
   }
 }
 
+/**
+ * HWPT_NESTED: a guest first-stage table (in guest memory, at a GPA) over a
+ * nest-parent HWPT_PAGING, translated by the engine's 2-D walk. Holds a user
+ * of its parent.
+ */
+export class HwptNested extends IommufdObject {
+  readonly type = 'HWPT_NESTED' as const;
+  readonly did: number;
+  readonly auto = false;
+  attached = 0;
+  fault: Fault | null = null;
+
+  constructor(
+    private readonly engine: Engine,
+    readonly parent: HwptPaging,
+    /** The driver data as given (flags, address width), checked again at attach. */
+    readonly s1: { flags: bigint; addrWidth: number },
+    root: bigint,
+    readonly flags: { pasidCompat: boolean },
+  ) {
+    super();
+    // The first-stage pointer's low 12 bits are not part of it (VT-d 9.6 FSPTPTR).
+    this.did = engine.ptCreateNested(parent.did, root & ~0xfffn, s1.addrWidth === 57 ? 5 : 4);
+    parent.users++;
+  }
+
+  get driver(): IommuDriver { return this.parent.driver; }
+  /** The IOAS behind its stage 2, where attaching reserves the device's regions. */
+  get ioas(): Ioas { return this.parent.ioas; }
+
+  setFault(fault: Fault): void {
+    this.fault = fault;
+    fault.users++;
+  }
+
+  destroy(): void {
+    this.engine.ptDestroy(this.did);
+    this.parent.users--;
+    if (this.fault) this.fault.users--;
+  }
+}
+
+/** A HWPT a device attaches to. */
+export type Hwpt = HwptPaging | HwptNested;
+
 const PAGING_FLAGS = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
 
-/** What IOMMU_HWPT_ALLOC needs from the iommufd context. */
+/** What the HWPT ioctls need from the iommufd context. */
 export interface HwptCtx {
   readonly engine: Engine;
   readonly objects: ObjectTable;
+  /** The caller's memory, for driver data, invalidation entries and bitmaps. */
+  readonly mm: AddressSpace;
 }
 
 /**
  * IOMMU_HWPT_ALLOC (hw_pagetable.c iommufd_hwpt_alloc). On an IOAS: a manual
  * HWPT_PAGING, filled from the IOAS at once, needing no device attached.
- * Nested HWPTs (on a HWPT_PAGING or a vIOMMU) need the stage-1 walkers of
- * the translation-engine issue: until then the drivers have no
- * domain_alloc_nested, which Linux answers with EOPNOTSUPP.
+ * On a nest-parent HWPT_PAGING: a HWPT_NESTED, when the device's unit nests
+ * (VT-d). On a vIOMMU: no vIOMMU type exists yet, so no vIOMMU object can
+ * be reached here.
  */
 export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): void {
   if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
@@ -100,9 +148,7 @@ export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): 
   if (pt.type === 'IOAS') {
     hwpt = allocPaging(ctx, pt as Ioas, idev, cmd.flags, cmd.data_len !== 0);
   } else if (pt.type === 'HWPT_PAGING') {
-    // iommufd_hwpt_nested_alloc: flags, data and driver support first.
-    if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0) throw new SysError('EOPNOTSUPP');
-    throw new SysError('EOPNOTSUPP'); // no domain_alloc_nested yet
+    hwpt = allocNested(ctx, pt as HwptPaging, idev, cmd);
   } else if (pt.type === 'VIOMMU') {
     throw new SysError('EOPNOTSUPP');
   } else {
@@ -116,9 +162,28 @@ export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): 
       ctx.objects.remove(hwpt);
       throw e;
     }
-    (hwpt as HwptPaging).setFault(fault);
+    (hwpt as Hwpt).setFault(fault);
   }
   cmd.out_hwpt_id = hwpt.id;
+}
+
+/**
+ * iommufd_hwpt_nested_alloc and the driver's domain_alloc_nested (VT-d:
+ * intel_iommu_domain_alloc_nested): flags, data and nesting support
+ * (EOPNOTSUPP), a parent that is a manual nest parent of the same driver
+ * (EINVAL), the data type (EOPNOTSUPP), then the data itself
+ * (iommu_copy_struct_from_user: shorter than its __reserved end EINVAL, a
+ * longer than the struct EINVAL, a bad pointer EFAULT).
+ */
+function allocNested(ctx: HwptCtx, parent: HwptPaging, idev: IommufdDevice, cmd: Decoded<typeof iommu_hwpt_alloc>): HwptNested {
+  const driver = idev.pci.driver;
+  if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0 || !driver.nested) throw new SysError('EOPNOTSUPP');
+  if (parent.auto || !parent.flags.nestParent || parent.driver !== driver) throw new SysError('EINVAL');
+  if (cmd.data_type !== driver.nested.dataType) throw new SysError('EOPNOTSUPP');
+  const vtd = iommuCopyStructFromUser(ctx.mm, iommu_hwpt_vtd_s1, cmd.data_uptr, cmd.data_len, iommu_hwpt_vtd_s1.offsetofend('__reserved'));
+  return ctx.objects.add(new HwptNested(ctx.engine, parent, { flags: vtd.flags, addrWidth: vtd.addr_width }, vtd.pgtbl_addr, {
+    pasidCompat: (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0,
+  }));
 }
 
 /** iommufd_hwpt_paging_alloc for a manual HWPT; the object is gone again on failure. */
@@ -146,11 +211,6 @@ function allocPaging(ctx: HwptCtx, ioas: Ioas, idev: IommufdDevice, flags: numbe
   return hwpt;
 }
 
-/** What the dirty-tracking ioctls need from the iommufd context. */
-export interface DirtyCtx extends HwptCtx {
-  readonly mm: AddressSpace;
-}
-
 /**
  * IOMMU_HWPT_SET_DIRTY_TRACKING (iopt_set_dirty_tracking): only a HWPT
  * allocated with DIRTY_TRACKING has dirty ops (EOPNOTSUPP); enabling clears
@@ -171,7 +231,7 @@ export function hwptSetDirtyTracking(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwp
  * areas (EINVAL); a domain not tracking refuses a bitmap (EINVAL, as the
  * Intel driver and the mock do).
  */
-export function hwptGetDirtyBitmap(ctx: DirtyCtx, cmd: Decoded<typeof iommu_hwpt_get_dirty_bitmap>): void {
+export function hwptGetDirtyBitmap(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_get_dirty_bitmap>): void {
   if ((cmd.flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) !== 0 || cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
   const hwpt = ctx.objects.get<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
   const iopt = hwpt.ioas.iopt;
@@ -201,18 +261,51 @@ const INVALIDATE_ENTRY_NUM_MAX = 1 << 19;
 
 /**
  * IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate): entry_num is written back
- * with the entries handled, on failure too. A HWPT_NESTED or a VIOMMU would
- * take the entries; neither exists yet (nested translation comes with the
- * engine's stage-1 walkers), and any other object, a paging HWPT included,
- * is EINVAL.
+ * with the entries handled, on failure too. A HWPT_NESTED takes VT-d
+ * stage-1 entries (intel_nested_cache_invalidate_user); a VIOMMU would take
+ * its driver's commands (none exists yet); any other object, a paging HWPT
+ * included, is EINVAL.
  */
 export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_invalidate>, respond: () => void): void {
-  let err: SysError;
-  if (cmd.__reserved !== 0) err = new SysError('EOPNOTSUPP');
-  else if (cmd.entry_num !== 0 && (cmd.data_uptr === 0n || cmd.entry_len === 0 || cmd.entry_len > 4096 || cmd.entry_num > INVALIDATE_ENTRY_NUM_MAX)) err = new SysError('EINVAL');
-  else if (!ctx.objects.find(cmd.hwpt_id)) err = new SysError('ENOENT');
-  else err = new SysError('EINVAL');
-  cmd.entry_num = 0; // entries handled: none, whatever failed
+  let done = 0;
+  let err: SysError | null = null;
+  try {
+    if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+    if (cmd.entry_num !== 0 && (cmd.data_uptr === 0n || cmd.entry_len === 0 || cmd.entry_len > 4096 || cmd.entry_num > INVALIDATE_ENTRY_NUM_MAX)) throw new SysError('EINVAL');
+    const obj = ctx.objects.find(cmd.hwpt_id);
+    if (!obj) throw new SysError('ENOENT');
+    if (obj.type !== 'HWPT_NESTED') throw new SysError('EINVAL');
+    const hwpt = obj as HwptNested;
+    if (cmd.data_type !== IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) throw new SysError('EINVAL');
+    const s = iommu_hwpt_vtd_s1_invalidate;
+    for (let i = 0; i < cmd.entry_num; i++) {
+      const entry = iommuCopyStructFromUser(ctx.mm, s, cmd.data_uptr + BigInt(i * cmd.entry_len), cmd.entry_len, s.offsetofend('__reserved'));
+      if ((entry.flags & ~IOMMU_VTD_INV_FLAGS_LEAF) !== 0 || entry.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+      if (entry.addr % 4096n !== 0n || (entry.npages === ULONG_MAX && entry.addr !== 0n)) throw new SysError('EINVAL');
+      if (entry.npages === ULONG_MAX) ctx.engine.flushDomain(hwpt.did);
+      else if (entry.npages !== 0n) ctx.engine.flushRange(hwpt.did, entry.addr, min64(entry.npages * 4096n, ULONG_MAX - entry.addr + 1n));
+      done++;
+    }
+  } catch (e) {
+    if (!(e instanceof SysError)) throw e;
+    err = e;
+  }
+  cmd.entry_num = done;
   respond();
-  throw err;
+  if (err) throw err;
+}
+
+const min64 = (a: bigint, b: bigint) => (a < b ? a : b);
+
+/**
+ * iommu_copy_struct_from_user (include/linux/iommu.h): driver data of `len`
+ * bytes, at least up to its first version's end and at most the struct
+ * (else EINVAL), zero-extended (copy_struct_from_user); a bad pointer EFAULT.
+ */
+function iommuCopyStructFromUser<S extends StructDef<any, any>>(mm: AddressSpace, s: S, uptr: bigint, len: number, minLen: number): Decoded<S> {
+  if (len < minLen || len > s.size) throw new SysError('EINVAL');
+  if (uptr > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
+  const kbuf = new Uint8Array(s.size);
+  kbuf.set(mm.read(Number(uptr), len));
+  return s.decode(kbuf) as Decoded<S>;
 }

@@ -38,12 +38,19 @@ export class DmaFault extends Error {
     /** Page-table level where the walk stopped (0 when no walk happened). */
     readonly level: number,
   ) {
-    const reason = REASONS[status - 1] ?? `status-${status}`;
-    super(`DMA ${access} fault at IOVA 0x${iova.toString(16)} (pasid ${pasid}): ${reason}${level ? ` at level ${level}` : ''}`);
+    // F_STAGE2 (0x80, assembly/layout.ts) marks the stage-2 part of a nested walk.
+    const stage = status & F_STAGE2 ? 2 : 1;
+    const reason = REASONS[(status & ~F_STAGE2) - 1] ?? `status-${status}`;
+    super(`DMA ${access} fault at IOVA 0x${iova.toString(16)} (pasid ${pasid}): ${stage === 2 ? 'stage-2 ' : ''}${reason}${level ? ` at level ${level}` : ''}`);
     this.reason = reason as FaultReason;
+    this.stage = stage;
   }
   readonly reason: FaultReason;
+  /** 2 when a nested walk failed in its stage-2 part (a first-stage table or the output address), else 1. */
+  readonly stage: 1 | 2;
 }
+
+const F_STAGE2 = 0x80;
 
 /** Engine context indices, lowest free first. */
 export class ContextPool {
