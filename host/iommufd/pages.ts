@@ -1,7 +1,13 @@
 // The memory behind IOAS areas (drivers/iommu/iommufd/pages.c): user pages
-// at a VA or the pages of a file, pinned page by page as the areas that use
-// them need them (an area pins only its own pages; pages shared by copies
-// are pinned once), and charged to the locked-memory limit while pinned.
+// at a VA or the pages of a file, pinned as the areas that use them need
+// them (an area pins only its own pages; pages shared by copies are pinned
+// once), and charged to the locked-memory limit while pinned.
+//
+// Pins are kept as runs of pages, not per page: a 1 GiB area is one run (or
+// a few, one per physically contiguous piece), so pinning, unpinning and
+// listing its physical ranges cost per run, while every page's pin count
+// stays exact (pages.c keeps an interval tree of pinned ranges, with its
+// own per-range users, for the same reason).
 
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
@@ -33,10 +39,15 @@ export class PinAccount {
   uncharge(pages: number): void { this.lockedPages -= pages; }
 }
 
+/**
+ * Pages [first, last] of a pages object, held `count` times (by areas and
+ * domains), physically contiguous from `pa` (the address of page `first`).
+ */
+interface PinRun { first: number; last: number; count: number; pa: number }
+
 export class IoPages {
-  /** Pins per page index (areas and domains that hold the page), and its physical address. */
-  private count: Uint32Array | null = null;
-  private pa: Float64Array | null = null;
+  /** The pinned pages: sorted by page index, non-overlapping. */
+  private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
 
@@ -53,7 +64,7 @@ export class IoPages {
   get base(): number { return this.source.kind === 'user' ? this.source.va : this.source.start; }
 
   /** Byte offset of the first byte in its page. */
-  get pageOffset(): number { return Number.isSafeInteger(this.base) ? this.base % PAGE : 0; }
+  get pageOffset(): number { const b = this.base; return Number.isSafeInteger(b) ? b % PAGE : 0; }
 
   get isFile(): boolean { return this.source.kind === 'file'; }
 
@@ -68,7 +79,8 @@ export class IoPages {
 
   /** Page indexes [first, last] holding bytes [offset, offset + length) of the pages. */
   indexRange(offset: number, length: number): [number, number] {
-    return [Math.floor((this.pageOffset + offset) / PAGE), Math.floor((this.pageOffset + offset + length - 1) / PAGE)];
+    const at = this.pageOffset + offset;
+    return [Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE)];
   }
 
   /**
@@ -79,51 +91,135 @@ export class IoPages {
    */
   pin(first: number, last: number): void {
     if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
-    if (!this.count) {
-      const n = Math.ceil((this.pageOffset + this.length) / PAGE);
-      this.count = new Uint32Array(n);
-      this.pa = new Float64Array(n);
+    const runs = this.runs;
+    // The holes of [first, last]: only those are pinned and charged.
+    let i = this.runAt(first);
+    let at = first, pages = 0;
+    const holes: number[] = [];
+    for (let j = i; j < runs.length && runs[j].first <= last; j++) {
+      if (runs[j].first > at) { holes.push(at, runs[j].first - 1); pages += runs[j].first - at; }
+      at = runs[j].last + 1;
     }
-    const count = this.count, pa = this.pa!;
-    // Runs of pages nobody holds yet: only those are pinned and charged.
-    const todo: [number, number][] = [];
-    for (let i = first; i <= last; i++) {
-      if (count[i] !== 0) continue;
-      if (todo.length && todo[todo.length - 1][1] === i - 1) todo[todo.length - 1][1] = i;
-      else todo.push([i, i]);
-    }
-    const pages = todo.reduce((n, [a, b]) => n + b - a + 1, 0);
-    this.account?.charge(pages);
-    const done: PhysRun[][] = [];
-    try {
-      for (const [a, b] of todo) {
-        const runs = this.pinPages(a, b - a + 1);
-        done.push(runs);
-        let i = a;
-        for (const r of runs) for (let off = 0; off < r.length; off += PAGE) pa[i++] = r.pa + off;
+    if (at <= last) { holes.push(at, last); pages += last - at + 1; }
+    const fresh: PinRun[] = [];
+    if (pages > 0) {
+      this.account?.charge(pages);
+      const done: PhysRun[][] = [];
+      try {
+        for (let h = 0; h < holes.length; h += 2) {
+          const got = this.pinPages(holes[h], holes[h + 1] - holes[h] + 1);
+          done.push(got);
+          let idx = holes[h];
+          for (const r of got) {
+            const n = r.length / PAGE;
+            fresh.push({ first: idx, last: idx + n - 1, count: 0, pa: r.pa });
+            idx += n;
+          }
+        }
+      } catch (e) {
+        for (const got of done) this.mm.unpin(got);
+        this.account?.uncharge(pages);
+        throw e;
       }
-    } catch (e) {
-      for (const runs of done) this.mm.unpin(runs);
-      this.account?.uncharge(pages);
-      throw e;
     }
-    for (let i = first; i <= last; i++) count[i]++;
+    // Cut the runs at the range's ends, put the new runs in, count one more pin on all.
+    this.split(first);
+    this.split(last + 1);
+    i = this.runAt(first);
+    let end = i;
+    while (end < runs.length && runs[end].first <= last) end++;
+    if (fresh.length > 0) {
+      const merged = runs.slice(i, end).concat(fresh).sort((a, b) => a.first - b.first);
+      runs.splice(i, end - i, ...merged);
+      end = i + merged.length;
+    }
+    for (let j = i; j < end; j++) runs[j].count++;
+    this.coalesce(i - 1, end);
   }
 
   /** Drop one pin of pages [first, last]; pages nobody holds any more are released and uncharged. */
   unpin(first: number, last: number): void {
-    const count = this.count!, pa = this.pa!;
+    const runs = this.runs;
+    this.split(first);
+    this.split(last + 1);
+    const i = this.runAt(first);
     const release: PhysRun[] = [];
-    for (let i = first; i <= last; i++) {
-      if (--count[i] !== 0) continue;
-      const r = release[release.length - 1];
-      if (r && contiguous(r.pa + r.length, pa[i])) r.length += PAGE;
-      else release.push({ pa: pa[i], length: PAGE });
+    let pages = 0;
+    let w = i, j = i;
+    for (; j < runs.length && runs[j].first <= last; j++) {
+      const r = runs[j];
+      if (--r.count !== 0) { runs[w++] = r; continue; }
+      const n = r.last - r.first + 1;
+      pages += n;
+      const prev = release[release.length - 1];
+      if (prev && contiguous(prev.pa + prev.length, r.pa)) prev.length += n * PAGE;
+      else release.push({ pa: r.pa, length: n * PAGE });
     }
-    const pages = release.reduce((n, r) => n + r.length / PAGE, 0);
+    runs.splice(w, j - w);
     if (pages > 0) {
       this.mm.unpin(release);
       this.account?.uncharge(pages);
+    }
+    this.coalesce(i - 1, w);
+  }
+
+  /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
+  physRuns(offset: number, length: number): PhysRun[] {
+    const runs = this.runs;
+    const out: PhysRun[] = [];
+    const at = this.pageOffset + offset;
+    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    let j = this.runAt(first);
+    let r = runs[j];
+    let start = r.pa + (first - r.first) * PAGE + (at % PAGE);
+    let next = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
+    for (j++; j < runs.length && runs[j].first <= last; j++) {
+      r = runs[j];
+      const end = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
+      if (contiguous(next, r.pa)) { next = end; continue; }
+      out.push({ pa: start, length: next - start });
+      start = r.pa;
+      next = end;
+    }
+    const tail = (at + length) % PAGE;
+    out.push({ pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) });
+    return out;
+  }
+
+  /** Index of the first run that ends at or after page `index`. */
+  private runAt(index: number): number {
+    const runs = this.runs;
+    let lo = 0, hi = runs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (runs[mid].last < index) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Make page `index` start a run if a run holds it and the page before. */
+  private split(index: number): void {
+    const i = this.runAt(index);
+    const r = this.runs[i];
+    if (r === undefined || r.first >= index) return;
+    this.runs.splice(i + 1, 0, { first: index, last: r.last, count: r.count, pa: r.pa + (index - r.first) * PAGE });
+    r.last = index - 1;
+  }
+
+  /** Merge neighbours among runs [from, to] that continue each other (pages, addresses and count). */
+  private coalesce(from: number, to: number): void {
+    const runs = this.runs;
+    let i = Math.max(from, 0);
+    let end = Math.min(to, runs.length - 1);
+    while (i < end) {
+      const a = runs[i], b = runs[i + 1];
+      if (a.last + 1 === b.first && a.count === b.count && contiguous(a.pa + (a.last - a.first + 1) * PAGE, b.pa)) {
+        a.last = b.last;
+        runs.splice(i + 1, 1);
+        end--;
+      } else {
+        i++;
+      }
     }
   }
 
@@ -135,25 +231,5 @@ export class IoPages {
     if (!(s.file instanceof MemFile)) throw new SysError('EINVAL');
     if (first + n * PAGE > Math.ceil(s.file.size / PAGE) * PAGE) throw new SysError('EINVAL');
     return s.file.pin(first, n * PAGE);
-  }
-
-  /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
-  physRuns(offset: number, length: number): PhysRun[] {
-    const pa = this.pa!;
-    const out: PhysRun[] = [];
-    const at = this.pageOffset + offset;
-    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
-    let start = pa[first] + (at % PAGE);
-    let next = pa[first] + PAGE;
-    for (let i = first + 1; i <= last; i++) {
-      const p = pa[i];
-      if (contiguous(next, p)) { next = p + PAGE; continue; }
-      out.push({ pa: start, length: next - start });
-      start = p;
-      next = p + PAGE;
-    }
-    const end = (at + length) % PAGE;
-    out.push({ pa: start, length: next - start - (end === 0 ? 0 : PAGE - end) });
-    return out;
   }
 }
