@@ -44,27 +44,51 @@ export let hitPa: u64 = 0;
 export let hitShift: u32 = 0;
 export let hitPerm: u32 = 0;
 
+/** The second key word of (did, pasid) entries in the domain's current generation. */
+// @ts-ignore: decorator
+@inline export function iotlbTag(did: u32, pasid: u32): u64 {
+  return (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(dom(did) + DOM_GEN) << 16));
+}
+
+/** The size classes the domain may have cached (DOM_TLB_SIZES): a lookup probes only those. */
+// @ts-ignore: decorator
+@inline export function iotlbSizes(did: u32): u32 { return load<u32>(dom(did) + DOM_TLB_SIZES); }
+
+/** The way of the set at `e` holding (k0, k1), or 0. A key is in at most one way (iotlbInsert fills only on a miss). */
+// @ts-ignore: decorator
+@inline function probeSet(e: usize, k0: u64, k1: u64): usize {
+  const end = e + <usize>iotlbWays * TLBE_SIZE;
+  for (; e < end; e += TLBE_SIZE) if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) return e;
+  return 0;
+}
+
 /**
- * The entry mapping `iova` for (did, pasid) in the domain's current
- * generation, or 0; on a hit hitShift holds the leaf's shift.
+ * The entry mapping `iova` under tag k1 (iotlbTag) in the size classes
+ * `sizes` (iotlbSizes), or 0; on a hit hitShift holds the leaf's shift.
+ * Callers that translate many IOVAs for one context load did, the tag and
+ * the sizes once (they change only on a fill or an invalidation).
  */
 // @ts-ignore: decorator
-@inline function find(did: u32, pasid: u32, iova: u64): usize {
-  const d = dom(did);
-  const sizes = load<u32>(d + DOM_TLB_SIZES);
-  const k1 = (<u64>(pasid | TLBE_VALID) << 32) | (did | (load<u32>(d + DOM_GEN) << 16));
-  for (let sc: u32 = 0; sc < 3; sc++) {
+@inline export function iotlbProbe(did: u32, k1: u64, sizes: u32, iova: u64): usize {
+  // 4 KiB leaves first: a 4 KiB-only domain pays this one probe.
+  if ((sizes & 1) != 0) {
+    const vpn = iova >> 12;
+    const e = probeSet(setOf(vpn, 0, did), key0(vpn, 0), k1);
+    if (e != 0) { hitShift = 12; return e; }
+  }
+  for (let sc: u32 = 1; sc < 3; sc++) {
     if ((sizes & (1 << sc)) == 0) continue;
     const shift = leafShift(sc);
     const vpn = (iova >> shift) << (shift - 12);
-    const k0 = key0(vpn, sc);
-    let e = setOf(vpn, sc, did);
-    const end = e + <usize>iotlbWays * TLBE_SIZE;
-    for (; e < end; e += TLBE_SIZE) {
-      if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) { hitShift = shift; return e; }
-    }
+    const e = probeSet(setOf(vpn, sc, did), key0(vpn, sc), k1);
+    if (e != 0) { hitShift = shift; return e; }
   }
   return 0;
+}
+
+// @ts-ignore: decorator
+@inline function find(did: u32, pasid: u32, iova: u64): usize {
+  return iotlbProbe(did, iotlbTag(did, pasid), iotlbSizes(did), iova);
 }
 
 /**

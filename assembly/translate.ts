@@ -19,7 +19,7 @@ import {
   CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count } from "./state";
-import { iotlbLookup, iotlbInsert, iotlbMarkDirty, hitPa, hitShift, hitPerm } from "./iotlb";
+import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, hitPa, hitShift, hitPerm } from "./iotlb";
 import { ptWalk, ptTouch } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
@@ -140,15 +140,33 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
  * Translate n IOVAs from BATCH_IN ((lo, hi) pairs) into BATCH_OUT: (pa lo,
  * pa hi) per IOVA, or (status | level << 8, 0xffffffff) for a fault.
  * Returns the number of faults.
+ *
+ * The batch shares one context: its domain, PASID, IOTLB tag and cached
+ * sizes are loaded once, and a hit that the access passes is served inline;
+ * anything else (a miss, a permission or dirty-bit question, a blocked
+ * context) goes through translate1, after which the sizes are loaded again
+ * (a fill may have added one; nothing on these paths changes the tag).
+ * Hits are counted once per batch.
  */
 export function translateBatch(c: u32, n: u32, access: u32): u32 {
   if (n > BATCH_MAX) n = BATCH_MAX;
   let faults: u32 = 0;
   access = accessOf(access);
+  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+  const k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
+  let sizes = did == 0 ? 0 : iotlbSizes(did);
+  let hits: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const p = <usize>i << 3;
     const iova = load<u64>(<usize>BATCH_IN + p);
+    const e = iotlbProbe(did, k1, sizes, iova);
+    if (e != 0 && (access & ~load<u32>(e, 24)) == 0) {
+      store<u64>(<usize>BATCH_OUT + p, load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1)));
+      hits++;
+      continue;
+    }
     const st = translate1(c, iova, access);
+    if (did != 0) sizes = iotlbSizes(did);
     if (st == F_NONE) {
       store<u64>(<usize>BATCH_OUT + p, rPa);
     } else {
@@ -156,6 +174,7 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       faults++;
     }
   }
+  count(CTRL_STAT_HITS, hits);
   if (faults != 0) count(CTRL_STAT_FAULTS, faults);
   return faults;
 }
@@ -177,26 +196,42 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
   let out: usize = BATCH_OUT;
   let prevEnd: u64 = 0;
   access = accessOf(access);
+  // One context for the whole DMA: loaded once, as in translateBatch.
+  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+  const k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
+  let sizes = did == 0 ? 0 : iotlbSizes(did);
+  let hits: u32 = 0;
   while (left != 0) {
-    const st = translate1(c, iova, access);
-    if (st != F_NONE) return -<i32>fault(st, iova);
-    const inLeaf = (<u64>1 << rShift) - (iova & ((<u64>1 << rShift) - 1));
+    let pa: u64, shift: u32;
+    const e = iotlbProbe(did, k1, sizes, iova);
+    if (e != 0 && (access & ~load<u32>(e, 24)) == 0) {
+      shift = hitShift;
+      pa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
+      hits++;
+    } else {
+      const st = translate1(c, iova, access);
+      if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(st, iova); }
+      if (did != 0) sizes = iotlbSizes(did);
+      pa = rPa; shift = rShift;
+    }
+    const inLeaf = (<u64>1 << shift) - (iova & ((<u64>1 << shift) - 1));
     const chunk = <u32>min(<u64>left, inLeaf);
     // Merge when contiguous inside one segment: the end of segment s and the
     // start of segment s + 1 have adjacent addresses but are not contiguous.
-    if (n != 0 && rPa == prevEnd && ((prevEnd - 1) >> 32) == (rPa >> 32)) {
+    if (n != 0 && pa == prevEnd && ((prevEnd - 1) >> 32) == (pa >> 32)) {
       store<u32>(out - 4, load<u32>(out - 4) + chunk);
     } else {
       if (n == RANGES_MAX) break;
-      store<u64>(out, rPa);
+      store<u64>(out, pa);
       store<u32>(out, chunk, 8);
       out += 12;
       n++;
     }
-    prevEnd = rPa + chunk;
+    prevEnd = pa + chunk;
     iova += chunk;
     left -= chunk;
   }
+  count(CTRL_STAT_HITS, hits);
   store<u32>(MAILBOX + MB_COVERED, len - left);
   return <i32>n;
 }
