@@ -76,10 +76,22 @@ export interface PhysRange { seg: number; offset: number; length: number }
 const TWO32 = 0x1_0000_0000;
 const MASK32 = 0xffffffffn;
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Split a non-negative integer below 2^64 into u32 halves. */
 export function split64(v: number | bigint): [number, number] {
-  if (typeof v === 'bigint') return [Number(v & MASK32), Number((v >> 32n) & MASK32)];
-  return [v % TWO32 >>> 0, Math.floor(v / TWO32) >>> 0];
+  return [lo32(v), hi32(v)];
+}
+
+// The halves one at a time (no array). A bigint below 2^53 goes through one
+// Number(): BigInt & and >> allocate a BigInt each.
+function lo32(v: number | bigint): number {
+  if (typeof v === 'bigint') return v >= 0n && v <= MAX_SAFE ? Number(v) % TWO32 >>> 0 : Number(v & MASK32);
+  return v % TWO32 >>> 0;
+}
+function hi32(v: number | bigint): number {
+  if (typeof v === 'bigint') return v >= 0n && v <= MAX_SAFE ? Math.floor(Number(v) / TWO32) >>> 0 : Number((v >> 32n) & MASK32);
+  return Math.floor(v / TWO32) >>> 0;
 }
 
 export class Engine {
@@ -206,12 +218,14 @@ export class Engine {
     return this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
   }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
-    const [il, ih] = split64(iova), [pl, ph] = split64(pa), [ll, lh] = split64(length);
-    this.check(this.x.pt_map(did, il, ih, pl, ph, ll, lh, perm), 'pt_map');
+    const i = typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE ? Number(iova) : iova;
+    const l = typeof length === 'bigint' && length >= 0n && length <= MAX_SAFE ? Number(length) : length;
+    this.check(this.x.pt_map(did, lo32(i), hi32(i), lo32(pa), hi32(pa), lo32(l), hi32(l), perm), 'pt_map');
   }
   ptUnmap(did: number, iova: bigint | number, length: bigint | number): void {
-    const [il, ih] = split64(iova), [ll, lh] = split64(length);
-    this.check(this.x.pt_unmap(did, il, ih, ll, lh), 'pt_unmap');
+    const i = typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE ? Number(iova) : iova;
+    const l = typeof length === 'bigint' && length >= 0n && length <= MAX_SAFE ? Number(length) : length;
+    this.check(this.x.pt_unmap(did, lo32(i), hi32(i), lo32(l), hi32(l)), 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
     const [il, ih] = split64(iova);

@@ -49,6 +49,8 @@ export interface Area {
 export interface Range { start: bigint; last: bigint; owner?: unknown }
 
 const overlaps = (a: Range, start: bigint, last: bigint) => a.start <= last && a.last >= start;
+/** x % align === 0n, without a BigInt division (it allocates) for the usual alignment of 1. */
+const aligned = (x: bigint, align: bigint) => align === 1n || x % align === 0n;
 
 export class IoPagetable {
   /** Sorted by iova, non-overlapping. */
@@ -76,6 +78,12 @@ export class IoPagetable {
     return lo;
   }
 
+  /** Whether an area intersects [start, last]. */
+  private hasAreaIn(start: bigint, last: bigint): boolean {
+    const i = this.firstAreaFrom(start);
+    return i < this.areas.length && this.areas[i].iova <= last;
+  }
+
   /** Areas intersecting [start, last]. */
   areasIn(start: bigint, last: bigint): Area[] {
     const out: Area[] = [];
@@ -84,12 +92,12 @@ export class IoPagetable {
   }
 
   /** iopt_check_iova: a fixed IOVA must be aligned, fit, avoid reserved ranges (EINVAL) and areas (EEXIST). */
-  checkIova(iova: bigint, length: bigint): void {
-    if (iova % this.iovaAlignment !== 0n) throw new SysError('EINVAL');
+  checkIova(iova: bigint, length: bigint, align = this.iovaAlignment): void {
+    if (!aligned(iova, align)) throw new SysError('EINVAL');
     const last = iova + length - 1n;
     if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
-    if (this.reserved.some((r) => overlaps(r, iova, last))) throw new SysError('EINVAL');
-    if (this.areasIn(iova, last).length > 0) throw new SysError('EEXIST');
+    for (const r of this.reserved) if (overlaps(r, iova, last)) throw new SysError('EINVAL');
+    if (this.hasAreaIn(iova, last)) throw new SysError('EEXIST');
   }
 
   /**
@@ -132,14 +140,14 @@ export class IoPagetable {
    */
   map(elems: PagesSlice[], length: bigint, fixedIova: bigint | null, perm: number): bigint {
     const align = this.iovaAlignment;
-    if (length % align !== 0n || length === 0n) throw new SysError('EINVAL');
-    const iova = fixedIova === null ? this.allocIova(length, addrOf(elems[0])) : (this.checkIova(fixedIova, length), fixedIova);
+    if (length === 0n || !aligned(length, align)) throw new SysError('EINVAL');
+    const iova = fixedIova === null ? this.allocIova(length, addrOf(elems[0])) : (this.checkIova(fixedIova, length, align), fixedIova);
     const areas: Area[] = [];
     let at = iova;
     for (const e of elems) {
       // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment.
       if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
-      if (BigInt((e.pages.pageOffset + e.offset) % 4096) % align !== 0n) throw new SysError('EINVAL');
+      if (align !== 1n && BigInt((e.pages.pageOffset + e.offset) % 4096) % align !== 0n) throw new SysError('EINVAL');
       areas.push({ iova: at, last: at + BigInt(e.length) - 1n, pages: e.pages, offset: e.offset, perm });
       at += BigInt(e.length);
     }
@@ -150,7 +158,7 @@ export class IoPagetable {
       for (const a of filled) this.unfillDomains(a);
       throw e;
     }
-    for (const a of areas) this.areas.splice(this.firstAreaFrom(a.iova), 0, { ...a, pages: a.pages.get() });
+    for (const a of areas) { a.pages.get(); this.areas.splice(this.firstAreaFrom(a.iova), 0, a); }
     return iova;
   }
 

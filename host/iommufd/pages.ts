@@ -122,6 +122,12 @@ export class IoPages {
         throw e;
       }
     }
+    if (runs.length === 0) {
+      // Nothing pinned before (an area's own pages): the new runs are the list.
+      for (const r of fresh) r.count = 1;
+      this.runs = fresh;
+      return;
+    }
     // Cut the runs at the range's ends, put the new runs in, count one more pin on all.
     this.split(first);
     this.split(last + 1);

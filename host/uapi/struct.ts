@@ -117,8 +117,6 @@ const ELEMENT_SIZE: Readonly<Record<ScalarType, number>> = {
   le64: 8,
 };
 
-type Load = (b: Uint8Array, at: number) => number | bigint;
-type Store = (b: Uint8Array, at: number, value: number | bigint) => void;
 
 // Little-endian reads and writes straight on the bytes. A DataView would
 // need `bytes.buffer`, which makes V8 move every small on-heap typed array
@@ -128,7 +126,13 @@ function putU32(b: Uint8Array, at: number, x: number): void {
   b[at] = x; b[at + 1] = x >>> 8; b[at + 2] = x >>> 16; b[at + 3] = x >>> 24;
 }
 const TWO32 = 0x1_0000_0000;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Highest word of a u64 below 2^53: such a value is an exact double. */
+const SAFE_HI = 0x20_0000;
 function putU64(b: Uint8Array, at: number, x: number | bigint): void {
+  // Values below 2^53 (every VA, IOVA and length in practice) as doubles:
+  // BigInt arithmetic allocates, Number() of a small bigint does not.
+  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) x = Number(x);
   if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
     putU32(b, at, x % TWO32);
     putU32(b, at + 4, Math.floor(x / TWO32));
@@ -139,33 +143,38 @@ function putU64(b: Uint8Array, at: number, x: number | bigint): void {
   putU32(b, at + 4, Number(v >> 32n));
 }
 function getU64(b: Uint8Array, at: number): bigint {
-  const hi = u32At(b, at + 4);
-  return hi === 0 ? BigInt(u32At(b, at)) : (BigInt(hi) << 32n) | BigInt(u32At(b, at));
+  const lo = u32At(b, at), hi = u32At(b, at + 4);
+  return hi < SAFE_HI ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** Scalar types as small integers: one switch instead of a call through a table (a megamorphic call site). */
+const T_U8 = 0, T_U16 = 1, T_U32 = 2, T_S32 = 3, T_U64 = 4;
+const TYPE_CODE: Readonly<Record<ScalarType, number>> = { u8: T_U8, u16: T_U16, u32: T_U32, s32: T_S32, u64: T_U64, le64: T_U64 };
+
+function loadScalar(code: number, b: Uint8Array, at: number): number | bigint {
+  switch (code) {
+    case T_U32: return u32At(b, at);
+    case T_U64: return getU64(b, at);
+    case T_U8: return b[at];
+    case T_U16: return b[at] | (b[at + 1] << 8);
+    default: return u32At(b, at) | 0;
+  }
 }
 
 // A C assignment truncates to the field width; so do these.
-const LOAD: Readonly<Record<ScalarType, Load>> = {
-  u8: (b, at) => b[at],
-  u16: (b, at) => b[at] | (b[at + 1] << 8),
-  u32: u32At,
-  s32: (b, at) => u32At(b, at) | 0,
-  u64: getU64,
-  le64: getU64,
-};
-
-const STORE: Readonly<Record<ScalarType, Store>> = {
-  u8: (b, at, x) => { b[at] = typeof x === 'number' ? x : Number(BigInt.asUintN(8, x)); },
-  u16: (b, at, x) => { const v = typeof x === 'number' ? x : Number(BigInt.asUintN(16, x)); b[at] = v; b[at + 1] = v >>> 8; },
-  u32: (b, at, x) => putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x))),
-  s32: (b, at, x) => putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asIntN(32, x))),
-  u64: putU64,
-  le64: putU64,
-};
+function storeScalar(code: number, b: Uint8Array, at: number, x: number | bigint): void {
+  switch (code) {
+    case T_U32: putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x))); return;
+    case T_U64: putU64(b, at, x); return;
+    case T_U8: b[at] = typeof x === 'number' ? x : Number(BigInt.asUintN(8, x)); return;
+    case T_U16: { const v = typeof x === 'number' ? x : Number(BigInt.asUintN(16, x)); b[at] = v; b[at + 1] = v >>> 8; return; }
+    default: putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asIntN(32, x)));
+  }
+}
 
 interface Accessor extends FieldInfo {
   readonly elementSize: number;
-  readonly load: Load;
-  readonly store: Store;
+  readonly code: number;
 }
 
 /** Throws unless bytes[start, start + length) exists. */
@@ -178,22 +187,51 @@ function checkRange(structName: string, bytes: Uint8Array, start: number, length
 }
 
 function read(acc: Accessor, view: Uint8Array, at: number): number | bigint | (number | bigint)[] {
-  if (!acc.isArray) return acc.load(view, at);
+  if (!acc.isArray) return loadScalar(acc.code, view, at);
   const out: (number | bigint)[] = new Array(acc.count);
-  for (let i = 0; i < acc.count; i++) out[i] = acc.load(view, at + i * acc.elementSize);
+  for (let i = 0; i < acc.count; i++) out[i] = loadScalar(acc.code, view, at + i * acc.elementSize);
   return out;
 }
 
 function write(structName: string, acc: Accessor, view: Uint8Array, at: number, value: unknown): void {
   if (!acc.isArray) {
-    acc.store(view, at, value as number | bigint);
+    storeScalar(acc.code, view, at, value as number | bigint);
     return;
   }
   const items = value as readonly (number | bigint)[];
   if (items.length > acc.count) {
     throw new RangeError(`${structName}.${acc.name}: ${items.length} elements, room for ${acc.count}`);
   }
-  for (let i = 0; i < acc.count; i++) acc.store(view, at + i * acc.elementSize, items[i] ?? 0);
+  for (let i = 0; i < acc.count; i++) storeScalar(acc.code, view, at + i * acc.elementSize, items[i] ?? 0);
+}
+
+type DecodeFn = (b: Uint8Array, o: number) => Record<string, unknown>;
+type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
+
+/**
+ * decode and encode specialised to one struct: straight-line code with the
+ * field names as literal property names, so that V8 sees one object shape
+ * per struct, where the generic loops below make keyed accesses over every
+ * struct's names (megamorphic: 250-400 ns a struct, the larger part of an
+ * ioctl). Generated from the field table alone (C identifiers, offsets, type
+ * codes; nothing a caller passes). Where code generation is refused (a
+ * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
+ */
+function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn } | null {
+  const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
+  const idx = (acc: Accessor) => accessors.indexOf(acc);
+  const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
+  const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+  const body = `return [
+    function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
+    function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+  ];`;
+  try {
+    const [decode, encode] = new Function('L', 'S', 'read', 'write', 'A', 'N', body)(loadScalar, storeScalar, read, write, accessors, name);
+    return { decode, encode };
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -228,8 +266,7 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
       count,
       isArray: spec.length === 3,
       elementSize,
-      load: LOAD[type],
-      store: STORE[type],
+      code: TYPE_CODE[type],
     };
     accessors.push(acc);
     byName.set(fieldName, acc);
@@ -244,6 +281,14 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     aliasList.push([alias, acc]);
   }
   for (const [alias, acc] of aliasList) byName.set(alias, acc);
+
+  /** The decoded object's shape: every field and alias, with a value of its kind. */
+  const template: Record<string, unknown> = {};
+  const zero = (acc: Accessor) => (acc.isArray ? [] : acc.code === T_U64 ? 0n : 0);
+  for (const acc of accessors) template[acc.name] = zero(acc);
+  for (const [alias, acc] of aliasList) template[alias] = zero(acc);
+
+  const fast = specialise(name, accessors, aliasList);
 
   const lookup = (field: string): Accessor => {
     const acc = byName.get(field);
@@ -267,9 +312,12 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     },
     decode(bytes, byteOffset = 0) {
       checkRange(name, bytes, byteOffset, size);
+      if (fast) return fast.decode(bytes, byteOffset) as StructValues<F, A>;
       const view = bytes;
       const base = byteOffset;
-      const out: Record<string, unknown> = {};
+      // A copy of the template has every field already, with the final
+      // hidden class: the stores below overwrite, they do not add properties.
+      const out: Record<string, unknown> = { ...template };
       for (const acc of accessors) out[acc.name] = read(acc, view, base + acc.offset);
       for (const [alias, acc] of aliasList) out[alias] = read(acc, view, base + acc.offset);
       return out as StructValues<F, A>;
@@ -278,6 +326,10 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
       const target = into ?? new Uint8Array(size);
       checkRange(name, target, byteOffset, size);
       if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
+      if (fast) {
+        fast.encode(values as Record<string, unknown>, target, byteOffset);
+        return target;
+      }
       const view = target;
       const base = byteOffset;
       const given = values as Record<string, unknown>;
