@@ -113,7 +113,9 @@ export class Engine {
       if (v instanceof WebAssembly.Global) layout[name] = Number(v.value);
       else exp[name] = v;
     }
-    this.layout = layout as Layout;
+    // Built by keyed stores, the object is in dictionary mode (a hash lookup
+    // per constant read on the DMA and mailbox paths); a copy of it is not.
+    this.layout = { ...layout } as Layout;
     this.x = exp as unknown as Exports;
     this.refresh();
   }
@@ -298,6 +300,17 @@ export class Engine {
     return this.x.dma_ranges(ctx, iovaLo, iovaHi, length, access);
   }
   get dmaCovered(): number { return this.mb(this.layout.MB_COVERED); }
+  /**
+   * After dmaRangesRaw returned 1: the range's physical address (segment *
+   * 2^32 + offset) if it covers all `length` bytes, else -1. One view check
+   * for both words (the DMA hot path).
+   */
+  dmaSingle(length: number): number {
+    const w = this.words(), L = this.layout;
+    if (w[(L.MAILBOX + L.MB_COVERED) >>> 2] !== length) return -1;
+    const p = L.BATCH_OUT >>> 2;
+    return w[p + 1] * TWO32 + w[p];
+  }
 
   // ---- IOTLB ------------------------------------------------------------------
 

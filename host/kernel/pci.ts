@@ -168,9 +168,28 @@ export class PciFunction {
 }
 
 const TWO32 = 0x1_0000_0000;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Views kept by Dma.copy (a power of two). */
+const VIEWS = 16;
 
 /** The device's DMA through whatever it is attached to. */
 export class Dma {
+  /**
+   * Views of segment bytes that DMAs read from, direct-mapped by page: a
+   * read of bytes some DMA read before (rings, descriptors, buffers) reuses
+   * the view instead of cutting a subarray, which costs about as much as a
+   * cache-hot 4 KiB copy. A view is kept with the segment view it was cut
+   * from: after growth, or for a segment registered again, that differs
+   * and the view is cut anew.
+   */
+  private readonly viewOf: (Uint8Array | null)[] = new Array<Uint8Array | null>(VIEWS).fill(null);
+  private readonly viewAt = new Array<number>(VIEWS).fill(-1);
+  private readonly views = new Array<Uint8Array>(VIEWS).fill(new Uint8Array(0));
+  /** The last bigint IOVA and its halves: Number() of a bigint costs as much as the rest of a small DMA's setup. */
+  private lastIova = -1n;
+  private lastLo = 0;
+  private lastHi = 0;
+
   constructor(private readonly dev: PciFunction, private readonly engine: Engine, private readonly phys: PhysMem) {}
 
   /** Read `length` bytes at `iova`. Throws DmaFault (no byte moved) if any page is refused. */
@@ -212,16 +231,26 @@ export class Dma {
     let lo: number, hi: number;
     // The common case, a safe integer below 2^32, without allocating.
     if (typeof iova === 'number' && iova >= 0 && iova < TWO32 && Number.isInteger(iova)) { lo = iova; hi = 0; }
-    else [lo, hi] = split64(checkIova(iova));
+    else if (iova === this.lastIova) { lo = this.lastLo; hi = this.lastHi; }
+    else if (typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE) {
+      // A bigint below 2^53: one Number(), no BigInt arithmetic (each op allocates).
+      const v = Number(iova);
+      lo = v % TWO32;
+      hi = Math.floor(v / TWO32);
+      this.lastIova = iova; this.lastLo = lo; this.lastHi = hi;
+    } else [lo, hi] = split64(checkIova(iova));
     if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
     const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
     if (n < 0) throw new DmaFault(-n, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel);
-    if (n === 1 && this.engine.dmaCovered === len) {
-      const out = this.engine.batchOut;
-      this.copy(out[1], out[0], buf, 0, len, write);
-      return;
+    if (n === 1) {
+      const pa = this.engine.dmaSingle(len);
+      if (pa >= 0) {
+        const seg = Math.floor(pa / TWO32);
+        this.copy(seg, pa - seg * TWO32, buf, 0, len, write);
+        return;
+      }
     }
     const ranges = this.engine.dmaRanges(ctx, iova, len, access);
     if (!Array.isArray(ranges)) throw new DmaFault(ranges.fault, ranges.iova, pasid, write ? 'write' : 'read', ranges.level);
@@ -234,8 +263,16 @@ export class Dma {
 
   private copy(seg: number, offset: number, buf: Uint8Array, at: number, n: number, write: boolean): void {
     const mem = this.phys.view(seg);
-    if (write) mem.set(at === 0 && n === buf.length ? buf : buf.subarray(at, at + n), offset);
-    else buf.set(mem.subarray(offset, offset + n), at);
+    if (write) { mem.set(at === 0 && n === buf.length ? buf : buf.subarray(at, at + n), offset); return; }
+    const slot = (offset >>> 12) & (VIEWS - 1);
+    let view = this.views[slot];
+    if (this.viewOf[slot] !== mem || this.viewAt[slot] !== offset || view.length !== n) {
+      view = mem.subarray(offset, offset + n);
+      this.views[slot] = view;
+      this.viewOf[slot] = mem;
+      this.viewAt[slot] = offset;
+    }
+    buf.set(view, at);
   }
 }
 
