@@ -9,6 +9,8 @@ import { intelVtd } from './iommu/intel_vtd.js';
 import type { IommuDriver, IommuKind } from './iommu/driver.js';
 import { armSmmuV3 } from './iommu/arm_smmuv3.js';
 import { amdVi } from './iommu/amd_vi.js';
+import { mockIommu } from './iommu/mock.js';
+import type { TestEnv } from './iommufd/selftest.js';
 import { IommufdFile, type Credentials } from './iommufd/main.js';
 import { PinAccount } from './iommufd/pages.js';
 import { KFile, POLLNVAL } from './kernel/file.js';
@@ -17,6 +19,7 @@ import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from 
 import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import { SysError } from './uapi/errno.js';
+import { MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID, MOCK_PASID_WIDTH } from './uapi/iommufd.js';
 import { iommufdCalls, vfioCalls, type IommufdCalls, type VfioCalls } from './client.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
 
@@ -36,6 +39,11 @@ export interface HostOptions extends EngineOptions {
   wasm?: WasmSource;
   /** Which build to load by default. */
   variant?: WasmVariant;
+  /**
+   * A kernel built with CONFIG_IOMMUFD_TEST: /dev/iommu takes IOMMU_TEST_CMD
+   * and the mock IOMMU exists (`addDevice({ iommu: 'mock' })`). Default false.
+   */
+  iommufdTest?: boolean;
 }
 
 /** What addDevice returns: the function's VFIO path and its DMA. */
@@ -47,7 +55,7 @@ export interface DeviceHandle {
   readonly pri: Pri;
 }
 
-/** The emulated IOMMU units (the 'mock' unit comes with IOMMU_TEST_CMD). */
+/** The emulated IOMMU units; the 'mock' unit only with CONFIG_IOMMUFD_TEST (HostOptions.iommufdTest). */
 const UNITS: Partial<Record<IommuKind, (engine: Engine) => IommuDriver>> = {
   'intel-vtd': intelVtd,
   'arm-smmuv3': armSmmuV3,
@@ -60,6 +68,9 @@ function userBuffer(b: unknown): Uint8Array {
   return b;
 }
 
+/** Mock devices are numbered apart from the VFIO functions (their path is never registered). */
+const MOCK_DEVICE_INDEX = 1 << 16;
+
 /** The first fd handed out: 0, 1 and 2 are the process's stdio. */
 const FIRST_FD = 3;
 
@@ -71,6 +82,8 @@ export class Host {
   private readonly devices: PciFunction[] = [];
   private readonly contexts: ContextPool;
   private readonly units = new Map<IommuKind, IommuDriver>();
+  /** IOMMU_TEST_CMD's view of the machine, with CONFIG_IOMMUFD_TEST. */
+  private readonly test: TestEnv | null;
 
   /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK. */
   get lockedPages(): number { return this.creds.account.lockedPages; }
@@ -96,6 +109,27 @@ export class Host {
       read: (va, length) => this.mm.read(va, length),
       write: (va, bytes) => this.mm.write(va, bytes),
     };
+    this.test = options.iommufdTest ? this.testEnv() : null;
+  }
+
+  /**
+   * What IOMMU_TEST_CMD needs of the machine. Its mock devices sit on the
+   * mock unit's own bus (Linux's "iommufd_mock" bus): they are PCI functions
+   * for the DMA and page-request machinery, but no VFIO device file.
+   */
+  private testEnv(): TestEnv {
+    const noDirty = mockIommu(this.engine, { noDirty: true });
+    let made = 0;
+    return {
+      phys: this.phys,
+      contexts: this.contexts,
+      memoryLimit: 65536,
+      createMockDevice: (flags) => {
+        const driver = flags & MOCK_FLAGS_DEVICE_NO_DIRTY ? noDirty : this.unit('mock');
+        const opts: Required<DeviceOptions> = { iommu: 'mock', pasidBits: flags & MOCK_FLAGS_DEVICE_PASID ? MOCK_PASID_WIDTH : 0, ats: false, pri: true };
+        return new PciFunction(MOCK_DEVICE_INDEX + made++, driver, opts, this.engine, this.contexts, this.phys);
+      },
+    };
   }
 
   /** The fd table as kernel objects see it (fdget, fd_install). */
@@ -116,7 +150,7 @@ export class Host {
 
   /** open(2): /dev/iommu, or a VFIO device path from addDevice. */
   open(path: string): number {
-    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, this.fdTable));
+    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, this.fdTable, this.test));
     const dev = this.devices.find((d) => d.path === path);
     if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
     throw new SysError('ENOENT');
@@ -197,7 +231,7 @@ export class Host {
   private unit(kind: IommuKind): IommuDriver {
     let driver = this.units.get(kind);
     if (!driver) {
-      const make = UNITS[kind];
+      const make = kind === 'mock' && this.test ? (e: Engine) => mockIommu(e, { noDirty: false }) : UNITS[kind];
       if (!make) throw new SysError('ENODEV', `the ${String(kind)} IOMMU is not emulated yet`);
       driver = make(this.engine);
       this.units.set(kind, driver);

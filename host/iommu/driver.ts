@@ -3,6 +3,8 @@
 // page sizes, the reserved regions of a device behind the unit, and what
 // IOMMU_GET_HW_INFO reports (ops->hw_info, ops->capable, max_pasids).
 
+import type { Engine } from '../engine/engine.js';
+
 export type IommuKind = 'intel-vtd' | 'arm-smmuv3' | 'amd-vi' | 'mock';
 
 /** iommu_resv_type: an MSI doorbell window (hardware or software-managed), a direct-mapped or a plain reserved range. */
@@ -65,6 +67,16 @@ export interface NestedSupport {
   checkAttach(data: { flags: bigint; addrWidth: number }): void;
 }
 
+/**
+ * A paging domain's own map and unmap, for a unit whose smallest page is
+ * below the engine's 4 KiB leaf (the mock IOMMU's 2 KiB): iommufd maps
+ * through them instead of the engine's table directly.
+ */
+export interface DomainOps {
+  map(iova: bigint, pa: number, length: number, perm: number): void;
+  unmap(iova: bigint, length: bigint): void;
+}
+
 /** One emulated IOMMU unit and the domains it builds. */
 export interface IommuDriver {
   readonly kind: IommuKind;
@@ -73,8 +85,12 @@ export interface IommuDriver {
   /** Page-table levels and leaf sizes (engine SZ_* bits) of a paging domain. */
   readonly levels: number;
   readonly leafSizes: number;
-  /** Input address width of a paging domain: the aperture is [0, 2^width - 1]. */
+  /** Input address width of a paging domain: the aperture is [apertureStart, 2^width - 1]. */
   readonly addressWidth: number;
+  /** Start of a paging domain's aperture, when not 0 (the mock's MOCK_APERTURE_START). */
+  readonly apertureStart?: bigint;
+  /** The map/unmap of a new paging domain (engine domain `did`), when the engine's own do not fit. */
+  domainOps?(engine: Engine, did: number): DomainOps;
   /** Smallest page size of a domain (lowest bit of pgsize_bitmap). */
   readonly pgsizeMin: bigint;
   /** The reserved regions of a device behind this unit (iommu_get_resv_regions). */

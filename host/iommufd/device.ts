@@ -175,6 +175,9 @@ export class IommufdDevice extends IommufdObject {
   private driverAttach(hwpt: Hwpt): void {
     const driver = this.pci.driver;
     if (hwpt.driver.kind !== driver.kind) throw new SysError('EINVAL');
+    // A domain with dirty tracking on a device whose unit cannot keep dirty
+    // bits (intel paging_domain_compatible, mock_domain_nop_attach): EINVAL.
+    if (hwpt.type === 'HWPT_PAGING' && hwpt.flags.dirtyTracking && !driver.caps.dirtyTracking) throw new SysError('EINVAL');
     if (hwpt.type === 'HWPT_NESTED') {
       if (!driver.nested) throw new SysError('EINVAL');
       driver.nested.checkAttach(hwpt.s1);

@@ -4,7 +4,7 @@
 // shared by the compatible devices of that IOAS, and freed with the last.
 
 import type { Engine } from '../engine/engine.js';
-import type { IommuDriver } from '../iommu/driver.js';
+import type { DomainOps, IommuDriver } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import {
   iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap, iommu_hwpt_invalidate,
@@ -33,17 +33,20 @@ export interface PagingFlags {
 export class HwptPaging extends IommufdObject implements Domain {
   readonly type = 'HWPT_PAGING' as const;
   readonly did: number;
-  readonly apertureStart = 0n;
+  readonly apertureStart: bigint;
   readonly apertureLast: bigint;
   readonly pgsizeMin: bigint;
+  readonly ops?: DomainOps;
   /** Devices (and PASIDs) attached. */
   attached = 0;
 
   constructor(private readonly engine: Engine, readonly ioas: Ioas, readonly driver: IommuDriver, readonly flags: PagingFlags) {
     super();
     this.did = engine.ptCreate(driver.levels, driver.leafSizes, driver.format);
+    this.apertureStart = driver.apertureStart ?? 0n;
     this.apertureLast = (1n << BigInt(driver.addressWidth)) - 1n;
     this.pgsizeMin = driver.pgsizeMin;
+    this.ops = driver.domainOps?.(engine, this.did);
   }
 
   private inIoas = false;

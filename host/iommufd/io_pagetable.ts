@@ -8,6 +8,7 @@
 // accepts any IOVA below ULONG_MAX, as Linux does.
 
 import type { Engine } from '../engine/engine.js';
+import type { DomainOps } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import type { IoPages } from './pages.js';
 
@@ -26,6 +27,18 @@ export interface Domain {
   readonly apertureLast: bigint;
   /** Smallest page size of the domain (iommu_domain pgsize_bitmap's lowest bit). */
   readonly pgsizeMin: bigint;
+  /** The domain's own map/unmap (a unit whose smallest page is below the engine's leaf); else the engine's. */
+  readonly ops?: DomainOps;
+}
+
+/**
+ * An in-kernel user of the IOAS (struct iommufd_access): told before areas
+ * go away so that it drops its pins (ops->unmap); one that pins pages
+ * (needs_pin_pages) keeps the IOAS PAGE_SIZE-aligned.
+ */
+export interface IoptAccess {
+  readonly needsPin: boolean;
+  unmap(iova: bigint, last: bigint): void;
 }
 
 /** A slice of pages: bytes [offset, offset + length) of them. */
@@ -58,6 +71,7 @@ export class IoPagetable {
   readonly reserved: Range[] = [];
   allowed: Range[] = [];
   readonly domains: Domain[] = [];
+  readonly accesses = new Set<IoptAccess>();
   hugePages = true;
 
   constructor(private readonly engine: Engine) {}
@@ -66,6 +80,7 @@ export class IoPagetable {
   get iovaAlignment(): bigint {
     let a = this.hugePages ? 1n : PAGE_SIZE;
     for (const d of this.domains) if (d.pgsizeMin > a) a = d.pgsizeMin;
+    for (const x of this.accesses) if (x.needsPin && PAGE_SIZE > a) a = PAGE_SIZE;
     return a;
   }
 
@@ -170,7 +185,7 @@ export class IoPagetable {
     try {
       for (const d of this.domains) { this.mapInto(d, area); done++; }
     } catch (e) {
-      for (let i = 0; i <= done && i < this.domains.length; i++) this.engine.ptUnmap(this.domains[i].did, area.iova, area.last - area.iova + 1n);
+      for (let i = 0; i <= done && i < this.domains.length; i++) this.ptUnmap(this.domains[i], area.iova, area.last - area.iova + 1n);
       area.pages.unpin(...pageRange(area));
       throw e;
     }
@@ -178,7 +193,7 @@ export class IoPagetable {
 
   private unfillDomains(area: Area): void {
     if (this.domains.length === 0) return;
-    for (const d of this.domains) this.engine.ptUnmap(d.did, area.iova, area.last - area.iova + 1n);
+    for (const d of this.domains) this.ptUnmap(d, area.iova, area.last - area.iova + 1n);
     area.pages.unpin(...pageRange(area));
   }
 
@@ -234,14 +249,32 @@ export class IoPagetable {
     let iova = area.iova;
     for (const r of area.pages.physRuns(area.offset, Number(area.last - area.iova + 1n))) {
       if (this.hugePages) {
-        this.engine.ptMap(d.did, iova, r.pa, r.length, area.perm);
+        this.ptMap(d, iova, r.pa, r.length, area.perm);
       } else {
         // HUGE_PAGES=0: PAGE_SIZE IOPTEs only, so that any page can be cut out later (VFIO type1).
-        for (let off = 0; off < r.length; off += 4096) this.engine.ptMap(d.did, iova + BigInt(off), r.pa + off, 4096, area.perm);
+        for (let off = 0; off < r.length; off += 4096) this.ptMap(d, iova + BigInt(off), r.pa + off, 4096, area.perm);
       }
       iova += BigInt(r.length);
     }
   }
+
+  private ptMap(d: Domain, iova: bigint, pa: number, length: number, perm: number): void {
+    if (d.ops) d.ops.map(iova, pa, length, perm);
+    else this.engine.ptMap(d.did, iova, pa, length, perm);
+  }
+
+  private ptUnmap(d: Domain, iova: bigint, length: bigint): void {
+    if (d.ops) d.ops.unmap(iova, length);
+    else this.engine.ptUnmap(d.did, iova, length);
+  }
+
+  /** iopt_add_access: a pinning access needs every area PAGE_SIZE-aligned (EADDRINUSE). */
+  addAccess(a: IoptAccess): void {
+    if (a.needsPin) this.checkAlignment(max(this.iovaAlignment, PAGE_SIZE));
+    this.accesses.add(a);
+  }
+
+  removeAccess(a: IoptAccess): void { this.accesses.delete(a); }
 
   /**
    * iopt_unmap_iova: every area touching [iova, last] must lie inside it,
@@ -254,11 +287,16 @@ export class IoPagetable {
     const hit = this.areasIn(iova, last);
     if (hit.some((a) => a.iova < iova || a.last > last)) throw new SysError('ENOENT');
     if (hit.length === 0) throw new SysError('ENOENT');
+    // iommufd_access_notify_unmap: accesses drop their pins of these areas first.
+    for (const x of this.accesses) x.unmap(iova, last);
     return this.removeAreas(hit);
   }
 
   /** iopt_unmap_all: succeeds even when empty. */
-  unmapAll(): bigint { return this.removeAreas([...this.areas]); }
+  unmapAll(): bigint {
+    for (const x of this.accesses) x.unmap(0n, ULONG_MAX);
+    return this.removeAreas([...this.areas]);
+  }
 
   private removeAreas(list: Area[]): bigint {
     let total = 0n;
@@ -306,7 +344,7 @@ export class IoPagetable {
         this.mapInto(d, a);
       }
     } catch (e) {
-      for (const a of filled) { this.engine.ptUnmap(d.did, a.iova, a.last - a.iova + 1n); a.pages.unpin(...pageRange(a)); }
+      for (const a of filled) { this.ptUnmap(d, a.iova, a.last - a.iova + 1n); a.pages.unpin(...pageRange(a)); }
       this.unreserve(d);
       throw e;
     }
@@ -318,7 +356,7 @@ export class IoPagetable {
     const i = this.domains.indexOf(d);
     if (i < 0) return;
     for (const a of this.areas) {
-      this.engine.ptUnmap(d.did, a.iova, a.last - a.iova + 1n);
+      this.ptUnmap(d, a.iova, a.last - a.iova + 1n);
       a.pages.unpin(...pageRange(a));
     }
     this.domains.splice(i, 1);

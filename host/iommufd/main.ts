@@ -7,7 +7,8 @@ import { type AddressSpace, MAP_SHARED, MAP_SHARED_VALIDATE, PROT_EXEC } from '.
 import { KFile } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  IOMMUFD_TYPE, IOMMUFD_CMD_BASE, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE, iommu_destroy, iommu_option, type IoctlDesc,
+  IOMMUFD_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_CMD_TEST, IOMMUFD_TEST_IOCTL, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE,
+  iommu_destroy, iommu_option, type IoctlDesc,
   IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_OP_GET, IOMMU_OPTION_OP_SET,
 } from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
@@ -21,11 +22,12 @@ import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap, hwptInvalidate } f
 import { viommuAlloc, vdeviceAlloc, hwQueueAlloc } from './viommu.js';
 import { getHwInfo } from './hw_info.js';
 import { faultQueueAlloc, veventqAlloc, type FaultCtx } from './eventq.js';
+import { iommufdTest, type SelftestCtx, type TestEnv } from './selftest.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Handler = (ctx: IommufdFile, cmd: any, respond: () => void) => void;
 
-/** Every command of the table (IOMMU_TEST_CMD is not in it: no CONFIG_IOMMUFD_TEST). */
+/** Every command of the table; IOMMU_TEST_CMD only with CONFIG_IOMMUFD_TEST (`test`). */
 const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_DESTROY: (ctx, cmd: Decoded<typeof iommu_destroy>) => ctx.destroy(cmd.id),
   IOMMU_IOAS_ALLOC: ioasAlloc,
@@ -48,6 +50,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
   IOMMU_VEVENTQ_ALLOC: veventqAlloc,
   IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
+  IOMMU_TEST_CMD: iommufdTest,
 };
 
 /** The simulated process's credentials and its locked-memory budget. */
@@ -64,13 +67,18 @@ export interface FdTable {
   install(file: KFile): number;
 }
 
-export class IommufdFile extends KFile implements IoasCtx, FaultCtx {
+export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx {
   readonly objects = new ObjectTable();
   vfioIoas: Ioas | null = null;
   /** IOMMU_OPTION_RLIMIT_MODE: 1 charges pins vfio-type1 style (mm->locked_vm). */
   private accountMm = false;
 
-  constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, private readonly fds: FdTable) {
+  /**
+   * @param test the machine's side of IOMMU_TEST_CMD when the kernel is
+   *   built with CONFIG_IOMMUFD_TEST, else null (the command is ENOTTY).
+   */
+  constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, private readonly fds: FdTable,
+    readonly test: TestEnv | null = null) {
     super('/dev/iommu');
   }
 
@@ -118,7 +126,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx {
     const nr = _IOC_NR(request);
     // Numbers outside the table go to the VFIO type1 compat layer, which
     // answers ENOTTY (-ENOIOCTLCMD) for what it does not know.
-    const desc = nr >= IOMMUFD_CMD_BASE ? iommufdIoctlByNr(nr) : undefined;
+    const desc = nr === IOMMUFD_CMD_TEST && this.test ? IOMMUFD_TEST_IOCTL : nr >= IOMMUFD_CMD_BASE ? iommufdIoctlByNr(nr) : undefined;
     if (!desc) throw new SysError('ENOTTY');
     if (arg.length < 4) throw new SysError('EFAULT');
     const size = (arg[0] | (arg[1] << 8) | (arg[2] << 16) | (arg[3] << 24)) >>> 0;

@@ -5,7 +5,7 @@
 
 import { SysError } from '../uapi/errno.js';
 
-export type ObjType = 'IOAS' | 'DEVICE' | 'HWPT_PAGING' | 'HWPT_NESTED' | 'FAULT' | 'VIOMMU' | 'VDEVICE' | 'VEVENTQ' | 'ACCESS' | 'HW_QUEUE';
+export type ObjType = 'IOAS' | 'DEVICE' | 'HWPT_PAGING' | 'HWPT_NESTED' | 'FAULT' | 'VIOMMU' | 'VDEVICE' | 'VEVENTQ' | 'ACCESS' | 'HW_QUEUE' | 'SELFTEST';
 
 export abstract class IommufdObject {
   id = 0;

@@ -11,7 +11,7 @@
  * in drivers/iommu/iommufd/main.c: min_size is offsetofend() of the field the
  * kernel names there, computed from the layout, never written as a number.
  */
-import { defineStruct, type AliasMap, type FieldName, type FieldSpec, type StructDef } from './struct.js';
+import { defineStruct, type AliasMap, type FieldName, type FieldSpec, type ScalarType, type StructDef } from './struct.js';
 
 // ---------------------------------------------------------------------------
 // ioctl request encoding, include/uapi/asm-generic/ioctl.h (x86-64, arm64,
@@ -99,8 +99,8 @@ export const IOMMUFD_CMD_HW_QUEUE_ALLOC = 0x94;
 
 /**
  * The selftest command, drivers/iommu/iommufd/iommufd_test.h:
- * `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32)`. Only the number lives here; the
- * table has no row for it (it exists only with CONFIG_IOMMUFD_TEST).
+ * `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32)`. Its struct and row
+ * (IOMMUFD_TEST_IOCTL) are further down; it exists only with CONFIG_IOMMUFD_TEST.
  */
 export const IOMMUFD_CMD_TEST = IOMMUFD_CMD_BASE + 32;
 export const IOMMU_TEST_CMD = _IO(IOMMUFD_TYPE, IOMMUFD_CMD_TEST);
@@ -544,6 +544,204 @@ export const iommu_hw_queue_alloc = defineStruct('iommu_hw_queue_alloc', [
 ]);
 
 // ---------------------------------------------------------------------------
+// The selftest command, drivers/iommu/iommufd/iommufd_test.h (the newest copy
+// read: the op list through the dma-buf ops, MOCK_FLAGS_DEVICE_PASID, the
+// selftest driver-data structs). It exists only with CONFIG_IOMMUFD_TEST.
+
+/** enum of iommu_test_cmd.op, from 1 */
+export const IOMMU_TEST_OP_ADD_RESERVED = 1;
+export const IOMMU_TEST_OP_MOCK_DOMAIN = 2;
+export const IOMMU_TEST_OP_MD_CHECK_MAP = 3;
+export const IOMMU_TEST_OP_MD_CHECK_REFS = 4;
+export const IOMMU_TEST_OP_CREATE_ACCESS = 5;
+export const IOMMU_TEST_OP_DESTROY_ACCESS_PAGES = 6;
+export const IOMMU_TEST_OP_ACCESS_PAGES = 7;
+export const IOMMU_TEST_OP_ACCESS_RW = 8;
+export const IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT = 9;
+export const IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE = 10;
+export const IOMMU_TEST_OP_ACCESS_REPLACE_IOAS = 11;
+export const IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS = 12;
+export const IOMMU_TEST_OP_DIRTY = 13;
+export const IOMMU_TEST_OP_MD_CHECK_IOTLB = 14;
+export const IOMMU_TEST_OP_TRIGGER_IOPF = 15;
+export const IOMMU_TEST_OP_DEV_CHECK_CACHE = 16;
+export const IOMMU_TEST_OP_TRIGGER_VEVENT = 17;
+export const IOMMU_TEST_OP_PASID_ATTACH = 18;
+export const IOMMU_TEST_OP_PASID_REPLACE = 19;
+export const IOMMU_TEST_OP_PASID_DETACH = 20;
+export const IOMMU_TEST_OP_PASID_CHECK_HWPT = 21;
+/** newest */
+export const IOMMU_TEST_OP_DMABUF_GET = 22;
+/** newest */
+export const IOMMU_TEST_OP_DMABUF_REVOKE = 23;
+/** newest */
+export const IOMMU_TEST_OP_MD_CHECK_DMABUF = 24;
+
+export const MOCK_APERTURE_START = 1 << 24;
+export const MOCK_APERTURE_LAST = 2 ** 31 - 1;
+
+/** access_pages.flags */
+export const MOCK_FLAGS_ACCESS_WRITE = 1 << 0;
+export const MOCK_FLAGS_ACCESS_SYZ = 1 << 16;
+/** access_rw.flags (the same bits as IOMMUFD_ACCESS_RW_WRITE and __IOMMUFD_ACCESS_RW_SLOW_PATH) */
+export const MOCK_ACCESS_RW_WRITE = 1 << 0;
+export const MOCK_ACCESS_RW_SLOW_PATH = 1 << 2;
+/** create_access.flags */
+export const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
+/** mock_domain_flags.dev_flags (HUGE_IOVA, 1 << 1, is gone from the newest header) */
+export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
+export const MOCK_FLAGS_DEVICE_PASID = 1 << 2;
+
+export const MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3;
+export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4;
+export const MOCK_DEV_CACHE_ID_MAX = 3;
+export const MOCK_DEV_CACHE_NUM = 4;
+/** The PASID whose second non-blocking attach fails (the pasid replace test). */
+export const IOMMU_TEST_PASID_RESERVED = 1024;
+/** The mock unit's and a PASID-capable mock device's PASID width. */
+export const MOCK_PASID_WIDTH = 20;
+
+export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
+export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
+export const IOMMU_HWPT_DATA_SELFTEST = 0xdead;
+export const IOMMU_TEST_IOTLB_DEFAULT = 0xbadbeef;
+export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
+export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xdadbeef;
+export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
+export const IOMMU_HW_QUEUE_TYPE_SELFTEST = 0xdeadbeef;
+export const IOMMU_TEST_HW_QUEUE_MAX = 2;
+
+/** GET_HW_INFO data of the mock unit (IOMMU_HW_INFO_TYPE_SELFTEST). */
+export const iommu_test_hw_info = defineStruct('iommu_test_hw_info', [
+  ['flags', 'u32'],
+  ['test_reg', 'u32'],
+]);
+
+/** HWPT_ALLOC driver data for IOMMU_HWPT_DATA_SELFTEST. */
+export const iommu_hwpt_selftest = defineStruct('iommu_hwpt_selftest', [
+  ['iotlb', 'u32'],
+  ['pagetable_type', 'u32'],
+]);
+
+/** HWPT_INVALIDATE entry for IOMMU_HWPT_INVALIDATE_DATA_SELFTEST. */
+export const iommu_hwpt_invalidate_selftest = defineStruct('iommu_hwpt_invalidate_selftest', [
+  ['flags', 'u32'],
+  ['iotlb_id', 'u32'],
+]);
+
+/** VIOMMU_ALLOC driver data for IOMMU_VIOMMU_TYPE_SELFTEST. */
+export const iommu_viommu_selftest = defineStruct('iommu_viommu_selftest', [
+  ['in_data', 'u32'],
+  ['out_data', 'u32'],
+  ['out_mmap_offset', 'u64'],
+  ['out_mmap_length', 'u64'],
+]);
+
+/** HWPT_INVALIDATE entry (on a vIOMMU) for IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST. */
+export const iommu_viommu_invalidate_selftest = defineStruct('iommu_viommu_invalidate_selftest', [
+  ['flags', 'u32'],
+  ['vdev_id', 'u32'],
+  ['cache_id', 'u32'],
+]);
+
+/** VEVENTQ payload for IOMMU_VEVENTQ_TYPE_SELFTEST. */
+export const iommu_viommu_event_selftest = defineStruct('iommu_viommu_event_selftest', [['virt_id', 'u32']]);
+
+/**
+ * The members of iommu_test_cmd's anonymous union, by name, as their own
+ * field lists. Each op reads the command through the struct made of the
+ * header, its member and `last` (IOMMU_TEST_CMD_OPS below): the codec lays
+ * every member out at the union's offset, padded to the union's size, so
+ * `last` lands where C puts it. No offset is written here.
+ */
+const TEST_CMD_UNION = {
+  add_reserved: [['start', 'u64'], ['length', 'u64']],
+  mock_domain: [['out_stdev_id', 'u32'], ['out_hwpt_id', 'u32'], ['out_idev_id', 'u32']],
+  mock_domain_flags: [['out_stdev_id', 'u32'], ['out_hwpt_id', 'u32'], ['out_idev_id', 'u32'], ['dev_flags', 'u32']],
+  mock_domain_replace: [['pt_id', 'u32']],
+  check_map: [['iova', 'u64'], ['length', 'u64'], ['uptr', 'u64']],
+  check_refs: [['length', 'u64'], ['uptr', 'u64'], ['refs', 'u32']],
+  create_access: [['out_access_fd', 'u32'], ['flags', 'u32']],
+  destroy_access_pages: [['access_pages_id', 'u32']],
+  access_pages: [['flags', 'u32'], ['out_access_pages_id', 'u32'], ['iova', 'u64'], ['length', 'u64'], ['uptr', 'u64']],
+  access_rw: [['iova', 'u64'], ['length', 'u64'], ['uptr', 'u64'], ['flags', 'u32']],
+  memory_limit: [['limit', 'u32']],
+  access_replace_ioas: [['ioas_id', 'u32']],
+  dirty: [['flags', 'u32'], ['iova', 'u64'], ['length', 'u64'], ['page_size', 'u64'], ['uptr', 'u64'], ['out_nr_dirty', 'u64']],
+  check_iotlb: [['id', 'u32'], ['iotlb', 'u32']],
+  trigger_iopf: [['dev_id', 'u32'], ['pasid', 'u32'], ['grpid', 'u32'], ['perm', 'u32'], ['addr', 'u64']],
+  check_dev_cache: [['id', 'u32'], ['cache', 'u32']],
+  trigger_vevent: [['dev_id', 'u32']],
+  pasid_attach: [['pasid', 'u32'], ['pt_id', 'u32']],
+  pasid_replace: [['pasid', 'u32'], ['pt_id', 'u32']],
+  pasid_detach: [['pasid', 'u32']],
+  pasid_check: [['pasid', 'u32'], ['hwpt_id', 'u32']],
+  /** newest */
+  dmabuf_get: [['length', 'u32'], ['open_flags', 'u32']],
+  /** newest */
+  dmabuf_revoke: [['dmabuf_fd', 's32'], ['revoked', 'u32']],
+  /** newest */
+  check_dmabuf: [['dmabuf_fd', 's32'], ['iova', 'u64'], ['length', 'u64'], ['offset', 'u64']],
+} as const;
+
+type TestCmdMember = keyof typeof TEST_CMD_UNION;
+const TEST_CMD_HEADER = [['size', 'u32'], ['op', 'u32'], ['id', 'u32'], ['__reserved', 'u32']] as const;
+/** A member's fields named as C names them through the command: 'check_map.iova' for cmd->check_map.iova. */
+type Prefixed<K extends string, M> = {
+  [I in keyof M]: M[I] extends readonly [infer N extends string, infer T extends ScalarType] ? readonly [`${K}.${N}`, T] : never;
+};
+type TestCmdFields<K extends TestCmdMember> = readonly [
+  ...typeof TEST_CMD_HEADER, ...Prefixed<K, (typeof TEST_CMD_UNION)[K]>, readonly ['last', 'u32'],
+] & readonly FieldSpec[];
+
+/** sizeof and alignment of the union: those of its largest and most aligned member. */
+const TEST_CMD_UNION_LAYOUT = (() => {
+  let size = 0, align = 1;
+  for (const [name, fields] of Object.entries(TEST_CMD_UNION)) {
+    const s = defineStruct(name, fields);
+    size = Math.max(size, s.size);
+    align = Math.max(align, s.align);
+  }
+  return { size: Math.ceil(size / align) * align, align };
+})();
+
+function testCmdStruct<K extends TestCmdMember>(member: K): StructDef<TestCmdFields<K>> {
+  const fields = TEST_CMD_UNION[member] as readonly FieldSpec[];
+  const alone = defineStruct(member, fields);
+  const last = alone.fields[alone.fields.length - 1];
+  const tail = TEST_CMD_UNION_LAYOUT.size - (last.offset + last.size);
+  const pad: FieldSpec[] = tail > 0 ? [[`${member}.__union_tail`, 'u8', tail]] : [];
+  const named = fields.map((f) => [`${member}.${f[0]}`, ...f.slice(1)] as unknown as FieldSpec);
+  const spec: FieldSpec[] = [...TEST_CMD_HEADER, ...named, ...pad, ['last', 'u32']];
+  // sizeof(struct iommu_test_cmd) counts the union's alignment in its tail padding, whichever member is read.
+  const unpadded = defineStruct(`iommu_test_cmd.${member}`, spec);
+  const end = alignUp(unpadded.offsetofend('last'), TEST_CMD_UNION_LAYOUT.align);
+  if (end > unpadded.size) spec.push([`${member}.__struct_tail`, 'u8', end - unpadded.size]);
+  return defineStruct(`iommu_test_cmd.${member}`, spec) as never;
+}
+
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
+
+/**
+ * struct iommu_test_cmd as the dispatcher sees it: the header, the union as
+ * opaque words (u64-aligned, as its u64 members make it), and `last`.
+ */
+export const iommu_test_cmd = defineStruct('iommu_test_cmd', [
+  ...TEST_CMD_HEADER,
+  ['__union', 'u64', TEST_CMD_UNION_LAYOUT.size / 8],
+  ['last', 'u32'],
+]);
+
+/** iommu_test_cmd read through one union member, e.g. IOMMU_TEST_CMD_OPS.check_map.get(bytes, 'check_map.iova'). */
+export const IOMMU_TEST_CMD_OPS: { readonly [K in TestCmdMember]: StructDef<TestCmdFields<K>> } =
+  Object.freeze(Object.fromEntries(Object.keys(TEST_CMD_UNION).map((k) => [k, testCmdStruct(k as TestCmdMember)]))) as never;
+
+// ---------------------------------------------------------------------------
 // The command table: iommufd_ioctl_ops[] of drivers/iommu/iommufd/main.c
 // (raspberrypi/linux @ 455e817515ff, the newest copy read). The last argument
 // of each row is the IOCTL_OP() `_last` field that sets min_size.
@@ -615,6 +813,14 @@ export const IOMMUFD_IOCTL = Object.freeze({
 });
 
 export type IommufdIoctlName = keyof typeof IOMMUFD_IOCTL;
+
+/**
+ * IOCTL_OP(IOMMU_TEST_CMD, iommufd_test, struct iommu_test_cmd, last): the
+ * row main.c adds under CONFIG_IOMMUFD_TEST only. It stays out of
+ * IOMMUFD_IOCTLS, the table of a kernel without it; a host created with
+ * `iommufdTest: true` dispatches it.
+ */
+export const IOMMUFD_TEST_IOCTL = defineIoctl('IOMMU_TEST_CMD', IOMMU_TEST_CMD, iommu_test_cmd, 'last');
 
 /** Every row, ordered by nr (0x80..0x94, no holes). */
 export const IOMMUFD_IOCTLS: readonly IoctlDesc[] = Object.freeze(
