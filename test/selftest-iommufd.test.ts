@@ -40,6 +40,7 @@ describe('FIXTURE(iommufd)', () => {
       [uapi.IOMMUFD_IOCTL.IOMMU_IOAS_UNMAP, 'length'],
       [uapi.IOMMUFD_IOCTL.IOMMU_OPTION, 'val64'],
       [uapi.IOMMUFD_IOCTL.IOMMU_VFIO_IOAS, '__reserved'],
+      [uapi.IOMMUFD_IOCTL.IOMMU_IOAS_MAP_FILE, 'iova'], // the newer selftest's row
       [uapi.IOMMUFD_TEST_IOCTL, 'last'],
     ];
     for (const [desc, last] of rows) {

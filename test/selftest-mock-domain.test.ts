@@ -3,7 +3,9 @@
  * FIXTURE(iommufd_mock_domain) with its variants one_domain, two_domains,
  * one_domain_hugepage and two_domains_hugepage: an IOAS with 1 or 2 mock
  * devices attached (IOMMU_TEST_OP_MOCK_DOMAIN), whose domains
- * IOMMU_TEST_OP_MD_CHECK_MAP reads back through the engine's walker, and
+ * IOMMU_TEST_OP_MD_CHECK_MAP reads back through the engine's walker (with
+ * the one_domain_file variants of the newer selftest, IOAS_MAP_FILE of a
+ * memfd), and
  * FIXTURE(iommufd_dirty_tracking) for the tests that do not read a bitmap
  * at the mock's 2 KiB granule. Each test names its TEST_F; the assertions
  * are the selftest's.
@@ -17,12 +19,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { uapi } from '../host/index.js';
 import { Selftest, err, PAGE_SIZE, MOCK_PAGE_SIZE, HUGEPAGE_SIZE, BUFFER_SIZE, MOCK_APERTURE_START } from './support/selftest.js';
 
-interface Variant { name: string; mockDomains: number; hugepages: boolean }
+interface Variant { name: string; mockDomains: number; hugepages: boolean; file: boolean }
 const VARIANTS: Variant[] = [
-  { name: 'one_domain', mockDomains: 1, hugepages: false },
-  { name: 'two_domains', mockDomains: 2, hugepages: false },
-  { name: 'one_domain_hugepage', mockDomains: 1, hugepages: true },
-  { name: 'two_domains_hugepage', mockDomains: 2, hugepages: true },
+  { name: 'one_domain', mockDomains: 1, hugepages: false, file: false },
+  { name: 'two_domains', mockDomains: 2, hugepages: false, file: false },
+  { name: 'one_domain_hugepage', mockDomains: 1, hugepages: true, file: false },
+  { name: 'two_domains_hugepage', mockDomains: 2, hugepages: true, file: false },
+  // The IOMMU_IOAS_MAP_FILE variants (memfd_mmap, test_ioctl_ioas_map_file).
+  { name: 'one_domain_file', mockDomains: 1, hugepages: false, file: true },
+  { name: 'one_domain_file_hugepage', mockDomains: 1, hugepages: true, file: true },
 ];
 
 describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant) => {
@@ -49,7 +54,21 @@ describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant)
     if (hwptIds[1]) t.checkMap(hwptIds[1], va, iova, length);
   };
 
-  it('TEST_F(iommufd_mock_domain, basic)', () => {
+  it('TEST_F(iommufd_mock_domain, basic) (test_basic_file)', () => {
+    if (!variant.file) return;
+    const bufSize = mmapBufSize;
+    // Simple one page map
+    const iova = t.ioasMapFile(ioasId, t.mfd, 0, PAGE_SIZE);
+    checkMockIova(t.mfdBuffer, iova, PAGE_SIZE);
+    const { mfd } = t.memfdMmap(bufSize);
+    err('EINVAL', () => t.ioasMapFile(ioasId, mfd, 0, bufSize + 1));
+    t.host.ftruncate(mfd, 0);
+    err('EINVAL', () => t.ioasMapFile(ioasId, mfd, 0, bufSize));
+    t.host.close(mfd);
+  });
+
+  it('TEST_F(iommufd_mock_domain, basic) (test_basic_mmap)', () => {
+    if (variant.file) return;
     const bufSize = mmapBufSize;
     // Simple one page map
     const iova = t.ioasMap(ioasId, t.buffer, PAGE_SIZE);
@@ -66,13 +85,14 @@ describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant)
   it('TEST_F(iommufd_mock_domain, all_aligns)', () => {
     const testStep = variant.hugepages ? mmapBufSize / 16 : MOCK_PAGE_SIZE;
     const bufSize = mmapBufSize;
-    const buf = t.mmap(bufSize);
+    const file = variant.file ? t.memfdMmap(bufSize) : null;
+    const buf = file ? file.va : t.mmap(bufSize);
     t.checkRefs(buf, bufSize, 0);
     // Map every combination of page size and alignment within a big region, less for hugepage case as it takes so long to finish.
     for (let start = 0; start < bufSize; start += testStep) {
       for (let end = variant.hugepages ? bufSize : start + MOCK_PAGE_SIZE; end < bufSize; end += MOCK_PAGE_SIZE) {
         const length = end - start;
-        const iova = t.ioasMap(ioasId, buf + start, length);
+        const iova = file ? t.ioasMapFile(ioasId, file.mfd, start, length) : t.ioasMap(ioasId, buf + start, length);
         checkMockIova(buf + start, iova, length);
         const first = Math.floor(start / PAGE_SIZE) * PAGE_SIZE;
         t.checkRefs(buf + first, Math.floor(end / PAGE_SIZE) * PAGE_SIZE - first, 1);
@@ -81,17 +101,19 @@ describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant)
     }
     t.checkRefs(buf, bufSize, 0);
     t.host.munmap(buf, bufSize);
+    if (file) t.host.close(file.mfd);
   });
 
   it('TEST_F(iommufd_mock_domain, all_aligns_copy)', () => {
     const testStep = variant.hugepages ? mmapBufSize / 16 : MOCK_PAGE_SIZE;
     const bufSize = mmapBufSize;
-    const buf = t.mmap(bufSize);
+    const file = variant.file ? t.memfdMmap(bufSize) : null;
+    const buf = file ? file.va : t.mmap(bufSize);
     t.checkRefs(buf, bufSize, 0);
     for (let start = 0; start < bufSize; start += testStep) {
       for (let end = variant.hugepages ? bufSize : start + MOCK_PAGE_SIZE; end < bufSize; end += MOCK_PAGE_SIZE) {
         const length = end - start;
-        const iova = t.ioasMap(ioasId, buf + start, length);
+        const iova = file ? t.ioasMapFile(ioasId, file.mfd, start, length) : t.ioasMap(ioasId, buf + start, length);
         // Add and destroy a domain while the area exists
         const oldId = hwptIds[1];
         const mock = t.mockDomain(ioasId);
@@ -106,6 +128,7 @@ describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant)
     }
     t.checkRefs(buf, bufSize, 0);
     t.host.munmap(buf, bufSize);
+    if (file) t.host.close(file.mfd);
   });
 
   it('TEST_F(iommufd_mock_domain, user_copy)', () => {
@@ -114,24 +137,26 @@ describe.each(VARIANTS)('FIXTURE_VARIANT(iommufd_mock_domain, $name)', (variant)
       flags: uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_WRITEABLE,
       dst_ioas_id: ioasId, dst_iova: BigInt(MOCK_APERTURE_START), length: BigInt(BUFFER_SIZE), src_ioas_id: srcIoasId, src_iova: srcIova,
     });
+    const buf = variant.file ? t.mfdBuffer : t.buffer;
+    const mapSrc = (ioas: number) => (variant.file ? t.ioasMapFile(ioas, t.mfd, 0, BUFFER_SIZE) : t.ioasMap(ioas, buf, BUFFER_SIZE));
     // Pin the pages in an IOAS with no domains then copy to an IOAS with domains
     const otherIoas = t.ioasAlloc();
-    let srcIova = t.ioasMap(otherIoas, t.buffer, BUFFER_SIZE);
+    let srcIova = mapSrc(otherIoas);
     const access = t.createAccess(otherIoas, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
-    t.accessPages(access, srcIova, BUFFER_SIZE, t.buffer);
+    t.accessPages(access, srcIova, BUFFER_SIZE, buf);
     copy(otherIoas, srcIova);
-    checkMockIova(t.buffer, BigInt(MOCK_APERTURE_START), BUFFER_SIZE);
+    checkMockIova(buf, BigInt(MOCK_APERTURE_START), BUFFER_SIZE);
     // Now replace the ioas with a new one
     const newIoas = t.ioasAlloc();
-    srcIova = t.ioasMap(newIoas, t.buffer, BUFFER_SIZE);
+    srcIova = mapSrc(newIoas);
     t.accessReplaceIoas(access, newIoas);
     // Destroy the old ioas and cleanup copied mapping
     t.ioasUnmap(ioasId, MOCK_APERTURE_START, BUFFER_SIZE);
     t.destroy(otherIoas);
     // Then run the same test again with the new ioas
-    const id = t.accessPages(access, srcIova, BUFFER_SIZE, t.buffer);
+    const id = t.accessPages(access, srcIova, BUFFER_SIZE, buf);
     copy(newIoas, srcIova);
-    checkMockIova(t.buffer, BigInt(MOCK_APERTURE_START), BUFFER_SIZE);
+    checkMockIova(buf, BigInt(MOCK_APERTURE_START), BUFFER_SIZE);
     t.destroyAccessPages(access, id);
     t.destroyAccess(access);
     t.destroy(newIoas);

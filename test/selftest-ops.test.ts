@@ -183,6 +183,34 @@ describe('CREATE_ACCESS, ACCESS_PAGES, DESTROY_ACCESS_PAGES, ACCESS_RW, ACCESS_R
     t.destroyAccess(plain);
   });
 
+  it('MOCK_FLAGS_ACCESS_SYZ: the iova is { u32 nth_area; u32 offset } (iommufd_test_syz_conv_iova)', () => {
+    const access = t.createAccess(ioasId, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    t.ioasMap(ioasId, t.buffer, PAGE_SIZE, 0x10000);
+    t.ioasMap(ioasId, t.buffer + PAGE_SIZE, 2 * PAGE_SIZE, 0x20000);
+    t.host.mem.write(t.buffer + PAGE_SIZE + 0x10, new Uint8Array([0x5a]));
+    const tmp = t.mmap(PAGE_SIZE);
+    // Area 1 (the second, at 0x20000), offset 0x10.
+    t.accessRw(access, (0x10n << 32n) | 1n, 1, tmp, uapi.MOCK_FLAGS_ACCESS_SYZ);
+    expect(t.host.mem.read(tmp, 1)).toEqual(new Uint8Array([0x5a]));
+    // Area 1, offset PAGE_SIZE: its second page.
+    const id = t.accessPages(access, (BigInt(PAGE_SIZE) << 32n) | 1n, PAGE_SIZE, t.buffer + 2 * PAGE_SIZE, uapi.MOCK_FLAGS_ACCESS_SYZ);
+    t.checkRefs(t.buffer + 2 * PAGE_SIZE, PAGE_SIZE, 1);
+    t.destroyAccessPages(access, id);
+    t.destroyAccess(access);
+  });
+
+  it('an open access fd keeps the iommufd: its objects go when the last of the two closes', () => {
+    const access = t.createAccess(ioasId, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    const iova = t.ioasMap(ioasId, t.buffer, BUFFER_SIZE);
+    t.accessPages(access, iova, BUFFER_SIZE, t.buffer);
+    t.host.close(t.fd);
+    const fd = t.host.open('/dev/iommu');
+    t.checkRefs(t.buffer, BUFFER_SIZE, 1, fd);
+    t.host.close(access);
+    t.checkRefs(t.buffer, BUFFER_SIZE, 0, fd);
+    t.fd = fd;
+  });
+
   it('the access holds its IOAS (EBUSY) and one object id, which DESTROY cannot take (EBUSY)', () => {
     const access = t.createAccess(ioasId, 0);
     err('EBUSY', () => t.destroy(ioasId));

@@ -29,10 +29,28 @@ type OpName = keyof typeof OPS;
 export class Selftest {
   fd: number;
   readonly buffer: number;
+  /** The global memfd `mfd` and its shared mapping `mfd_buffer` (memfd_mmap of BUFFER_SIZE). */
+  readonly mfd: number;
+  readonly mfdBuffer: number;
 
   constructor(readonly host: Host) {
     this.fd = host.open('/dev/iommu');
     this.buffer = host.mmap(BUFFER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    ({ mfd: this.mfd, va: this.mfdBuffer } = this.memfdMmap(BUFFER_SIZE));
+  }
+
+  /** memfd_mmap: a memfd of `length` bytes, mapped MAP_SHARED. */
+  memfdMmap(length: number): { mfd: number; va: number } {
+    const mfd = this.host.memfdCreate('buffer');
+    this.host.ftruncate(mfd, length);
+    return { mfd, va: this.host.mmap(length, PROT_READ | PROT_WRITE, MAP_SHARED, mfd) };
+  }
+
+  /** _test_ioctl_ioas_map_file: WRITEABLE | READABLE; returns the iova. */
+  ioasMapFile(ioasId: number, mfd: number, start: number, length: number): bigint {
+    return this.ioctl(uapi.IOMMU_IOAS_MAP_FILE, uapi.iommu_ioas_map_file, {
+      flags: uapi.IOMMU_IOAS_MAP_WRITEABLE | uapi.IOMMU_IOAS_MAP_READABLE, ioas_id: ioasId, fd: mfd, start: BigInt(start), length: BigInt(length),
+    }).iova;
   }
 
   static async create(): Promise<Selftest> {
@@ -107,8 +125,8 @@ export class Selftest {
   }
 
   /** check_refs / IOMMU_TEST_OP_MD_CHECK_REFS */
-  checkRefs(va: number, length: number, refs: number): void {
-    this.testCmd('check_refs', uapi.IOMMU_TEST_OP_MD_CHECK_REFS, { 'check_refs.uptr': BigInt(va), 'check_refs.length': BigInt(length), 'check_refs.refs': refs });
+  checkRefs(va: number, length: number, refs: number, fd = this.fd): void {
+    this.testCmd('check_refs', uapi.IOMMU_TEST_OP_MD_CHECK_REFS, { 'check_refs.uptr': BigInt(va), 'check_refs.length': BigInt(length), 'check_refs.refs': refs }, fd);
   }
 
   /** test_cmd_create_access: the access fd. */
