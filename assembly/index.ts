@@ -10,7 +10,7 @@ import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptCreateNested, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
-import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount } from "./iotlb";
+import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump } from "./iotlb";
 import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
 
 // @ts-ignore: decorator
@@ -32,7 +32,11 @@ export function frames_free(): u32 { return framesFree(); }
 export function frames_in_memory(): u32 { return framesInMemory(); }
 
 export function seg_add(sizeLo: u32, sizeHi: u32): i32 { return segAdd(sizeLo, sizeHi); }
-export function seg_remove(seg: u32): i32 { return segRemove(seg); }
+export function seg_remove(seg: u32): i32 {
+  const r = segRemove(seg);
+  if (r == 0) iotlbEpochBump(); // caches over the IOTLB drop what reached it
+  return r;
+}
 
 export function pt_create(levels: u32, sizes: u32, fmt: u32): i32 { return ptCreate(levels, sizes, fmt); }
 export function pt_destroy(did: u32): i32 { return ptDestroy(did); }

@@ -39,6 +39,17 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count } from
 // @ts-ignore: decorator
 @inline function key0(vpn: u64, sc: u32): u64 { return vpn + (<u64>sc << 56); }
 
+/**
+ * Bumped by every invalidation (and by whatever else can change a
+ * translation the caches hold: a context change, a segment removal): a
+ * cache built over the IOTLB (translate.ts, the DMA range cache) is valid
+ * while the epoch it was filled in is current. 0 is never current.
+ */
+export let iotlbEpoch: u64 = 1;
+/** 64 bits: it never wraps, so an old epoch never comes back. */
+// @ts-ignore: decorator
+@inline export function iotlbEpochBump(): void { iotlbEpoch++; }
+
 // Result of the last hit.
 export let hitPa: u64 = 0;
 export let hitShift: u32 = 0;
@@ -143,6 +154,7 @@ function entries(): usize { return (<usize>1 << iotlbSetsLog2) * iotlbWays; }
 
 /** Drop everything. */
 export function iotlbFlushAll(): void {
+  iotlbEpochBump();
   memory.fill(iotlbBase, 0, entries() * TLBE_SIZE);
   for (let did: u32 = 0; did < maxDomains; did++) store<u32>(dom(did) + DOM_TLB_SIZES, 0);
   count(CTRL_STAT_INVALIDATIONS);
@@ -150,6 +162,7 @@ export function iotlbFlushAll(): void {
 
 /** Drop every entry of a domain by moving it to a new generation. */
 export function iotlbFlushDomain(did: u32): void {
+  iotlbEpochBump();
   const d = dom(did);
   const gen = (load<u32>(d + DOM_GEN) + 1) & 0xffff;
   store<u32>(d + DOM_GEN, gen);
@@ -179,6 +192,7 @@ const PROBE_MAX: u64 = 64;
  */
 export function iotlbFlushRange(did: u32, iova: u64, len: u64): void {
   if (len == 0) return;
+  iotlbEpochBump();
   const last = iova + len - 1 < iova ? <u64>-1 : iova + len - 1;
   const sizes = load<u32>(dom(did) + DOM_TLB_SIZES);
   count(CTRL_STAT_INVALIDATIONS);

@@ -19,7 +19,7 @@ import {
   CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count } from "./state";
-import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, hitPa, hitShift, hitPerm } from "./iotlb";
+import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
 import { ptWalk, ptTouch } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
@@ -29,6 +29,8 @@ import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 /** Point context c at domain did (0 = blocked) for PASID pasid. */
 export function ctxSet(c: u32, did: u32, pasid: u32): i32 {
   if (c >= maxContexts || did >= maxDomains) return ERR_INVAL;
+  iotlbEpochBump(); // what the context reached is cached by DMA range
+
   store<u32>(ctx(c) + CTX_DID, did);
   store<u32>(ctx(c) + CTX_PASID, pasid);
   return 0;
@@ -182,6 +184,36 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
 /** Room for (pa lo, pa hi, length) triples in BATCH_OUT. */
 const RANGES_MAX: u32 = BATCH_BYTES / 12;
 
+// The DMA range cache. A DMA that the translation found to be ONE
+// physically contiguous range is remembered by (context, access, IOVA,
+// length); the same DMA again is answered from here, without a probe per
+// page, while the IOTLB epoch it was filled in is current: every
+// invalidation, context change or segment removal bumps the epoch (iotlb.ts),
+// so an entry never outlives what the IOTLB could serve, and nothing stale is
+// reachable after an unmap or invalidation returns (DESIGN 3). Devices
+// re-DMA the same buffers (rings, descriptors): this is the range
+// translation rIOMMU argues for (performance.md). Hits are counted as the
+// probes would have counted them: one per leaf piece.
+//
+// Engine-private (the host never reads it), in static data, direct-mapped
+// by page number and context:
+//
+//   0        8        16       24       28       32              64
+//   +--------+--------+--------+--------+--------+---------------+
+//   | iova   | pa     | epoch  | length | ctx |  | leaf pieces,  |
+//   | (u64)  | (u64)  | (u64)  | (u32)  | acc<<16| u32; rest 0   |
+//   +--------+--------+--------+--------+--------+---------------+
+//
+// An epoch of 0 (a zeroed entry) is never current.
+const RC_ENTRIES: u32 = 64;
+const RC_SIZE: u32 = 64;
+const rcBase: usize = memory.data(RC_ENTRIES * RC_SIZE, 64);
+
+// @ts-ignore: decorator
+@inline function rcSlot(c: u32, iova: u64): usize {
+  return rcBase + <usize>(((<u32>(iova >> 12) ^ (c * 0x9e3779b1)) & (RC_ENTRIES - 1)) * RC_SIZE);
+}
+
 /**
  * Translate the DMA [iova, iova + len) into physical ranges, merging pages
  * that are contiguous in one segment, into BATCH_OUT as (pa lo, pa hi, len)
@@ -191,16 +223,27 @@ const RANGES_MAX: u32 = BATCH_BYTES / 12;
  */
 export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u32): i32 {
   let iova = (<u64>iovaHi << 32) | iovaLo;
+  access = accessOf(access);
+  // c < 65536 (init), access < 16: one key word.
+  const key = c | (access << 16);
+  const rc = rcSlot(c, iova);
+  if (load<u64>(rc) == iova && load<u32>(rc, 24) == len && load<u32>(rc, 28) == key && load<u64>(rc, 16) == iotlbEpoch && len != 0) {
+    count(CTRL_STAT_HITS, load<u32>(rc, 32));
+    store<u64>(BATCH_OUT, load<u64>(rc, 8));
+    store<u32>(BATCH_OUT, len, 8);
+    store<u32>(MAILBOX + MB_COVERED, len);
+    return 1;
+  }
+  const start = iova;
   let left = len;
   let n: u32 = 0;
   let out: usize = BATCH_OUT;
   let prevEnd: u64 = 0;
-  access = accessOf(access);
   // One context for the whole DMA: loaded once, as in translateBatch.
   const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
   const k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
   let sizes = did == 0 ? 0 : iotlbSizes(did);
-  let hits: u32 = 0;
+  let hits: u32 = 0, pieces: u32 = 0;
   while (left != 0) {
     let pa: u64, shift: u32;
     const e = iotlbProbe(did, k1, sizes, iova);
@@ -214,6 +257,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
       if (did != 0) sizes = iotlbSizes(did);
       pa = rPa; shift = rShift;
     }
+    pieces++;
     const inLeaf = (<u64>1 << shift) - (iova & ((<u64>1 << shift) - 1));
     const chunk = <u32>min(<u64>left, inLeaf);
     // Merge when contiguous inside one segment: the end of segment s and the
@@ -221,7 +265,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
     if (n != 0 && pa == prevEnd && ((prevEnd - 1) >> 32) == (pa >> 32)) {
       store<u32>(out - 4, load<u32>(out - 4) + chunk);
     } else {
-      if (n == RANGES_MAX) break;
+      if (n == RANGES_MAX) { pieces--; break; }
       store<u64>(out, pa);
       store<u32>(out, chunk, 8);
       out += 12;
@@ -233,5 +277,13 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
   }
   count(CTRL_STAT_HITS, hits);
   store<u32>(MAILBOX + MB_COVERED, len - left);
+  if (n == 1 && left == 0) {
+    store<u64>(rc, start);
+    store<u64>(rc, load<u64>(BATCH_OUT), 8);
+    store<u64>(rc, iotlbEpoch, 16);
+    store<u32>(rc, len, 24);
+    store<u32>(rc, key, 28);
+    store<u32>(rc, pieces, 32);
+  }
   return <i32>n;
 }
