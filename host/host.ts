@@ -122,7 +122,6 @@ export class Host {
     let made = 0;
     return {
       phys: this.phys,
-      contexts: this.contexts,
       memoryLimit: 65536,
       createMockDevice: (flags) => {
         const driver = flags & MOCK_FLAGS_DEVICE_NO_DIRTY ? noDirty : this.unit('mock');

@@ -113,10 +113,11 @@ export class Engine {
       if (v instanceof WebAssembly.Global) layout[name] = Number(v.value);
       else exp[name] = v;
     }
-    // Built by keyed stores, the object is in dictionary mode (a hash lookup
-    // per constant read on the DMA and mailbox paths); a copy of it is not.
+    // Built by keyed stores, these objects are in dictionary mode (a hash
+    // lookup per export call and per constant read on the hot paths); a
+    // copy of each is not.
     this.layout = { ...layout } as Layout;
-    this.x = exp as unknown as Exports;
+    this.x = { ...exp } as unknown as Exports; // fast properties, as for the layout
     this.refresh();
   }
 

@@ -75,6 +75,14 @@ export interface NestedSupport {
 export interface DomainOps {
   map(iova: bigint, pa: number, length: number, perm: number): void;
   unmap(iova: bigint, length: bigint): void;
+  /**
+   * read_and_clear_dirty, when the domain keeps dirty state finer than the
+   * engine's leaves (the mock's 2 KiB IOPTEs): OR the bits of
+   * [iova, iova + length) at pageSize into `out` from bit 0.
+   */
+  readDirty?(iova: bigint, length: bigint, pageSize: number, clear: boolean, out: Uint8Array): void;
+  /** Dirty tracking turned on: forget that state (the engine clears its own dirty bits). */
+  clearDirty?(): void;
 }
 
 /** One emulated IOMMU unit and the domains it builds. */

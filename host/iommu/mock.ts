@@ -51,6 +51,12 @@ const halfBit = (iova: bigint) => ((iova & HALF) === 0n ? 1 : 2);
 export class MockPagingTable {
   /** 4 KiB IOVA pages that areas use only a half of: halves in use, the physical page, the permission. */
   private readonly partial = new Map<bigint, { halves: number; pa: number; perm: number }>();
+  /**
+   * The dirty flags of the mock's 2 KiB IOPTEs (IOVA / 2 KiB) that
+   * IOMMU_TEST_OP_DIRTY set, as selftest.c flags its entries. A device write
+   * sets the VT-d leaf's D bit instead, at the 4 KiB granule of the table.
+   */
+  private readonly dirty = new Set<number>();
 
   constructor(private readonly engine: Engine, readonly did: number) {}
 
@@ -97,7 +103,51 @@ export class MockPagingTable {
     const { halves, start, end } = this.split(iova, length);
     if (end > start) this.engine.ptUnmap(this.did, start, end - start);
     for (const h of halves) this.dropHalf(h);
+    if (this.dirty.size > 0) {
+      const lo = Number(iova / HALF), hi = Number((iova + length) / HALF);
+      for (const k of this.dirty) if (k >= lo && k < hi) this.dirty.delete(k);
+    }
   }
+
+  /** IOMMU_TEST_OP_DIRTY: flag the 2 KiB IOPTE under iova dirty; false where nothing is mapped. */
+  markDirty(iova: bigint): boolean {
+    const at = iova - (iova % HALF);
+    if (this.iovaToPhys(at) === null) return false;
+    this.dirty.add(Number(at / HALF));
+    return true;
+  }
+
+  /**
+   * read_and_clear_dirty: a 2 KiB IOPTE is dirty when flagged, or when the
+   * 4 KiB leaf it sits in has D set by a device write (the table cannot
+   * tell which half was written, so both are). Bits are OR-ed into `out`
+   * at pageSize from iova; with `clear`, flags go, and D bits of the 4 KiB
+   * pages the range covers whole.
+   */
+  readDirty(iova: bigint, length: bigint, pageSize: number, clear: boolean, out: Uint8Array): void {
+    // Every IOVA of a mock domain lies in its aperture, below 2^31: plain numbers from here.
+    const from = Number(iova), end = from + Number(length);
+    const first = from - (from % MOCK_IO_PAGE_SIZE);
+    const pStart = first - (first % PAGE), pEnd = Math.ceil(end / PAGE) * PAGE;
+    const leaf = this.engine.ptReadDirty(this.did, pStart, pEnd - pStart, PAGE, false);
+    if (clear) {
+      const cStart = Math.ceil(from / PAGE) * PAGE, cEnd = end - (end % PAGE);
+      if (cEnd > cStart) this.engine.ptReadDirty(this.did, cStart, cEnd - cStart, PAGE, true);
+    }
+    for (let p = first; p < end; p += MOCK_IO_PAGE_SIZE) {
+      const k = (p - pStart) / PAGE | 0;
+      const key = p / MOCK_IO_PAGE_SIZE;
+      const flagged = this.dirty.has(key);
+      if (!flagged && (leaf[k >> 3] & (1 << (k & 7))) === 0) continue;
+      if (flagged && clear) this.dirty.delete(key);
+      // iommu_dirty_bitmap_record(head, MOCK_IO_PAGE_SIZE): the bits of the part inside the range.
+      const lo = Math.max(p, from), hi = Math.min(p + MOCK_IO_PAGE_SIZE, end) - 1;
+      for (let b = Math.floor((lo - from) / pageSize); b <= Math.floor((hi - from) / pageSize); b++) out[b >> 3] |= 1 << (b & 7);
+    }
+  }
+
+  /** Tracking turned on (iopt_clear_dirty_data): no flag is left. */
+  clearDirty(): void { this.dirty.clear(); }
 
   private dropHalf(h: bigint): void {
     const page = h - (h % BigInt(PAGE));

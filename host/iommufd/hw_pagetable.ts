@@ -224,6 +224,7 @@ export function hwptSetDirtyTracking(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwp
   const hwpt = ctx.objects.get<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
   if (!hwpt.flags.dirtyTracking) throw new SysError('EOPNOTSUPP');
   ctx.engine.ptSetDirtyTracking(hwpt.did, (cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0);
+  if (cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) hwpt.ops?.clearDirty?.();
 }
 
 /**
@@ -255,7 +256,9 @@ export function hwptGetDirtyBitmap(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_
   const va = Number(cmd.data);
   const bitmap = ctx.mm.read(va, bytes); // EFAULT before anything is cleared
   ctx.mm.write(va, bitmap); // and writable
-  ctx.engine.ptReadDirtyInto(hwpt.did, cmd.iova, last - cmd.iova + 1n, Number(cmd.page_size), (cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0, bitmap);
+  const clear = (cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0;
+  if (hwpt.ops?.readDirty) hwpt.ops.readDirty(cmd.iova, last - cmd.iova + 1n, Number(cmd.page_size), clear, bitmap);
+  else ctx.engine.ptReadDirtyInto(hwpt.did, cmd.iova, last - cmd.iova + 1n, Number(cmd.page_size), clear, bitmap);
   ctx.mm.write(va, bitmap);
 }
 

@@ -53,8 +53,8 @@ export class Selftest {
     }).iova;
   }
 
-  static async create(): Promise<Selftest> {
-    return new Selftest(await newHost({ iommufdTest: true }));
+  static async create(memoryLimit?: number): Promise<Selftest> {
+    return new Selftest(await newHost({ iommufdTest: true, ...(memoryLimit ? { memoryLimit } : {}) }));
   }
 
   /** ioctl(fd, IOMMU_TEST_CMD, &cmd) with the op's union member; returns the command as the kernel left it. */
