@@ -229,6 +229,9 @@ describe('CREATE_ACCESS, ACCESS_PAGES, DESTROY_ACCESS_PAGES, ACCESS_RW, ACCESS_R
     t.accessRw(plain, iova, 16, tmp, 0);
     err('EPERM', () => t.accessRw(plain, iova, 16, tmp, uapi.MOCK_ACCESS_RW_WRITE));
     err('EPERM', () => t.accessPages(pin, iova, PAGE_SIZE, 0, uapi.MOCK_FLAGS_ACCESS_WRITE));
+    // The walk over contiguous areas meets the read-only area before the gap after it: EPERM, not ENOENT.
+    err('EPERM', () => t.accessRw(plain, iova, PAGE_SIZE + 1, tmp, uapi.MOCK_ACCESS_RW_WRITE));
+    err('ENOENT', () => t.accessRw(plain, iova, PAGE_SIZE + 1, tmp, 0));
     t.destroyAccess(plain);
     t.destroyAccess(pin);
   });

@@ -35,7 +35,7 @@ import { IommufdObject, type ObjectTable } from './object.js';
 import { IommufdDevice, NO_PASID } from './device.js';
 import type { HwptPaging } from './hw_pagetable.js';
 import type { Ioas } from './ioas.js';
-import { ULONG_MAX, PERM_W, type IoptAccess, type PagesSlice } from './io_pagetable.js';
+import { ULONG_MAX, PERM_W, type IoPagetable, type IoptAccess, type PagesSlice } from './io_pagetable.js';
 import type { IoPages } from './pages.js';
 
 const PAGE = 4096;
@@ -493,6 +493,20 @@ function syzIova(access: Access, raw: bigint): bigint {
 }
 
 /**
+ * The walk over contiguous areas of iommufd_access_pin_pages and
+ * iommufd_access_rw: a read-only area met before the first gap is EPERM
+ * (a gap is ENOENT, from getPages).
+ */
+function checkWritable(iopt: IoPagetable, iova: bigint, last: bigint): void {
+  let next = iova;
+  for (const a of iopt.areasIn(iova, last)) {
+    if (a.iova > next) return;
+    if ((a.perm & PERM_W) === 0) throw new SysError('EPERM');
+    next = a.last + 1n;
+  }
+}
+
+/**
  * iommufd_access_pin_pages: [iova, iova + length) must be covered by areas
  * (ENOENT), writable if asked (EPERM); the pages behind it are pinned (the
  * pages object's pin counts: a page the domains already pinned is not pinned
@@ -505,8 +519,8 @@ function pinPages(access: Access, iova: bigint, length: bigint, write: boolean):
   if (iova % BigInt(PAGE) !== 0n) throw new SysError('EINVAL');
   if (!access.ioas) throw new SysError('ENOENT');
   const iopt = access.ioas.iopt;
+  if (write) checkWritable(iopt, iova, last);
   const slices = iopt.getPages(iova, length);
-  if (write && iopt.areasIn(iova, last).some((a) => (a.perm & PERM_W) === 0)) throw new SysError('EPERM');
   const pins: AccessItem['pins'] = [];
   try {
     for (const s of slices) {
@@ -536,8 +550,8 @@ function accessRw(access: Access, env: TestEnv, iova: bigint, buf: Uint8Array, w
   if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
   if (!access.ioas) throw new SysError('ENOENT');
   const iopt = access.ioas.iopt;
+  if (write) checkWritable(iopt, iova, last);
   const slices = iopt.getPages(iova, length);
-  if (write && iopt.areasIn(iova, last).some((a) => (a.perm & PERM_W) === 0)) throw new SysError('EPERM');
   let at = 0;
   for (const s of slices) {
     const [first, lastPage] = s.pages.indexRange(s.offset, s.length);
