@@ -48,7 +48,7 @@ export interface PagesSlice { pages: IoPages; offset: number; length: number }
 const addrOf = (e: PagesSlice): bigint => (Number.isSafeInteger(e.pages.base) ? BigInt(e.pages.base + e.offset) : 0n);
 
 /** The page indexes of its pages an area uses. */
-const pageRange = (a: Area): [number, number] => a.pages.indexRange(a.offset, Number(a.last - a.iova + 1n));
+const pageRange = (a: Area): [number, number] => a.pages.indexRange(a.offset, a.bytes);
 
 export interface Area {
   iova: bigint;
@@ -56,6 +56,8 @@ export interface Area {
   pages: IoPages;
   /** Byte offset of the area's first IOVA in its pages. */
   offset: number;
+  /** last - iova + 1 as a number (a slice of pages is shorter than 2^53): no BigInt arithmetic per use. */
+  bytes: number;
   perm: number;
 }
 
@@ -163,8 +165,9 @@ export class IoPagetable {
       // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment.
       if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
       if (align !== 1n && BigInt((e.pages.pageOffset + e.offset) % 4096) % align !== 0n) throw new SysError('EINVAL');
-      areas.push({ iova: at, last: at + BigInt(e.length) - 1n, pages: e.pages, offset: e.offset, perm });
-      at += BigInt(e.length);
+      const next = at + BigInt(e.length);
+      areas.push({ iova: at, last: next - 1n, pages: e.pages, offset: e.offset, bytes: e.length, perm });
+      at = next;
     }
     const filled: Area[] = [];
     try {
@@ -247,7 +250,7 @@ export class IoPagetable {
 
   private mapInto(d: Domain, area: Area): void {
     let iova = area.iova;
-    for (const r of area.pages.physRuns(area.offset, Number(area.last - area.iova + 1n))) {
+    for (const r of area.pages.physRuns(area.offset, area.bytes)) {
       if (this.hugePages) {
         this.ptMap(d, iova, r.pa, r.length, area.perm);
       } else {
@@ -306,7 +309,7 @@ export class IoPagetable {
       this.unfillDomains(a);
       this.areas.splice(this.areas.indexOf(a), 1);
       a.pages.put();
-      total += a.last - a.iova + 1n;
+      total += BigInt(a.bytes);
     }
     return total;
   }

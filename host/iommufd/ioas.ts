@@ -46,6 +46,9 @@ export interface IoasCtx {
 
 const MAP_FLAGS = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
 const PAGE = 4096n;
+// Constants made once: BigInt() and BigInt arithmetic allocate per call.
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const LENGTH_MAX = ULONG_MAX - PAGE;
 
 /** IOMMU_IOAS_ALLOC */
 export function ioasAlloc(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_alloc>): void {
@@ -55,7 +58,7 @@ export function ioasAlloc(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_alloc>): 
 
 /** The checks MAP, MAP_FILE and COPY share before the IOAS lookup. */
 function checkMapFlags(flags: number, ...values: bigint[]): void {
-  if (values.some((v) => v >= ULONG_MAX)) throw new SysError('EOVERFLOW');
+  for (const v of values) if (v >= ULONG_MAX) throw new SysError('EOVERFLOW');
   if ((flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE)) === 0) throw new SysError('EINVAL');
 }
 
@@ -68,8 +71,8 @@ const fixedOf = (flags: number, iova: bigint) => (flags & IOMMU_IOAS_MAP_FIXED_I
  */
 function allocPages(ctx: IoasCtx, source: PagesSource, start: bigint, length: bigint, writable: boolean): IoPages {
   // A user range may not reach ULONG_MAX (uptr + length); a file range may end on it (start + length - 1).
-  if (start + length - (source.kind === 'file' ? 1n : 0n) > ULONG_MAX) throw new SysError('EOVERFLOW');
-  if (length === 0n || length > ULONG_MAX - PAGE) throw new SysError('EINVAL');
+  if (start > ULONG_MAX - length + (source.kind === 'file' ? 1n : 0n)) throw new SysError('EOVERFLOW');
+  if (length === 0n || length > LENGTH_MAX) throw new SysError('EINVAL');
   return new IoPages(ctx.mm, source, Number(length), writable, ctx.pinAccount());
 }
 
@@ -80,7 +83,7 @@ export function ioasMap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map>): void
   const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
   // A VA the process cannot have (not a safe integer here, above TASK_SIZE in
   // Linux) is kept as NaN: accepted while nothing pins it, EFAULT when pinned.
-  const va = cmd.user_va <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cmd.user_va) : NaN;
+  const va = cmd.user_va <= MAX_SAFE ? Number(cmd.user_va) : NaN;
   const pages = allocPages(ctx, { kind: 'user', va }, cmd.user_va, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
   cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
 }
@@ -96,7 +99,7 @@ export function ioasMapFile(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map_fil
   const ioas = ctx.objects.get<Ioas>(cmd.ioas_id, 'IOAS');
   const file = ctx.fdget(cmd.fd);
   if (!file) throw new SysError('EBADF');
-  const start = cmd.start <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cmd.start) : NaN;
+  const start = cmd.start <= MAX_SAFE ? Number(cmd.start) : NaN;
   const pages = allocPages(ctx, { kind: 'file', file, start }, cmd.start, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
   cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
 }

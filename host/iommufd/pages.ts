@@ -50,6 +50,8 @@ export class IoPages {
   private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
+  /** Byte offset of the first byte in its page (a double's % is a libm call: computed once). */
+  readonly pageOffset: number;
 
   /** @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE). */
   constructor(
@@ -58,13 +60,13 @@ export class IoPages {
     readonly length: number,
     readonly writable: boolean,
     private readonly account: PinAccount | null,
-  ) {}
+  ) {
+    const b = this.base;
+    this.pageOffset = Number.isSafeInteger(b) ? b % PAGE : 0;
+  }
 
   /** The byte address the pages start at: the VA, or the file offset. */
   get base(): number { return this.source.kind === 'user' ? this.source.va : this.source.start; }
-
-  /** Byte offset of the first byte in its page. */
-  get pageOffset(): number { const b = this.base; return Number.isSafeInteger(b) ? b % PAGE : 0; }
 
   get isFile(): boolean { return this.source.kind === 'file'; }
 
@@ -146,6 +148,14 @@ export class IoPages {
   /** Drop one pin of pages [first, last]; pages nobody holds any more are released and uncharged. */
   unpin(first: number, last: number): void {
     const runs = this.runs;
+    const only = runs[0];
+    if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
+      // The last pin of the only run (an area's own pages): release it whole.
+      this.runs = [];
+      this.mm.unpin([{ pa: only.pa, length: (last - first + 1) * PAGE }]);
+      this.account?.uncharge(last - first + 1);
+      return;
+    }
     this.split(first);
     this.split(last + 1);
     const i = this.runAt(first);
