@@ -100,12 +100,13 @@ export class Iommufd {
   ioasMap(a: IoasMapArgs): bigint {
     const flags = (a.iova !== undefined ? IOMMU_IOAS_MAP_FIXED_IOVA : 0) |
       (a.readable !== false ? IOMMU_IOAS_MAP_READABLE : 0) | (a.writeable !== false ? IOMMU_IOAS_MAP_WRITEABLE : 0);
-    return this.calls.ioasMap({ flags, ioas_id: a.ioasId, user_va: BigInt(a.userVa), length: BigInt(a.length), iova: BigInt(a.iova ?? 0) }).iova;
+    // u64 fields take numbers as they are: BigInt() here would cost a conversion each way.
+    return this.calls.ioasMap({ flags, ioas_id: a.ioasId, user_va: a.userVa, length: a.length, iova: a.iova ?? 0 }).iova;
   }
 
   /** IOMMU_IOAS_UNMAP; returns the bytes unmapped. */
   ioasUnmap(ioasId: number, iova: number | bigint, length: number | bigint): bigint {
-    return this.calls.ioasUnmap({ ioas_id: ioasId, iova: BigInt(iova), length: BigInt(length) }).length;
+    return this.calls.ioasUnmap({ ioas_id: ioasId, iova, length }).length;
   }
 
   /** Unmap everything (iova 0, length U64_MAX); returns the bytes unmapped. */
