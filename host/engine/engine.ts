@@ -80,18 +80,25 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Split a non-negative integer below 2^64 into u32 halves. */
 export function split64(v: number | bigint): [number, number] {
-  return [lo32(v), hi32(v)];
+  halves(v);
+  return [LO, HI];
 }
 
-// The halves one at a time (no array). A bigint below 2^53 goes through one
-// Number(): BigInt & and >> allocate a BigInt each.
-function lo32(v: number | bigint): number {
-  if (typeof v === 'bigint') return v >= 0n && v <= MAX_SAFE ? Number(v) % TWO32 >>> 0 : Number(v & MASK32);
-  return v % TWO32 >>> 0;
-}
-function hi32(v: number | bigint): number {
-  if (typeof v === 'bigint') return v >= 0n && v <= MAX_SAFE ? Math.floor(Number(v) / TWO32) >>> 0 : Number((v >> 32n) & MASK32);
-  return Math.floor(v / TWO32) >>> 0;
+// The halves of the last halves() call (no array per call).
+let LO = 0, HI = 0;
+/**
+ * Split into LO and HI. A bigint below 2^53 goes through one Number() and a
+ * division: Number() of BigInt & and >> results costs three times as much,
+ * and a double's % is a libm call.
+ */
+function halves(v: number | bigint): void {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > MAX_SAFE) { LO = Number(v & MASK32); HI = Number((v >> 32n) & MASK32); return; }
+    v = Number(v);
+  }
+  const hi = Math.floor(v / TWO32);
+  LO = (v - hi * TWO32) >>> 0;
+  HI = hi >>> 0;
 }
 
 export class Engine {
@@ -221,14 +228,15 @@ export class Engine {
     return this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
   }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
-    const i = typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE ? Number(iova) : iova;
-    const l = typeof length === 'bigint' && length >= 0n && length <= MAX_SAFE ? Number(length) : length;
-    this.check(this.x.pt_map(did, lo32(i), hi32(i), lo32(pa), hi32(pa), lo32(l), hi32(l), perm), 'pt_map');
+    halves(iova); const il = LO, ih = HI;
+    halves(pa); const pl = LO, ph = HI;
+    halves(length);
+    this.check(this.x.pt_map(did, il, ih, pl, ph, LO, HI, perm), 'pt_map');
   }
   ptUnmap(did: number, iova: bigint | number, length: bigint | number): void {
-    const i = typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE ? Number(iova) : iova;
-    const l = typeof length === 'bigint' && length >= 0n && length <= MAX_SAFE ? Number(length) : length;
-    this.check(this.x.pt_unmap(did, lo32(i), hi32(i), lo32(l), hi32(l)), 'pt_unmap');
+    halves(iova); const il = LO, ih = HI;
+    halves(length);
+    this.check(this.x.pt_unmap(did, il, ih, LO, HI), 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
     const [il, ih] = split64(iova);

@@ -233,10 +233,10 @@ export class Dma {
     if (typeof iova === 'number' && iova >= 0 && iova < TWO32 && Number.isInteger(iova)) { lo = iova; hi = 0; }
     else if (iova === this.lastIova) { lo = this.lastLo; hi = this.lastHi; }
     else if (typeof iova === 'bigint' && iova >= 0n && iova <= MAX_SAFE) {
-      // A bigint below 2^53: one Number(), no BigInt arithmetic (each op allocates).
+      // A bigint below 2^53: one Number() (Number() of BigInt & and >> results costs three).
       const v = Number(iova);
-      lo = v % TWO32;
       hi = Math.floor(v / TWO32);
+      lo = v - hi * TWO32; // not v % TWO32: a double's % is a libm call
       this.lastIova = iova; this.lastLo = lo; this.lastHi = hi;
     } else [lo, hi] = split64(checkIova(iova));
     if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
