@@ -64,7 +64,7 @@ export interface Area {
 export interface Range { start: bigint; last: bigint; owner?: unknown }
 
 const overlaps = (a: Range, start: bigint, last: bigint) => a.start <= last && a.last >= start;
-/** x % align === 0n, without a BigInt division (it allocates) for the usual alignment of 1. */
+/** x % align === 0n; no division for the alignment of an IOAS without domains. */
 const aligned = (x: bigint, align: bigint) => align === 1n || x % align === 0n;
 
 export class IoPagetable {

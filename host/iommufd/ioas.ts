@@ -46,7 +46,7 @@ export interface IoasCtx {
 
 const MAP_FLAGS = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
 const PAGE = 4096n;
-// Constants made once: BigInt() and BigInt arithmetic allocate per call.
+// Constants made once, not per call (BigInt() of a number is a conversion).
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const LENGTH_MAX = ULONG_MAX - PAGE;
 
