@@ -7,7 +7,7 @@ export * from "./layout";
 import { init as stateInit, maxDomains } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
-import { ptCreate, ptCreateNested, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
+import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump } from "./iotlb";
@@ -43,6 +43,10 @@ export function pt_destroy(did: u32): i32 { return ptDestroy(did); }
 /** A nested domain: the guest's first-stage table at GPA (rootLo, rootHi) over the stage-2 domain `parent`. */
 export function pt_create_nested(parent: u32, rootLo: u32, rootHi: u32, levels: u32, flags: u32): i32 {
   return ptCreateNested(parent, u64of(rootLo, rootHi), levels, flags);
+}
+/** An Arm stage-1 nested domain: TTB0 at IPA (ttbLo, ttbHi) over `parent`, `cfg` the CD fields packed as ARM_S1_*. */
+export function pt_create_nested_arm(parent: u32, ttbLo: u32, ttbHi: u32, cfg: u32): i32 {
+  return ptCreateNestedArm(parent, u64of(ttbLo, ttbHi), cfg);
 }
 export function pt_map(did: u32, iovaLo: u32, iovaHi: u32, paLo: u32, paHi: u32, lenLo: u32, lenHi: u32, perm: u32): i32 {
   return ptMap(did, u64of(iovaLo, iovaHi), u64of(paLo, paHi), u64of(lenLo, lenHi), perm);

@@ -120,8 +120,10 @@ export const SEG_PRESENT: u32 = 1;
 //   +36 entry format: FMT_VTD_SL, FMT_ARM_S2 or FMT_AMD_V1 (pte.ts), or
 //       FMT_X86_S1 for a nested domain (nested.ts): its table is the guest's
 //       first-stage table at +40, walked through the stage-2 domain at +48;
-//       its root word holds NESTED_ROOT (a slot in use, no host table)
-//   +52 stage-1 flags (IOMMU_VTD_S1_*)   +56 nested domains on this one
+//       its root word holds NESTED_ROOT (a slot in use, no host table);
+//       FMT_ARM_S1 likewise for a VMSAv8-64 stage 1 (nested_arm.ts)
+//   +52 stage-1 flags: IOMMU_VTD_S1_* (FMT_X86_S1), or the packed CD
+//       fields of ARM_S1_* (FMT_ARM_S1)    +56 nested domains on this one
 // Domain id 0 is the blocked domain: a context pointing at it faults.
 // (Layout version 2: the record grew from 32 to 64 bytes for the flags word;
 // +24 holds a u64, so the first 32 bytes had no free word.)
@@ -133,6 +135,18 @@ export const FMT_ARM_S2: u32 = 1;
 export const FMT_AMD_V1: u32 = 2;
 /** A nested domain: guest x86-64 first-stage tables (VT-d 3.6) over a stage-2 parent. */
 export const FMT_X86_S1: u32 = 3;
+/** A nested domain: guest Arm VMSAv8-64 stage-1 tables (SMMUv3 CD) over a stage-2 parent. */
+export const FMT_ARM_S1: u32 = 4;
+/** Formats from here up are nested domains (the guest's table, walked through stage 2). */
+export const FMT_NESTED: u32 = FMT_X86_S1;
+// The stage-1 word of an FMT_ARM_S1 domain: the CD fields its walk obeys (SMMUv3 5.4).
+//   [5:0] T0SZ   [10:6] granule shift (12, 14, 16)   [16:11] IPS in bits
+//   [17] HA   [18] HD   [19] AFFD
+export const ARM_S1_GRANULE_SHIFT: u32 = 6;
+export const ARM_S1_IPS_SHIFT: u32 = 11;
+export const ARM_S1_HA: u32 = 1 << 17;
+export const ARM_S1_HD: u32 = 1 << 18;
+export const ARM_S1_AFFD: u32 = 1 << 19;
 export const DOM_S1_ROOT: u32 = 40;
 export const DOM_PARENT: u32 = 48;
 export const DOM_S1_FLAGS: u32 = 52;
@@ -214,6 +228,8 @@ export const F_TABLE_ADDR: u32 = 7;
 export const F_OUT_OF_SEGMENT: u32 = 8;
 /** ARM: the leaf's access flag is clear (Access flag fault). */
 export const F_ACCESS: u32 = 9;
+/** Arm: an output or table address above the output size (IPS): Address size fault. */
+export const F_ADDR_SIZE: u32 = 10;
 /** Or-ed into a status: the fault happened in the stage-2 part of a nested walk. */
 export const F_STAGE2: u32 = 0x80;
 

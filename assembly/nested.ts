@@ -48,16 +48,22 @@ const ADDR: u64 = 0x000ffffffffff000;
  */
 export function nestedCreate(parent: u32, root: u64, levels: u32, flags: u32): i32 {
   if ((levels != 4 && levels != 5) || (root & 0xfff) != 0) return ERR_INVAL;
+  return nestedSlot(parent, root, levels, flags, FMT_X86_S1);
+}
+
+/** Take a free domain slot for a nested domain of `format` (nested.ts, nested_arm.ts). */
+export function nestedSlot(parent: u32, root: u64, levels: u32, flags: u32, format: u32): i32 {
   for (let did: u32 = 1; did < maxDomains; did++) {
     const d = dom(did);
     if (load<u32>(d + DOM_ROOT) != 0) continue;
     store<u32>(d + DOM_ROOT, NESTED_ROOT);
     store<u32>(d + DOM_LEVELS, levels);
     store<u32>(d + DOM_SIZES, 7);
-    store<u32>(d + DOM_FORMAT, FMT_X86_S1);
+    store<u32>(d + DOM_FORMAT, format);
     store<u64>(d + DOM_MAPPED, 0);
-    // First-stage A/D are always updated: the flag makes the translation
-    // paths ask ptTouch whether the leaf is dirty before serving writes.
+    // Stage-1 A/D (x86) or AF / dirty state (Arm HTTU) are updated by the
+    // walk: the flag makes the translation paths ask ptTouch whether the
+    // leaf is dirty before serving writes.
     store<u32>(d + DOM_FLAGS, DOMF_DIRTY);
     store<u64>(d + DOM_S1_ROOT, root);
     store<u32>(d + DOM_PARENT, parent);
@@ -89,6 +95,10 @@ export function flushChildren(parent: u32): void {
   }
 }
 
+/** The IOTLB's size class at or below a combined leaf's shift (4 KiB, 2 MiB, 1 GiB). */
+// @ts-ignore: decorator
+@inline export function iotlbShift(shift: u32): u32 { return shift >= 30 ? 30 : shift >= 21 ? 21 : 12; }
+
 // Result of the last nested walk (what radix.ts hands on as walkPa etc.).
 export let nPa: u64 = 0;
 export let nShift: u32 = 0;
@@ -96,6 +106,33 @@ export let nPerm: u32 = 0;
 export let nLevel: u32 = 0;
 /** Is the stage-1 leaf of the last nested walk dirty (a write may be cached)? */
 export let nDirty: bool = false;
+
+/** The engine address of the last s2Read, and whether stage 2 lets it be written. */
+export let s2Hpa: usize = 0;
+export let s2Writable: bool = false;
+
+/**
+ * Stage 2 of a stage-1 table read: the u64 at `gpa` through the parent
+ * domain. F_NONE with s2Hpa / s2Writable, a stage-2 fault | F_STAGE2 with
+ * nLevel, or F_TABLE_ADDR for a table outside the engine's own memory.
+ */
+export function s2Read(parent: u32, gpa: u64): u32 {
+  const st = hostWalk(parent, gpa);
+  if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
+  if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
+  const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
+  if ((hpa >> 32) != 0 || (gpa & 7) != 0) return F_TABLE_ADDR;
+  s2Hpa = <usize>hpa;
+  s2Writable = (walkPerm & PERM_W) != 0;
+  return F_NONE;
+}
+
+/** Hand on a nested walk's combined leaf (nested_arm.ts: imported globals are read-only). */
+export function setNestedResult(pa: u64, shift: u32, perm: u32, dirty: bool): void {
+  nPa = pa; nShift = shift; nPerm = perm; nDirty = dirty; nLevel = 0;
+}
+// @ts-ignore: decorator
+@inline export function setNestedLevel(l: u32): void { nLevel = l; }
 
 /** Entries of the walk (host addresses) and whether stage 2 lets them be written, for the A/D updates. */
 const entries = memory.data(5 * 8);
@@ -124,16 +161,12 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   let leafShift: u32 = 0;
   for (let l = levels; l >= 1; l--) {
     nLevel = l;
-    const gpa = table + (((iova >> shiftOf(l)) & 511) << 3);
-    const st = hostWalk(parent, gpa);
-    if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
-    if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
-    const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
-    if ((hpa >> 32) != 0) return F_TABLE_ADDR;
-    const pte = load<u64>(<usize>hpa);
+    const st = s2Read(parent, table + (((iova >> shiftOf(l)) & 511) << 3));
+    if (st != F_NONE) return st;
+    const pte = load<u64>(s2Hpa);
     if ((pte & P) == 0) return F_NOT_PRESENT;
-    store<u64>(entries + (<usize>n << 3), hpa);
-    store<u8>(entryWritable + n, (walkPerm & PERM_W) != 0 ? 1 : 0);
+    store<u64>(entries + (<usize>n << 3), s2Hpa);
+    store<u8>(entryWritable + n, s2Writable ? 1 : 0);
     n++;
     if ((pte & RW) == 0) write = false;
     if ((pte & US) == 0) user = false;
@@ -152,7 +185,7 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
   const s1Perm: u32 = user ? (PERM_R | (write ? PERM_W : 0)) : 0;
   const perm = s1Perm & walkPerm;
-  const shift = min(leafShift, walkShift);
+  const shift = iotlbShift(min(leafShift, walkShift));
   const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
   // Accessed and dirty flags of a permitted access, written through stage 2.
   if (access != 0 && (access & ~perm) == 0) {
@@ -166,11 +199,7 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
     }
     leafPte = load<u64>(<usize>load<u64>(entries + (<usize>(n - 1) << 3)));
   }
-  nDirty = (leafPte & D) != 0;
-  nPa = hpa - (iova & ((<u64>1 << shift) - 1));
-  nShift = shift;
-  nPerm = perm;
-  nLevel = 0;
+  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & D) != 0);
   return F_NONE;
 }
 

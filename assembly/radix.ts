@@ -18,7 +18,7 @@
 // copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1, FMT_X86_S1,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -28,6 +28,7 @@ import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit } from "./pte";
 import { hostWalk, setWalkResult, walkEntry, walkPerm } from "./walk";
+import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
 import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nPerm, nLevel, nDirty } from "./nested";
 
 
@@ -98,7 +99,7 @@ function freeSubtree(did: u32, table: u64, level: u32): void {
 
 export function ptDestroy(did: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  if (format() == FMT_X86_S1) { nestedDestroy(did); return 0; }
+  if (format() >= FMT_NESTED) { nestedDestroy(did); return 0; }
   const d = dom(did);
   freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
   iotlbFlushDomain(did);
@@ -125,7 +126,7 @@ function leafLevel(sizes: u32, iova: u64, pa: u64, left: u64): u32 {
  */
 export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  if (format() == FMT_X86_S1) return ERR_INVAL; // a nested domain's table is the guest's
+  if (format() >= FMT_NESTED) return ERR_INVAL; // a nested domain's table is the guest's
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const sizes = load<u32>(d + DOM_SIZES);
@@ -290,7 +291,7 @@ function clearRange(did: u32, root: u64, levels: u32, first: u64, last: u64): vo
  */
 export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  if (format() == FMT_X86_S1) return ERR_INVAL; // a nested domain's table is the guest's
+  if (format() >= FMT_NESTED) return ERR_INVAL; // a nested domain's table is the guest's
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
@@ -308,8 +309,9 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
  * walkShift and walkPerm, or a fault with walkLevel.
  */
 export function ptWalk(did: u32, iova: u64, access: u32 = 0): u32 {
-  if (load<u32>(dom(did) + DOM_FORMAT) != FMT_X86_S1) return hostWalk(did, iova);
-  const st = nestedWalk(did, iova, access);
+  const f = load<u32>(dom(did) + DOM_FORMAT);
+  if (f < FMT_NESTED) return hostWalk(did, iova);
+  const st = f == FMT_ARM_S1 ? nestedArmWalk(did, iova, access) : nestedWalk(did, iova, access);
   setWalkResult(nPa, nShift, nPerm, nLevel);
   return st;
 }
@@ -319,8 +321,14 @@ export function ptExists(did: u32): bool { return validDomain(did); }
 
 /** A nested domain over the host table `parent` (nested.ts); ERR_INVAL if parent is not a host table. */
 export function ptCreateNested(parent: u32, root: u64, levels: u32, flags: u32): i32 {
-  if (!validDomain(parent) || format() == FMT_X86_S1) return ERR_INVAL;
+  if (!validDomain(parent) || format() >= FMT_NESTED) return ERR_INVAL;
   return nestedCreate(parent, root, levels, flags);
+}
+
+/** An Arm stage-1 nested domain over the host table `parent` (nested_arm.ts). */
+export function ptCreateNestedArm(parent: u32, ttb: u64, cfg: u32): i32 {
+  if (!validDomain(parent) || format() >= FMT_NESTED) return ERR_INVAL;
+  return nestedArmCreate(parent, ttb, cfg);
 }
 
 export function ptMapped(did: u32): u64 { return validDomain(did) ? load<u64>(dom(did) + DOM_MAPPED) : 0; }
@@ -343,7 +351,7 @@ export function ptTables(did: u32): u32 { return validDomain(did) ? load<u32>(do
 
 function touchLeaf(access: u32): u32 {
   // A nested walk has set the first-stage A/D flags itself.
-  if (format() == FMT_X86_S1) return nDirty ? PERM_W : 0;
+  if (format() >= FMT_NESTED) return nDirty ? PERM_W : 0;
   let pte = load<u64>(walkEntry);
   // A permitted access only: a faulting request sets no flag.
   if (access != 0 && (access & ~walkPerm) == 0) {
@@ -380,7 +388,7 @@ export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
   // A format without a hardware dirty flag here (ARM stage 2: DBM) cannot
   // track, nor can a nested domain (its first-stage A/D are the guest's).
-  if (enable > 1 || dirtyBit() == 0 || format() == FMT_X86_S1) return ERR_INVAL;
+  if (enable > 1 || dirtyBit() == 0 || format() >= FMT_NESTED) return ERR_INVAL;
   const d = dom(did);
   if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
   const flags = load<u32>(d + DOM_FLAGS);
@@ -473,7 +481,7 @@ function readDirtyTable(table: u64, level: u32, base: u64): void {
  */
 export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
-  if (format() == FMT_X86_S1) return ERR_INVAL;
+  if (format() >= FMT_NESTED) return ERR_INVAL;
   if (pageShift < 12 || pageShift > 63 || clear > 1 || len == 0) return ERR_INVAL;
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);

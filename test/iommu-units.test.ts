@@ -342,7 +342,7 @@ describe('IOMMU_GET_HW_INFO: the SMMUv3 unit (arm_smmu_hw_info)', () => {
     };
   }
 
-  it('returns IDR0..IDR5, IIDR and AIDR describing a stage-2-only SMMUv3.2 with a 4 KiB granule', () => {
+  it('returns IDR0..IDR5, IIDR and AIDR describing an SMMUv3.2 with both stages (nesting) and a 4 KiB granule', () => {
     const { devid } = device('arm-smmuv3', { pasidBits: 20 });
     const { out, flags, reserved, idr, iidr, aidr, after } = info(devid);
     expect(out.out_data_type).toBe(ARM);
@@ -352,7 +352,7 @@ describe('IOMMU_GET_HW_INFO: the SMMUv3 unit (arm_smmu_hw_info)', () => {
     const [idr0, idr1, idr2, idr3, idr4, idr5] = idr;
     // IDR0 (6.3.1)
     expect(bits(idr0, 0, 0)).toBe(1); // S2P: stage 2
-    expect(bits(idr0, 1, 1)).toBe(0); // S1P: no stage 1 (until nesting)
+    expect(bits(idr0, 1, 1)).toBe(1); // S1P: stage 1 (S1P && S2P: nesting, arm_smmu_device_hw_probe)
     expect(bits(idr0, 3, 2)).toBe(0b10); // TTF: AArch64
     expect(bits(idr0, 4, 4)).toBe(1); // COHACC
     expect(bits(idr0, 5, 5)).toBe(0); // BTM
@@ -361,7 +361,8 @@ describe('IOMMU_GET_HW_INFO: the SMMUv3 unit (arm_smmu_hw_info)', () => {
     expect(bits(idr0, 13, 13)).toBe(0); // MSI
     expect(bits(idr0, 16, 16)).toBe(0); // PRI
     expect(bits(idr0, 18, 18)).toBe(1); // VMID16
-    expect(bits(idr0, 19, 19)).toBe(0); // CD2L
+    expect(bits(idr0, 12, 12)).toBe(1); // ASID16
+    expect(bits(idr0, 19, 19)).toBe(1); // CD2L: two-level CD tables
     expect(bits(idr0, 22, 21)).toBe(0b10); // TTENDIAN: little-endian
     expect(bits(idr0, 25, 24)).toBe(0b01); // STALL_MODEL: terminate only
     expect(bits(idr0, 26, 26)).toBe(1); // TERM_MODEL: abort
@@ -566,12 +567,12 @@ describe('addDevice', () => {
 
 describe('IOMMU_HWPT_ALLOC flags each unit takes (domain_alloc_paging_flags)', () => {
   // intel_iommu_domain_alloc_paging_flags: NEST_PARENT (ecap.NEST), DIRTY_TRACKING (SSADS), PASID (SMTS && PASID);
-  // arm_smmu_domain_alloc_paging_flags on a stage-2-only SMMU: none of them;
+  // arm_smmu_domain_alloc_paging_flags: NEST_PARENT with FEAT_NESTING; PASID refused here (paging domains are stage 2, README);
   // amd_iommu_domain_alloc_paging_flags without GT: DIRTY_TRACKING (HD) only.
   const cases: [IommuKind, number, 'OK' | 'EOPNOTSUPP'][] = [
     ['intel-vtd', uapi.IOMMU_HWPT_ALLOC_NEST_PARENT, 'OK'],
     ['intel-vtd', uapi.IOMMU_HWPT_ALLOC_PASID, 'OK'],
-    ['arm-smmuv3', uapi.IOMMU_HWPT_ALLOC_NEST_PARENT, 'EOPNOTSUPP'],
+    ['arm-smmuv3', uapi.IOMMU_HWPT_ALLOC_NEST_PARENT, 'OK'],
     ['arm-smmuv3', uapi.IOMMU_HWPT_ALLOC_PASID, 'EOPNOTSUPP'],
     ['amd-vi', uapi.IOMMU_HWPT_ALLOC_NEST_PARENT, 'EOPNOTSUPP'],
     ['amd-vi', uapi.IOMMU_HWPT_ALLOC_PASID, 'EOPNOTSUPP'],

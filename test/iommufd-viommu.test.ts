@@ -1,6 +1,7 @@
-// The vIOMMU family and HWPT_INVALIDATE on units without vIOMMU support
-// (VT-d nests through HWPT_NESTED, not a vIOMMU): each call fails where Linux's
-// fails on such hardware, after its argument checks in Linux's order.
+// The vIOMMU family's argument checks, in Linux's order, and units without
+// vIOMMU support (VT-d nests through HWPT_NESTED, AMD not at all): each call
+// fails where Linux's fails on such hardware. The SMMUv3 vIOMMU itself is
+// test/iommufd-vsmmu.test.ts.
 // Sources: viommu.c (iommufd_viommu_alloc_ioctl, iommufd_vdevice_alloc_ioctl,
 // iommufd_hw_queue_alloc_ioctl), eventq.c (iommufd_veventq_alloc),
 // hw_pagetable.c (iommufd_hwpt_invalidate), reference iommufd-uapi.md §2.15,
@@ -30,11 +31,14 @@ describe('IOMMU_VIOMMU_ALLOC', () => {
 
   it('a missing device is ENOENT; a unit without vIOMMU ops is EOPNOTSUPP, before the HWPT is looked at', () => {
     expectErrno(() => ictx.ioctl(T.IOMMU_VIOMMU_ALLOC, { type: uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: 99 }), 'ENOENT');
-    for (const iommu of ['intel-vtd', 'arm-smmuv3', 'amd-vi'] as const) {
-      const d = host.addDevice({ iommu });
-      const id = boundDeviceOn(d.path);
+    for (const iommu of ['intel-vtd', 'amd-vi'] as const) {
+      const id = boundDeviceOn(host.addDevice({ iommu }).path);
       expectErrno(() => ictx.ioctl(T.IOMMU_VIOMMU_ALLOC, { type: uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: id, hwpt_id: 999 }), 'EOPNOTSUPP');
     }
+    // The SMMUv3 knows ARM_SMMUV3 only (get_viommu_size 0 for TEGRA241 without CMDQV), then looks the HWPT up.
+    const arm = boundDeviceOn(host.addDevice({ iommu: 'arm-smmuv3' }).path);
+    expectErrno(() => ictx.ioctl(T.IOMMU_VIOMMU_ALLOC, { type: uapi.IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV, dev_id: arm, hwpt_id: 999 }), 'EOPNOTSUPP');
+    expectErrno(() => ictx.ioctl(T.IOMMU_VIOMMU_ALLOC, { type: uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: arm, hwpt_id: 999 }), 'ENOENT');
   });
 
   function boundDeviceOn(path: string): number {

@@ -20,6 +20,7 @@ interface Exports {
   pt_create(levels: number, sizes: number, fmt: number): number;
   pt_destroy(did: number): number;
   pt_create_nested(parent: number, rootLo: number, rootHi: number, levels: number, flags: number): number;
+  pt_create_nested_arm(parent: number, ttbLo: number, ttbHi: number, cfg: number): number;
   pt_map(did: number, iovaLo: number, iovaHi: number, paLo: number, paHi: number, lenLo: number, lenHi: number, perm: number): number;
   pt_unmap(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number): number;
   pt_walk(did: number, iovaLo: number, iovaHi: number): number;
@@ -47,7 +48,8 @@ export interface Layout {
   MB_PA_LO: number; MB_PA_HI: number; MB_SHIFT: number; MB_PERM: number; MB_LEVEL: number;
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
   SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
-  FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; F_ACCESS: number; F_STAGE2: number;
+  FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; FMT_ARM_S1: number; F_ACCESS: number; F_ADDR_SIZE: number; F_STAGE2: number;
+  ARM_S1_GRANULE_SHIFT: number; ARM_S1_IPS_SHIFT: number; ARM_S1_HA: number; ARM_S1_HD: number; ARM_S1_AFFD: number;
   F_NONE: number; F_BLOCKED: number; F_ADDR_WIDTH: number; F_NOT_PRESENT: number; F_READ: number;
   F_WRITE: number; F_RESERVED: number; F_TABLE_ADDR: number; F_OUT_OF_SEGMENT: number;
   ERR_NOMEM: number; ERR_EXISTS: number; ERR_INVAL: number; ERR_FULL: number; ERR_NOENT: number;
@@ -63,6 +65,20 @@ export interface EngineOptions {
   /** Page tables (domains) and device contexts that may exist at once (default 4096 each). */
   domains?: number;
   contexts?: number;
+}
+
+/** The stage-1 fields of an Arm CD a nested walk obeys (SMMUv3 5.4). */
+export interface ArmS1Config {
+  /** T0SZ: the input is 64 - t0sz bits. */
+  readonly t0sz: number;
+  /** Granule in bytes: 4096, 16384 or 65536. */
+  readonly granule: number;
+  /** Output (IPA) size in bits. */
+  readonly ips: number;
+  /** Hardware access flag, dirty state, access-flag faults disabled. */
+  readonly ha: boolean;
+  readonly hd: boolean;
+  readonly affd: boolean;
 }
 
 /** A walk's answer: the leaf or the fault. */
@@ -226,6 +242,19 @@ export class Engine {
   ptCreateNested(parent: number, root: bigint | number, levels: number, flags = 0): number {
     const [lo, hi] = split64(root);
     return this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
+  }
+  /**
+   * A nested domain for an Arm SMMUv3 context descriptor: the guest's
+   * VMSAv8-64 stage-1 table at IPA `ttb0` walked through the stage-2 domain
+   * `parent`. Returns the domain id; a T0SZ, granule or IPS the walker does
+   * not take (assembly/nested_arm.ts) is EINVAL.
+   */
+  ptCreateNestedArm(parent: number, ttb0: bigint | number, cd: ArmS1Config): number {
+    const L = this.layout;
+    const cfg = cd.t0sz | (Math.log2(cd.granule) << L.ARM_S1_GRANULE_SHIFT) | (cd.ips << L.ARM_S1_IPS_SHIFT) |
+      (cd.ha ? L.ARM_S1_HA : 0) | (cd.hd ? L.ARM_S1_HD : 0) | (cd.affd ? L.ARM_S1_AFFD : 0);
+    const [lo, hi] = split64(ttb0);
+    return this.check(this.x.pt_create_nested_arm(parent, lo, hi, cfg), 'pt_create_nested_arm');
   }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
     halves(iova); const il = LO, ih = HI;

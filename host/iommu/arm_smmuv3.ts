@@ -5,21 +5,19 @@
 // SMMU_IDR0 ... 6.3.6 SMMU_IDR5, SMMU_IIDR, SMMU_AIDR) are built from the
 // field table below, one row per field, each with the value this unit reports
 // and why. The unit is what the engine really does today: stage-2 paging
-// domains in FMT_ARM_S2 (VMSAv8-64 stage 2, 4 KiB granule, assembly/pte.ts).
-// There is no stage 1 (nesting, vIOMMU), no event queue, no ATS and no PRI
-// path for this unit yet, so their bits are 0. A field whose register
+// domains in FMT_ARM_S2 (VMSAv8-64 stage 2, 4 KiB granule, assembly/pte.ts),
+// and stage 1 for guests only, through the ARM_SMMUV3 vIOMMU (arm_vsmmu.ts):
+// nested domains from a vSTE and its CD. There is no event queue register
+// interface (events reach a VMM through a vEVENTQ), no ATS and no PRI path
+// for this unit yet, so their bits are 0. A field whose register
 // interface (command queue, stream table) a later issue emulates is marked
 // `planned`. Reserved and IMPLEMENTATION DEFINED bits stay 0.
 //
 // What later issues must turn on, and what comes with it:
-//   - nesting / vIOMMU: IDR0.S1P = 1 (then S1P && S2P gives Linux
-//     ARM_SMMU_FEAT_NESTING), IDR0.ASID16, IDR0.CD2L, IDR0.HYP as the stage-1
-//     walker allows, and IDR3.FWB if it forces write-back at stage 2
-//     (arm_smmu_get_viommu_size needs CANWBS or S2FWB);
 //   - dirty tracking: IDR0.HTTU = 0b10 (access + dirty) with a DBM-driven
 //     dirty bit in the engine's ARM format (pte.ts dirtyBit() is 0 for
-//     FMT_ARM_S2) -- and Linux only offers dirty tracking on stage-1 domains,
-//     so S1P first;
+//     FMT_ARM_S2) -- and Linux offers dirty tracking on stage-1 paging
+//     domains only, which this unit does not make;
 //   - event queue: IDR0.MSI (and the queue registers behind IDR1.EVENTQS);
 //   - ATS: IDR0.ATS (with CR0.ATSCHK and CMD_ATC_INV), then PRI: IDR0.PRI and
 //     IDR1.PRIQS.
@@ -30,7 +28,8 @@
 import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_hw_info_arm_smmuv3, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, IOMMU_HW_INFO_TYPE_DEFAULT,
+  iommu_hw_info_arm_smmuv3, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
 } from '../uapi/iommufd.js';
 import { packRegisters, fieldOf, type RegField } from './regfields.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps, ReservedRegion } from './driver.js';
@@ -67,8 +66,8 @@ export function smmuRegisterFields(): readonly SmmuRegField[] {
     // ---- SMMU_IDR0 (6.3.1) ------------------------------------------------
     { reg: 'idr0', name: 'S2P', lsb: 0, width: 1, value: 1, spec: IDR0,
       why: 'stage-2 translation: every paging domain of this unit is an FMT_ARM_S2 table (VMSAv8-64 stage 2, 4 KiB granule)' },
-    { reg: 'idr0', name: 'S1P', lsb: 1, width: 1, value: 0, spec: IDR0,
-      why: 'no stage-1 walker for this unit yet: no CDs, no nested HWPTs (Linux then allocates only stage-2 domains)' },
+    { reg: 'idr0', name: 'S1P', lsb: 1, width: 1, value: 1, spec: IDR0,
+      why: 'stage 1 for guests: a vSTE\'s CD and its VMSAv8-64 stage-1 table, walked through stage 2 (S1P && S2P = Linux ARM_SMMU_FEAT_NESTING, so NEST_PARENT and the ARM_SMMUV3 vIOMMU)' },
     { reg: 'idr0', name: 'TTF', lsb: 2, width: 2, value: 0b10, spec: IDR0,
       why: 'AArch64 translation tables only (no AArch32 LPAE)' },
     { reg: 'idr0', name: 'COHACC', lsb: 4, width: 1, value: 1, spec: IDR0,
@@ -82,7 +81,7 @@ export function smmuRegisterFields(): readonly SmmuRegField[] {
     { reg: 'idr0', name: 'ATS', lsb: 10, width: 1, value: 0, spec: IDR0,
       why: 'no ATS path for this unit yet (translation requests, CMD_ATC_INV): functions behind it get IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED' },
     { reg: 'idr0', name: 'NS1ATS', lsb: 11, width: 1, value: 0, spec: IDR0, why: 'needs ATS and stage 1' },
-    { reg: 'idr0', name: 'ASID16', lsb: 12, width: 1, value: 0, spec: IDR0, why: 'no stage 1, so no ASIDs' },
+    { reg: 'idr0', name: 'ASID16', lsb: 12, width: 1, value: 1, spec: IDR0, why: 'CD.ASID is kept whole (16 bits) and TLBI by ASID compares all of it' },
     { reg: 'idr0', name: 'MSI', lsb: 13, width: 1, value: 0, spec: IDR0,
       why: 'no event, PRI or GERROR interrupts to signal: the event queue is not emulated yet' },
     { reg: 'idr0', name: 'SEV', lsb: 14, width: 1, value: 0, spec: IDR0, why: 'no WFE wake-up events' },
@@ -91,7 +90,7 @@ export function smmuRegisterFields(): readonly SmmuRegField[] {
     { reg: 'idr0', name: 'VMW', lsb: 17, width: 1, value: 0, spec: IDR0, why: 'no VMID wildcard matching: no invalidation commands yet' },
     { reg: 'idr0', name: 'VMID16', lsb: 18, width: 1, value: 1, spec: IDR0,
       why: 'the VMID of a stage-2 domain is its engine domain id, and the IOTLB tags entries with 16 bits of it (TLBE word 2: did | generation << 16)' },
-    { reg: 'idr0', name: 'CD2L', lsb: 19, width: 1, value: 0, spec: IDR0, why: 'no context descriptors (no stage 1)' },
+    { reg: 'idr0', name: 'CD2L', lsb: 19, width: 1, value: 1, spec: IDR0, why: 'two-level CD tables: the L1 descriptor of SubstreamID 0 is followed (arm_vsmmu.ts)' },
     { reg: 'idr0', name: 'VATOS', lsb: 20, width: 1, value: 0, spec: IDR0, why: 'no VATOS page' },
     { reg: 'idr0', name: 'TTENDIAN', lsb: 21, width: 2, value: 0b10, spec: IDR0,
       why: 'little-endian tables only: the walker reads u64 entries with little-endian loads' },
@@ -224,9 +223,13 @@ export function armSmmuV3(engine: Engine): IommuDriver {
      */
     resvRegions: () => [{ ...msi }],
     caps,
-    // arm_smmu_domain_alloc_paging_flags: a stage-2-only SMMU takes none of
-    // NEST_PARENT (no nesting), DIRTY_TRACKING (no HTTU) or PASID (no stage 1).
-    pagingFlags: 0,
+    // arm_smmu_domain_alloc_paging_flags: NEST_PARENT (FEAT_NESTING); not
+    // DIRTY_TRACKING (no HTTU). Linux would make a flagless paging domain
+    // stage 1 and take PASID; here every paging domain is a stage-2 table,
+    // so PASID is refused (EOPNOTSUPP).
+    pagingFlags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+    // arm_smmu_get_viommu_size: FEAT_NESTING, and CANWBS (COHACC, a coherent master) or S2FWB.
+    viommuTypes: [IOMMU_VIOMMU_TYPE_ARM_SMMUV3],
     /**
      * arm_smmu_hw_info (arm-smmu-v3-iommufd.c): DEFAULT or ARM_SMMUV3 gives
      * the raw IDR0..IDR5, IIDR and AIDR, unmasked (the uapi header lists the

@@ -112,6 +112,8 @@ export interface IommuDriver {
   readonly pagingFlags: number;
   /** domain_alloc_nested, when the unit nests. */
   readonly nested?: NestedSupport;
+  /** The IOMMU_VIOMMU_TYPE_* it can make (get_viommu_size non-zero); none without vIOMMU ops. */
+  readonly viommuTypes?: readonly number[];
   /**
    * ops->hw_info: the vendor data for a requested type. `requested` is
    * IOMMU_HW_INFO_TYPE_DEFAULT (0) or the type the caller asked for with

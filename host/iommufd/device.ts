@@ -4,13 +4,15 @@
 
 import type { Engine } from '../engine/engine.js';
 import { deviceMaxPasidLog2, iopfCapable } from '../iommu/driver.js';
-import type { PciFunction, PageRequestSink } from '../kernel/pci.js';
+import type { PciFunction, PageRequestSink, DmaFaultSink } from '../kernel/pci.js';
+import { STE_CFG_S1_TRANS } from '../iommu/arm_vsmmu.js';
 import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '../uapi/iommufd.js';
 import type { Fault } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { HwptPaging, type Hwpt } from './hw_pagetable.js';
 import type { Ioas } from './ioas.js';
+import type { VDevice } from './viommu.js';
 
 /** IOMMU_NO_PASID: the requester id itself. */
 export const NO_PASID = 0;
@@ -18,6 +20,8 @@ export const NO_PASID = 0;
 export class IommufdDevice extends IommufdObject {
   readonly type = 'DEVICE' as const;
   private readonly attached = new Map<number, Hwpt>();
+  /** Its vDEVICE (idev->vdev), at most one over all vIOMMUs. */
+  vdev: VDevice | null = null;
 
   constructor(private readonly engine: Engine, private readonly objects: ObjectTable, readonly pci: PciFunction) {
     super();
@@ -48,6 +52,7 @@ export class IommufdDevice extends IommufdObject {
     if (!hwpt) return;
     this.pci.setContext(pasid, 0);
     this.pci.setPageRequestSink(pasid, null);
+    this.pci.setFaultSink(pasid, null);
     this.attached.delete(pasid);
     hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
@@ -55,9 +60,15 @@ export class IommufdDevice extends IommufdObject {
     this.unlink(hwpt);
   }
 
-  /** Unbind: detach everything. */
+  /** Unbind (iommufd_device_pre_destroy, then detach): its vDEVICE goes and leaves a tombstone. */
   destroy(): void {
+    if (this.vdev) this.objects.tombstone(this.vdev);
     for (const pasid of [...this.attached.keys()]) this.detach(pasid);
+  }
+
+  /** Re-point every attachment's context at its HWPT's current domain (a nested HWPT re-read its configuration). */
+  refreshContexts(hwpt: Hwpt): void {
+    for (const [pasid, h] of this.attached) if (h === hwpt) this.pci.setContext(pasid, hwpt.did);
   }
 
   /**
@@ -133,7 +144,7 @@ export class IommufdDevice extends IommufdObject {
     const moving = pasid === NO_PASID && (old === null || old.ioas !== hwpt.ioas);
     try {
       if (moving) for (const r of this.pci.driver.resvRegions()) hwpt.ioas.iopt.reserve(r.start, r.last, this);
-      this.driverAttach(hwpt);
+      this.driverAttach(hwpt, pasid);
     } catch (e) {
       if (moving) hwpt.ioas.iopt.unreserve(this);
       throw e;
@@ -141,6 +152,7 @@ export class IommufdDevice extends IommufdObject {
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
     this.pci.setContext(pasid, hwpt.did);
     this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+    this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
     hwpt.users++;
     hwpt.attached++;
@@ -172,16 +184,31 @@ export class IommufdDevice extends IommufdObject {
    * another driver made (EINVAL); a nested domain's data is checked against
    * this device's unit (intel_nested_attach_dev, intel_pasid_setup_nested).
    */
-  private driverAttach(hwpt: Hwpt): void {
+  private driverAttach(hwpt: Hwpt, pasid: number): void {
     const driver = this.pci.driver;
     if (hwpt.driver.kind !== driver.kind) throw new SysError('EINVAL');
     // A domain with dirty tracking on a device whose unit cannot keep dirty
     // bits (intel paging_domain_compatible, mock_domain_nop_attach): EINVAL.
     if (hwpt.type === 'HWPT_PAGING' && hwpt.flags.dirtyTracking && !driver.caps.dirtyTracking) throw new SysError('EINVAL');
-    if (hwpt.type === 'HWPT_NESTED') {
+    if (hwpt.type !== 'HWPT_NESTED') return;
+    if (hwpt.s1) {
       if (!driver.nested) throw new SysError('EINVAL');
       driver.nested.checkAttach(hwpt.s1);
     }
+    if (hwpt.vsmmu && hwpt.viommu) {
+      // arm_smmu_attach_dev_nested: another SMMU EINVAL, substreams in use EBUSY;
+      // arm_smmu_attach_prepare_vmaster: a translating vSTE needs this device's vDEVICE on the vIOMMU.
+      if (hwpt.viommu.driver !== driver) throw new SysError('EINVAL');
+      if ([...this.attached.keys()].some((p) => p !== pasid)) throw new SysError('EBUSY');
+      if (hwpt.vsmmu.ste.cfg === STE_CFG_S1_TRANS && this.vdev?.viommu !== hwpt.viommu) throw new SysError('ENOENT');
+    }
+  }
+
+  /** Where this device's refused DMAs are reported while attached to hwpt: a vIOMMU's event queue, or nowhere. */
+  private dmaFaultSink(hwpt: Hwpt): DmaFaultSink | null {
+    if (hwpt.type !== 'HWPT_NESTED' || !hwpt.viommu || !hwpt.vsmmu) return null;
+    const { viommu, vsmmu } = hwpt;
+    return (f) => viommu.reportDmaFault(this, vsmmu, f);
   }
 
   private unlink(hwpt: Hwpt): void {

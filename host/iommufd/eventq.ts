@@ -1,4 +1,6 @@
-// Event queues (drivers/iommu/iommufd/eventq.c). FAULT: a queue of I/O page-fault groups
+// Event queues (drivers/iommu/iommufd/eventq.c): FAULT and VEVENTQ.
+//
+// FAULT: a queue of I/O page-fault groups
 // read from an fd as struct iommu_hwpt_pgfault records and answered by
 // writing struct iommu_hwpt_page_response records to it.
 //
@@ -11,11 +13,12 @@
 import { KFile, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response, iommu_veventq_alloc,
-  IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID, IOMMU_VEVENTQ_TYPE_DEFAULT,
+  iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response, iommu_veventq_alloc, iommufd_vevent_header,
+  IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID, IOMMU_VEVENTQ_TYPE_DEFAULT, IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
 } from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
 import { IommufdObject, type ObjectTable } from './object.js';
+import type { Viommu } from './viommu.js';
 
 /** One page request as the IOMMU reports it (struct iommu_fault_page_request). */
 export interface PageRequest {
@@ -116,27 +119,31 @@ export class Fault extends IommufdObject {
   }
 }
 
-/** The fault fd ("[iommufd-pgfault]"): holds the FAULT (users + 1) and the iommufd. */
-export class FaultFile extends KFile {
-  constructor(readonly fault: Fault, private readonly ictx: KFile) {
-    super('anon_inode:[iommufd-pgfault]');
-    fault.users++;
+/** An event queue's fd (iommufd_eventq_init): holds its object (users + 1) and the iommufd. */
+abstract class EventqFile<Q extends IommufdObject & { readonly readable: boolean }> extends KFile {
+  constructor(name: string, readonly queue: Q, private readonly ictx: KFile) {
+    super(name);
+    queue.users++;
     ictx.get();
   }
 
-  override read(buf: Uint8Array): number { return this.fault.read(buf); }
-  override write(buf: Uint8Array): number { return this.fault.write(buf); }
-
-  /** iommufd_eventq_fops_poll: always writable; readable while groups wait. */
+  /** iommufd_eventq_fops_poll: always writable; readable while records wait. */
   override poll(events: number): number {
-    const ready = POLLOUT | (this.fault.readable ? POLLIN | POLLRDNORM : 0);
+    const ready = POLLOUT | (this.queue.readable ? POLLIN | POLLRDNORM : 0);
     return ready & (events | POLLERR | POLLHUP);
   }
 
   protected override release(): void {
-    this.fault.users--;
+    this.queue.users--;
     this.ictx.put();
   }
+}
+
+/** The fault fd ("[iommufd-pgfault]"): page-fault groups out, responses in. */
+export class FaultFile extends EventqFile<Fault> {
+  constructor(fault: Fault, ictx: KFile) { super('anon_inode:[iommufd-pgfault]', fault, ictx); }
+  override read(buf: Uint8Array): number { return this.queue.read(buf); }
+  override write(buf: Uint8Array): number { return this.queue.write(buf); }
 }
 
 /** What IOMMU_FAULT_QUEUE_ALLOC needs from the iommufd context. */
@@ -157,14 +164,101 @@ export function faultQueueAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_fault_a
 
 /** The newest kernels' cap on a vEVENTQ's depth (1 << 19 accepted, more EINVAL). */
 const VEVENTQ_DEPTH_MAX = 1 << 19;
+const INT_MAX = 0x7fff_ffff;
+const HEADER = iommufd_vevent_header.size;
+
+/** A queued record: an event with its payload, or the one LOST_EVENTS header (payload null). */
+interface VEvent { readonly sequence: number; readonly payload: Uint8Array | null }
+
+/**
+ * VEVENTQ (eventq.c): the events a vIOMMU forwards, of one type, read from
+ * an fd as struct iommufd_vevent_header + payload. At most `depth` events
+ * wait; when full, an event is dropped and the single LOST_EVENTS header
+ * moves to the tail with the next sequence number, so every lost event
+ * still takes a number and the gap shows how many went.
+ */
+export class Veventq extends IommufdObject {
+  readonly type = 'VEVENTQ' as const;
+  private readonly deliver: VEvent[] = [];
+  private sequence = 0;
+  /** Events queued, the LOST header not counted (veventq->num_events). */
+  private numEvents = 0;
+  onReadable: (() => void) | null = null;
+
+  constructor(readonly viommu: Viommu, readonly vtype: number, readonly depth: number) {
+    super();
+    viommu.users++;
+    viommu.veventqs.set(vtype, this);
+  }
+
+  /** iommufd_viommu_report_event for this queue. */
+  report(payload: Uint8Array): void {
+    const tail = this.deliver[this.deliver.length - 1];
+    if (tail && tail.payload === null) this.deliver.pop();
+    const sequence = this.sequence;
+    this.sequence = (this.sequence + 1) & INT_MAX;
+    if (this.numEvents < this.depth) {
+      this.deliver.push({ sequence, payload: payload.slice() });
+      this.numEvents++;
+    } else {
+      this.deliver.push({ sequence, payload: null });
+    }
+    this.onReadable?.();
+  }
+
+  get readable(): boolean { return this.deliver.length > 0; }
+
+  /**
+   * iommufd_veventq_fops_read: whole records in order; one that does not fit
+   * stays queued. A buffer shorter than a header, or one that takes no
+   * record while one waits, is EINVAL (the newest kernels, as their
+   * selftest expects).
+   */
+  read(buf: Uint8Array): number {
+    if (buf.length < HEADER) throw new SysError('EINVAL');
+    let done = 0;
+    while (this.deliver.length > 0) {
+      const ev = this.deliver[0];
+      const len = HEADER + (ev.payload?.length ?? 0);
+      if (len > buf.length - done) {
+        if (done === 0) throw new SysError('EINVAL');
+        break;
+      }
+      iommufd_vevent_header.encode({ flags: ev.payload ? 0 : IOMMU_VEVENTQ_FLAG_LOST_EVENTS, sequence: ev.sequence }, buf, done);
+      if (ev.payload) {
+        buf.set(ev.payload, done + HEADER);
+        this.numEvents--;
+      }
+      this.deliver.shift();
+      done += len;
+    }
+    return done;
+  }
+
+  destroy(): void {
+    this.viommu.veventqs.delete(this.vtype);
+    this.viommu.users--;
+  }
+}
+
+/** The vEVENTQ fd ("[iommufd-viommu-event]"): records out; no write method (EINVAL). */
+export class VeventqFile extends EventqFile<Veventq> {
+  constructor(veventq: Veventq, ictx: KFile) { super('anon_inode:[iommufd-viommu-event]', veventq, ictx); }
+  override read(buf: Uint8Array): number { return this.queue.read(buf); }
+}
 
 /**
  * IOMMU_VEVENTQ_ALLOC (eventq.c iommufd_veventq_alloc): flags, __reserved
- * and the type, the depth, then the vIOMMU, which no emulated unit can make
- * yet (see viommu.ts): ENOENT.
+ * and the DEFAULT type EOPNOTSUPP, the depth EINVAL, the vIOMMU ENOENT, a
+ * second queue of one type on a vIOMMU EEXIST. The type is not checked
+ * against the driver.
  */
-export function veventqAlloc(ctx: { readonly objects: ObjectTable }, cmd: Decoded<typeof iommu_veventq_alloc>): void {
+export function veventqAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_veventq_alloc>): void {
   if (cmd.flags !== 0 || cmd.__reserved !== 0 || cmd.type === IOMMU_VEVENTQ_TYPE_DEFAULT) throw new SysError('EOPNOTSUPP');
   if (cmd.veventq_depth === 0 || cmd.veventq_depth > VEVENTQ_DEPTH_MAX) throw new SysError('EINVAL');
-  ctx.objects.get(cmd.viommu_id, 'VIOMMU');
+  const viommu = ctx.objects.get<Viommu>(cmd.viommu_id, 'VIOMMU');
+  if (viommu.veventqs.has(cmd.type)) throw new SysError('EEXIST');
+  const q = ctx.objects.add(new Veventq(viommu, cmd.type, cmd.veventq_depth));
+  cmd.out_veventq_id = q.id;
+  cmd.out_veventq_fd = ctx.installFd(new VeventqFile(q, ctx.file));
 }

@@ -9,6 +9,7 @@ import { SysError } from '../uapi/errno.js';
 import {
   iommu_hwpt_alloc, iommu_hwpt_set_dirty_tracking, iommu_hwpt_get_dirty_bitmap, iommu_hwpt_invalidate,
   iommu_hwpt_vtd_s1, iommu_hwpt_vtd_s1_invalidate, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VTD_INV_FLAGS_LEAF,
+  iommu_hwpt_arm_smmuv3, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_FAULT_ID_VALID, IOMMU_HWPT_ALLOC_PASID, IOMMU_HWPT_DIRTY_TRACKING_ENABLE, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
 } from '../uapi/iommufd.js';
@@ -19,6 +20,8 @@ import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
 import type { IommufdDevice } from './device.js';
 import type { Fault } from './eventq.js';
+import { type Viommu, viommuInvalidate } from './viommu.js';
+import { validateVste, VsmmuDomain } from '../iommu/arm_vsmmu.js';
 
 /** How a paging HWPT was asked for (the IOMMU_HWPT_ALLOC flags that shape it). */
 export interface PagingFlags {
@@ -80,34 +83,61 @@ export class HwptPaging extends IommufdObject implements Domain {
 }
 
 /**
- * HWPT_NESTED: a guest first-stage table (in guest memory, at a GPA) over a
- * nest-parent HWPT_PAGING, translated by the engine's 2-D walk. Holds a user
- * of its parent.
+ * HWPT_NESTED: a guest's own stage-1 configuration over a nest-parent
+ * HWPT_PAGING, translated by the engine's 2-D walks. Made on the parent
+ * (VT-d: a first-stage table at a GPA; holds a user of the parent) or on a
+ * vIOMMU (SMMUv3: a vSTE; holds a user of the vIOMMU, not of the parent).
  */
 export class HwptNested extends IommufdObject {
   readonly type = 'HWPT_NESTED' as const;
-  readonly did: number;
   readonly auto = false;
   attached = 0;
   fault: Fault | null = null;
+  /** VT-d: the driver data as given (flags, address width), checked again at attach. */
+  readonly s1: { flags: bigint; addrWidth: number } | null;
+  /** SMMUv3: the domain of the vSTE. */
+  readonly vsmmu: VsmmuDomain | null;
+  private readonly vtdDid: number;
 
   constructor(
     private readonly engine: Engine,
     readonly parent: HwptPaging,
-    /** The driver data as given (flags, address width), checked again at attach. */
-    readonly s1: { flags: bigint; addrWidth: number },
-    root: bigint,
+    config: { vtd: { flags: bigint; addrWidth: number; root: bigint } } | { vsmmu: VsmmuDomain; viommu: Viommu },
     readonly flags: { pasidCompat: boolean },
   ) {
     super();
-    // The first-stage pointer's low 12 bits are not part of it (VT-d 9.6 FSPTPTR).
-    this.did = engine.ptCreateNested(parent.did, root & ~0xfffn, s1.addrWidth === 57 ? 5 : 4);
-    parent.users++;
+    if ('vtd' in config) {
+      const { flags: f, addrWidth, root } = config.vtd;
+      this.s1 = { flags: f, addrWidth };
+      this.vsmmu = null;
+      this.viommu = null;
+      // The first-stage pointer's low 12 bits are not part of it (VT-d 9.6 FSPTPTR).
+      this.vtdDid = engine.ptCreateNested(parent.did, root & ~0xfffn, addrWidth === 57 ? 5 : 4);
+      parent.users++;
+    } else {
+      this.s1 = null;
+      this.vsmmu = config.vsmmu;
+      this.viommu = config.viommu;
+      this.vtdDid = 0;
+      this.viommu.users++;
+      this.viommu.nested.add(this);
+    }
   }
 
+  readonly viommu: Viommu | null;
+
+  /** The engine domain attached contexts point at (0: transactions are terminated). */
+  get did(): number { return this.vsmmu ? this.vsmmu.did : this.vtdDid; }
   get driver(): IommuDriver { return this.parent.driver; }
   /** The IOAS behind its stage 2, where attaching reserves the device's regions. */
   get ioas(): Ioas { return this.parent.ioas; }
+
+  /** SMMUv3 CFGI_CD: fetch the configuration again and point the attached streams at the result. */
+  reconfigure(): void {
+    if (!this.vsmmu || !this.viommu) return;
+    this.vsmmu.configure();
+    for (const vdev of this.viommu.vdevs.values()) vdev.idev.refreshContexts(this);
+  }
 
   setFault(fault: Fault): void {
     this.fault = fault;
@@ -115,8 +145,14 @@ export class HwptNested extends IommufdObject {
   }
 
   destroy(): void {
-    this.engine.ptDestroy(this.did);
-    this.parent.users--;
+    if (this.vsmmu && this.viommu) {
+      this.vsmmu.destroy();
+      this.viommu.nested.delete(this);
+      this.viommu.users--;
+    } else {
+      this.engine.ptDestroy(this.vtdDid);
+      this.parent.users--;
+    }
     if (this.fault) this.fault.users--;
   }
 }
@@ -138,8 +174,7 @@ export interface HwptCtx {
  * IOMMU_HWPT_ALLOC (hw_pagetable.c iommufd_hwpt_alloc). On an IOAS: a manual
  * HWPT_PAGING, filled from the IOAS at once, needing no device attached.
  * On a nest-parent HWPT_PAGING: a HWPT_NESTED, when the device's unit nests
- * (VT-d). On a vIOMMU: no vIOMMU type exists yet, so no vIOMMU object can
- * be reached here.
+ * (VT-d). On a vIOMMU: a HWPT_NESTED from the guest's vSTE (SMMUv3).
  */
 export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): void {
   if (cmd.__reserved !== 0) throw new SysError('EOPNOTSUPP');
@@ -153,7 +188,7 @@ export function hwptAlloc(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_alloc>): 
   } else if (pt.type === 'HWPT_PAGING') {
     hwpt = allocNested(ctx, pt as HwptPaging, idev, cmd);
   } else if (pt.type === 'VIOMMU') {
-    throw new SysError('EOPNOTSUPP');
+    hwpt = allocOnViommu(ctx, pt as Viommu, idev, cmd);
   } else {
     throw new SysError('EINVAL');
   }
@@ -184,9 +219,28 @@ function allocNested(ctx: HwptCtx, parent: HwptPaging, idev: IommufdDevice, cmd:
   if (parent.auto || !parent.flags.nestParent || parent.driver !== driver) throw new SysError('EINVAL');
   if (cmd.data_type !== driver.nested.dataType) throw new SysError('EOPNOTSUPP');
   const vtd = iommuCopyStructFromUser(ctx.mm, iommu_hwpt_vtd_s1, cmd.data_uptr, cmd.data_len, iommu_hwpt_vtd_s1.offsetofend('__reserved'));
-  return ctx.objects.add(new HwptNested(ctx.engine, parent, { flags: vtd.flags, addrWidth: vtd.addr_width }, vtd.pgtbl_addr, {
+  return ctx.objects.add(new HwptNested(ctx.engine, parent, { vtd: { flags: vtd.flags, addrWidth: vtd.addr_width, root: vtd.pgtbl_addr } }, {
     pasidCompat: (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0,
   }));
+}
+
+/**
+ * iommufd_viommu_alloc_hwpt_nested and arm_vsmmu_alloc_domain_nested: a
+ * device behind another unit EINVAL; flags other than FAULT_ID_VALID |
+ * PASID, or no data, EOPNOTSUPP; then the SMMUv3 driver: PASID EOPNOTSUPP,
+ * the vSTE copied (iommu_copy_struct_from_user: another type or a length
+ * other than 16 EINVAL, a bad pointer EFAULT) and validated (EIO).
+ */
+function allocOnViommu(ctx: HwptCtx, viommu: Viommu, idev: IommufdDevice, cmd: Decoded<typeof iommu_hwpt_alloc>): HwptNested {
+  if (viommu.driver !== idev.pci.driver) throw new SysError('EINVAL');
+  if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0) throw new SysError('EOPNOTSUPP');
+  if (viommu.vtype !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3 || (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0) throw new SysError('EOPNOTSUPP');
+  if (cmd.data_type !== IOMMU_HWPT_DATA_ARM_SMMUV3) throw new SysError('EINVAL');
+  const s = iommu_hwpt_arm_smmuv3;
+  const { ste } = iommuCopyStructFromUser(ctx.mm, s, cmd.data_uptr, cmd.data_len, s.size);
+  const vste = validateVste(ste[0], ste[1]);
+  const domain = new VsmmuDomain({ engine: ctx.engine, phys: ctx.mm.phys, s2: viommu.hwpt.did }, vste);
+  return ctx.objects.add(new HwptNested(ctx.engine, viommu.hwpt, { vsmmu: domain, viommu }, { pasidCompat: false }));
 }
 
 /** iommufd_hwpt_paging_alloc for a manual HWPT; the object is gone again on failure. */
@@ -280,18 +334,11 @@ export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_inva
     if (cmd.entry_num !== 0 && (cmd.data_uptr === 0n || cmd.entry_len === 0 || cmd.entry_len > 4096 || cmd.entry_num > INVALIDATE_ENTRY_NUM_MAX)) throw new SysError('EINVAL');
     const obj = ctx.objects.find(cmd.hwpt_id);
     if (!obj) throw new SysError('ENOENT');
-    if (obj.type !== 'HWPT_NESTED') throw new SysError('EINVAL');
-    const hwpt = obj as HwptNested;
-    if (cmd.data_type !== IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) throw new SysError('EINVAL');
-    const s = iommu_hwpt_vtd_s1_invalidate;
-    for (let i = 0; i < cmd.entry_num; i++) {
-      const entry = iommuCopyStructFromUser(ctx.mm, s, cmd.data_uptr + BigInt(i * cmd.entry_len), cmd.entry_len, s.offsetofend('__reserved'));
-      if ((entry.flags & ~IOMMU_VTD_INV_FLAGS_LEAF) !== 0 || entry.__reserved !== 0) throw new SysError('EOPNOTSUPP');
-      if (entry.addr % 4096n !== 0n || (entry.npages === ULONG_MAX && entry.addr !== 0n)) throw new SysError('EINVAL');
-      if (entry.npages === ULONG_MAX) ctx.engine.flushDomain(hwpt.did);
-      else if (entry.npages !== 0n) ctx.engine.flushRange(hwpt.did, entry.addr, min64(entry.npages * 4096n, ULONG_MAX - entry.addr + 1n));
-      done++;
-    }
+    // A paging HWPT is EINVAL; an SMMUv3 nested one has no cache_invalidate_user: EOPNOTSUPP.
+    if (obj.type !== 'VIOMMU' && !(obj.type === 'HWPT_NESTED' && (obj as HwptNested).s1)) throw new SysError(obj.type === 'HWPT_NESTED' ? 'EOPNOTSUPP' : 'EINVAL');
+    const r = obj.type === 'VIOMMU' ? viommuInvalidate(ctx, obj as Viommu, cmd) : vtdInvalidate(ctx, obj as HwptNested, cmd);
+    done = r.handled;
+    if (r.error) throw r.error;
   } catch (e) {
     if (!(e instanceof SysError)) throw e;
     err = e;
@@ -299,6 +346,25 @@ export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_inva
   cmd.entry_num = done;
   respond();
   if (err) throw err;
+}
+
+/** intel_nested_cache_invalidate_user: entries in order until one is refused; the entries handled, and why it stopped. */
+function vtdInvalidate(ctx: HwptCtx, hwpt: HwptNested, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null } {
+  if (cmd.data_type !== IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) return { handled: 0, error: new SysError('EINVAL') };
+  const s = iommu_hwpt_vtd_s1_invalidate;
+  for (let i = 0; i < cmd.entry_num; i++) {
+    try {
+      const entry = iommuCopyStructFromUser(ctx.mm, s, cmd.data_uptr + BigInt(i * cmd.entry_len), cmd.entry_len, s.offsetofend('__reserved'));
+      if ((entry.flags & ~IOMMU_VTD_INV_FLAGS_LEAF) !== 0 || entry.__reserved !== 0) throw new SysError('EOPNOTSUPP');
+      if (entry.addr % 4096n !== 0n || (entry.npages === ULONG_MAX && entry.addr !== 0n)) throw new SysError('EINVAL');
+      if (entry.npages === ULONG_MAX) ctx.engine.flushDomain(hwpt.did);
+      else if (entry.npages !== 0n) ctx.engine.flushRange(hwpt.did, entry.addr, min64(entry.npages * 4096n, ULONG_MAX - entry.addr + 1n));
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+      return { handled: i, error: e };
+    }
+  }
+  return { handled: cmd.entry_num, error: null };
 }
 
 const min64 = (a: bigint, b: bigint) => (a < b ? a : b);

@@ -1,7 +1,8 @@
 // iommufd objects and the per-fd id table (drivers/iommu/iommufd/main.c):
 // ids from 1, the lowest free one first (xa_alloc with XA_FLAGS_ALLOC1);
 // a wrong-type id behaves like a missing one (ENOENT); DESTROY succeeds only
-// when the table's own reference is the last one (users == 1), else EBUSY.
+// when the table's own reference is the last one (users == 1), else EBUSY;
+// a tombstoned id stays taken, and missing, until the fd closes.
 
 import { SysError } from '../uapi/errno.js';
 
@@ -18,11 +19,13 @@ export abstract class IommufdObject {
 
 export class ObjectTable {
   private readonly objs = new Map<number, IommufdObject>();
+  /** Ids kept from reuse until the fd closes (iommufd_object_tombstone_user): lookups answer ENOENT. */
+  private readonly tombstones = new Set<number>();
 
   /** Insert with the lowest free id (>= 1). */
   add<T extends IommufdObject>(obj: T): T {
     let id = 1;
-    while (this.objs.has(id)) id++;
+    while (this.objs.has(id) || this.tombstones.has(id)) id++;
     obj.id = id;
     this.objs.set(id, obj);
     return obj;
@@ -50,6 +53,12 @@ export class ObjectTable {
     this.objs.delete(obj.id);
     obj.users--;
     obj.destroy();
+  }
+
+  /** Remove and destroy an object, keeping its id as a tombstone (a vDEVICE whose device went). */
+  tombstone(obj: IommufdObject): void {
+    this.tombstones.add(obj.id);
+    this.remove(obj);
   }
 
   get size(): number { return this.objs.size; }

@@ -48,7 +48,7 @@ export class AddressSpace {
   /** Sorted by start, non-overlapping. */
   private vmas: Vma[] = [];
 
-  constructor(private readonly engine: Engine, private readonly phys: PhysMem) {}
+  constructor(private readonly engine: Engine, /** Physical memory, for the kernel's own reads of guest structures. */ readonly phys: PhysMem) {}
 
   /** mmap(2) without an address hint (the offset was checked by the caller). */
   mmap(length: number, prot: number, flags: number, file: MemFile | null, offset: number): number {

@@ -21,9 +21,12 @@ export interface DeviceOptions {
 export interface DmaOptions { pasid?: number }
 
 /** Why a DMA was refused (engine F_* status). */
-export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment' | 'access-flag';
+export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment' | 'access-flag' | 'address-size';
 
-const REASONS: readonly FaultReason[] = ['blocked', 'address-width', 'not-present', 'read-denied', 'write-denied', 'reserved', 'table-address', 'out-of-segment', 'access-flag'];
+const REASONS: readonly FaultReason[] = ['blocked', 'address-width', 'not-present', 'read-denied', 'write-denied', 'reserved', 'table-address', 'out-of-segment', 'access-flag', 'address-size'];
+
+/** Who records a refused DMA (an IOMMU event queue). */
+export type DmaFaultSink = (fault: DmaFault) => void;
 
 /** A DMA the IOMMU refused. No byte of it was transferred. */
 export class DmaFault extends Error {
@@ -121,6 +124,7 @@ export class PciFunction {
   readonly dma: Dma;
   readonly pri: Pri;
   private readonly sinks = new Map<number, PageRequestSink>();
+  private readonly faultSinks = new Map<number, DmaFaultSink>();
   /** Opens through VFIO (vfio_df_open); a cdev device is bound by one fd at a time. */
   openCount = 0;
   private readonly contexts = new Map<number, number>();
@@ -145,6 +149,18 @@ export class PciFunction {
   }
 
   pageRequestSink(pasid: number): PageRequestSink | undefined { return this.sinks.get(pasid); }
+
+  /** Route a PASID's refused DMAs to the IOMMU's event reporting (set while attached to a vIOMMU's HWPT). */
+  setFaultSink(pasid: number, sink: DmaFaultSink | null): void {
+    if (sink) this.faultSinks.set(pasid, sink);
+    else this.faultSinks.delete(pasid);
+  }
+
+  /** The IOMMU records a refused DMA (an event), then the device sees it: returns the fault to throw. */
+  fault(f: DmaFault): DmaFault {
+    this.faultSinks.get(f.pasid)?.(f);
+    return f;
+  }
 
   /** The engine context of a PASID, or -1 (blocked). */
   context(pasid: number): number { return this.contexts.get(pasid) ?? -1; }
@@ -216,9 +232,9 @@ export class Dma {
     const [lo, hi] = split64(checkIova(iova));
     const ctx = this.dev.context(pasid);
     const L = this.engine.layout;
-    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
     const st = this.engine.translate(ctx, lo, hi, write ? L.PERM_W : L.PERM_R);
-    if (st !== 0) throw new DmaFault(st, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel);
+    if (st !== 0) throw this.dev.fault(new DmaFault(st, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel));
     return { pa: this.engine.lastPaHi * SEG_SPAN + this.engine.lastPaLo, size: 2 ** this.engine.lastShift, perm: this.engine.lastPerm };
   }
 
@@ -239,11 +255,11 @@ export class Dma {
       lo = v - hi * TWO32; // not v % TWO32: a double's % is a libm call
       this.lastIova = iova; this.lastLo = lo; this.lastHi = hi;
     } else [lo, hi] = split64(checkIova(iova));
-    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
     const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
-    if (n < 0) throw new DmaFault(-n, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel);
+    if (n < 0) throw this.dev.fault(new DmaFault(-n, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel));
     if (n === 1) {
       const pa = this.engine.dmaSingle(len);
       if (pa >= 0) {
@@ -253,7 +269,7 @@ export class Dma {
       }
     }
     const ranges = this.engine.dmaRanges(ctx, iova, len, access);
-    if (!Array.isArray(ranges)) throw new DmaFault(ranges.fault, ranges.iova, pasid, write ? 'write' : 'read', ranges.level);
+    if (!Array.isArray(ranges)) throw this.dev.fault(new DmaFault(ranges.fault, ranges.iova, pasid, write ? 'write' : 'read', ranges.level));
     let at = 0;
     for (const r of ranges) {
       this.copy(r.seg, r.offset, buf, at, r.length, write);
