@@ -19,13 +19,14 @@
 
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, DOM_FLAGS, DOM_MAPPED, DOM_S1_ROOT, DOM_PARENT,
-  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
+  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, DOM_FLAGS, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
   F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_READ, F_WRITE, F_STAGE2,
   ERR_INVAL, ERR_FULL, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, maxDomains, count } from "./state";
 import { iotlbFlushDomain } from "./iotlb";
-import { hostWalk, walkPa, walkShift, walkPerm, walkLevel } from "./walk";
+import { hostWalk, hostMarkLeaf, setWalkLeaf, walkPa, walkShift, walkPerm, walkLevel, walkEntry } from "./walk";
+import { iotlbEpoch } from "./iotlb";
 
 const P: u64 = 1;
 const RW: u64 = 1 << 1;
@@ -107,24 +108,89 @@ export let nLevel: u32 = 0;
 /** Is the stage-1 leaf of the last nested walk dirty (a write may be cached)? */
 export let nDirty: bool = false;
 
-/** The engine address of the last s2Read, and whether stage 2 lets it be written. */
+// Stage-2 walk cache: the stage-2 translations of recent nested walks (the
+// part VT-d's paging-structure caches (6.2) and the SMMU's walk caches play),
+// so that a warm 2-D walk costs a probe per stage-1 level, not a stage-2
+// walk. Direct-mapped, S2C_ENTRIES records of 32 bytes:
+//
+//   0                8                16               24       28       32
+//   +----------------+----------------+----------------+--------+--------+
+//   | tag: GPA >> 12 | IOTLB epoch    | stage-2 leaf's | shift  | leaf   |
+//   | << 16 | parent | when filled    | first byte     | | perm | entry  |
+//   +----------------+----------------+----------------+--------+--------+
+//
+// An entry counts only while its epoch is the IOTLB's: every invalidation
+// (a stage-2 unmap flushes its range), dirty-bit clear, context change,
+// domain destruction and segment removal bumps it, so no entry outlives a
+// change of the table it came from. Only successful walks are cached.
+const S2C_ENTRIES: u32 = 512;
+const s2c = memory.data(S2C_ENTRIES * 32, 64);
+
+/** hostWalk of the parent for gpa through the walk cache: the same results (walkPa, walkShift, walkPerm, walkEntry). */
+function s2Walk(parent: u32, gpa: u64): u32 {
+  const page = gpa >> 12;
+  const tag = (page << 16) | <u64>parent;
+  const e = s2c + ((<usize>(page ^ (page >> 9)) & (S2C_ENTRIES - 1)) << 5);
+  if (load<u64>(e) == tag && load<u64>(e, 8) == iotlbEpoch) {
+    const sp = load<u32>(e, 24);
+    setWalkLeaf(load<u64>(e, 16), sp & 0xff, sp >> 8, <usize>load<u32>(e, 28));
+    return F_NONE;
+  }
+  const st = hostWalk(parent, gpa);
+  if (st != F_NONE) return st;
+  store<u64>(e, tag);
+  store<u64>(e, iotlbEpoch, 8);
+  store<u64>(e, walkPa, 16);
+  store<u32>(e, walkShift | (walkPerm << 8), 24);
+  store<u32>(e, <u32>walkEntry, 28);
+  return F_NONE;
+}
+
+/** The engine address of the last s2Read, whether stage 2 lets it be written, and its stage-2 leaf entry. */
 export let s2Hpa: usize = 0;
 export let s2Writable: bool = false;
+export let s2Entry: usize = 0;
 
 /**
  * Stage 2 of a stage-1 table read: the u64 at `gpa` through the parent
- * domain. F_NONE with s2Hpa / s2Writable, a stage-2 fault | F_STAGE2 with
- * nLevel, or F_TABLE_ADDR for a table outside the engine's own memory.
+ * domain. F_NONE with s2Hpa / s2Writable / s2Entry, a stage-2 fault |
+ * F_STAGE2 with nLevel, or F_TABLE_ADDR for a table outside the engine's
+ * own memory.
  */
 export function s2Read(parent: u32, gpa: u64): u32 {
-  const st = hostWalk(parent, gpa);
+  const st = s2Walk(parent, gpa);
   if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
   if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
   const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
   if ((hpa >> 32) != 0 || (gpa & 7) != 0) return F_TABLE_ADDR;
   s2Hpa = <usize>hpa;
   s2Writable = (walkPerm & PERM_W) != 0;
+  s2Entry = walkEntry;
   return F_NONE;
+}
+
+/**
+ * The stage-2 output of a nested walk: the page's GPA through the parent.
+ * F_NONE with walkPa etc. (and walkEntry, for s2Dirty), or a stage-2 fault.
+ */
+export function s2Output(parent: u32, gpa: u64): u32 {
+  const st = s2Walk(parent, gpa);
+  if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
+  return F_NONE;
+}
+
+/** Does the parent track dirty pages (its stage-2 A/D must record the walk's and the DMA's writes)? */
+// @ts-ignore: decorator
+@inline export function parentTracks(parent: u32): bool { return (load<u32>(dom(parent) + DOM_FLAGS) & DOMF_DIRTY) != 0; }
+
+/**
+ * A permitted access's mark on the stage-2 leaf `entry` of a tracking
+ * parent; true when the leaf is dirty (or the parent does not track), so a
+ * write may be served from the IOTLB without marking it again.
+ */
+export function s2Dirty(parent: u32, entry: usize, access: u32): bool {
+  if (!parentTracks(parent)) return true;
+  return hostMarkLeaf(parent, entry, access);
 }
 
 /** Hand on a nested walk's combined leaf (nested_arm.ts: imported globals are read-only). */
@@ -137,6 +203,7 @@ export function setNestedResult(pa: u64, shift: u32, perm: u32, dirty: bool): vo
 /** Entries of the walk (host addresses) and whether stage 2 lets them be written, for the A/D updates. */
 const entries = memory.data(5 * 8);
 const entryWritable = memory.data(5);
+const entryS2 = memory.data(5 * 4);
 
 /**
  * Walk the nested domain `did` for `iova` and an access (PERM_R/W, or 0 for
@@ -167,6 +234,7 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
     if ((pte & P) == 0) return F_NOT_PRESENT;
     store<u64>(entries + (<usize>n << 3), s2Hpa);
     store<u8>(entryWritable + n, s2Writable ? 1 : 0);
+    store<u32>(entryS2 + (<usize>n << 2), <u32>s2Entry);
     n++;
     if ((pte & RW) == 0) write = false;
     if ((pte & US) == 0) user = false;
@@ -181,14 +249,18 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   }
   // The page's GPA through stage 2.
   const gpa = (leafPte & ADDR) + (iova & ((<u64>1 << leafShift) - 1));
-  const st = hostWalk(parent, gpa);
-  if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
+  const st = s2Output(parent, gpa);
+  if (st != F_NONE) return st;
+  const outEntry = walkEntry;
   const s1Perm: u32 = user ? (PERM_R | (write ? PERM_W : 0)) : 0;
   const perm = s1Perm & walkPerm;
   const shift = iotlbShift(min(leafShift, walkShift));
   const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
-  // Accessed and dirty flags of a permitted access, written through stage 2.
+  // Accessed and dirty flags of a permitted access, written through stage 2
+  // (and recorded in its A/D when the parent tracks dirty pages).
+  let outDirty = !parentTracks(parent);
   if (access != 0 && (access & ~perm) == 0) {
+    outDirty = s2Dirty(parent, outEntry, access);
     for (let i: u32 = 0; i < n; i++) {
       const e = <usize>load<u64>(entries + (<usize>i << 3));
       const set = A | (i == n - 1 && (access & PERM_W) != 0 ? D : 0);
@@ -196,10 +268,11 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
       if ((pte & set) == set) continue;
       if (load<u8>(entryWritable + i) == 0) { nLevel = levels - i; return F_WRITE | F_STAGE2; }
       store<u64>(e, pte | set);
+      s2Dirty(parent, <usize>load<u32>(entryS2 + (<usize>i << 2)), PERM_W);
     }
     leafPte = load<u64>(<usize>load<u64>(entries + (<usize>(n - 1) << 3)));
   }
-  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & D) != 0);
+  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & D) != 0 && outDirty);
   return F_NONE;
 }
 

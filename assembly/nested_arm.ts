@@ -35,8 +35,8 @@ import {
   ERR_INVAL, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, count } from "./state";
-import { hostWalk, walkPa, walkShift, walkPerm, walkLevel } from "./walk";
-import { nestedSlot, s2Read, s2Hpa, s2Writable, iotlbShift, setNestedResult, setNestedLevel } from "./nested";
+import { walkPa, walkShift, walkPerm, walkEntry } from "./walk";
+import { nestedSlot, s2Read, s2Output, s2Dirty, parentTracks, s2Hpa, s2Writable, s2Entry, iotlbShift, setNestedResult, setNestedLevel } from "./nested";
 
 const V: u64 = 1;
 const T: u64 = 1 << 1;
@@ -98,7 +98,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
   let el0 = true;
   let writable = true;
   let leafPte: u64 = 0, leafOa: u64 = 0, leafShift: u32 = 0, leafLevel: u32 = 0;
-  let leafEntry: usize = 0, leafWritable = false;
+  let leafEntry: usize = 0, leafWritable = false, leafS2: usize = 0;
   for (let l = start; l <= 3; l++) {
     setNestedLevel(l);
     const shift = g + s * (3 - l);
@@ -125,6 +125,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
     leafLevel = l;
     leafEntry = s2Hpa;
     leafWritable = s2Writable;
+    leafS2 = s2Entry;
     break;
   }
   // Access flag (D8.4.5): HA sets it below, else a fault unless AFFD.
@@ -135,22 +136,29 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
   const s1Perm: u32 = el0 ? (PERM_R | (writable ? PERM_W : 0)) : 0;
   // The page's IPA through stage 2 (its faults are CLASS IN).
   const ipa = (leafOa & ~((<u64>1 << leafShift) - 1)) | (iova & ((<u64>1 << leafShift) - 1));
-  const st = hostWalk(parent, ipa);
-  if (st != F_NONE) { setNestedLevel(walkLevel); return st | F_STAGE2; }
+  const st = s2Output(parent, ipa);
+  if (st != F_NONE) return st;
+  const outEntry = walkEntry;
   const perm = s1Perm & walkPerm;
   const hpa = walkPa + (ipa & ((<u64>1 << walkShift) - 1));
-  // HTTU of a permitted access: AF, and the dirty state of a write.
-  if (access != 0 && (access & ~perm) == 0 && (cfg & ARM_S1_HA) != 0) {
-    let upd = leafPte | AF;
-    if ((access & PERM_W) != 0 && dirtyOk) upd &= ~AP_RO;
-    if (upd != leafPte) {
-      if (!leafWritable) { setNestedLevel(leafLevel); return F_WRITE | F_STAGE2; }
-      store<u64>(leafEntry, upd);
-      leafPte = upd;
+  // HTTU of a permitted access: AF, and the dirty state of a write (and
+  // stage 2's own A/D when the parent tracks dirty pages).
+  let outDirty = !parentTracks(parent);
+  if (access != 0 && (access & ~perm) == 0) {
+    if ((cfg & ARM_S1_HA) != 0) {
+      let upd = leafPte | AF;
+      if ((access & PERM_W) != 0 && dirtyOk) upd &= ~AP_RO;
+      if (upd != leafPte) {
+        if (!leafWritable) { setNestedLevel(leafLevel); return F_WRITE | F_STAGE2; }
+        store<u64>(leafEntry, upd);
+        s2Dirty(parent, leafS2, PERM_W);
+        leafPte = upd;
+      }
     }
+    outDirty = s2Dirty(parent, outEntry, access);
   }
   const shift = iotlbShift(min(leafShift, walkShift));
   // Writes are served from the IOTLB only once the leaf is writable as it is.
-  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & AP_RO) == 0);
+  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & AP_RO) == 0 && outDirty);
   return F_NONE;
 }

@@ -346,12 +346,13 @@ export function ptTables(did: u32): u32 { return validDomain(did) ? load<u32>(do
 // @ts-ignore: decorator
 @inline export function ptTouch(did: u32, access: u32): u32 {
   if ((load<u32>(dom(did) + DOM_FLAGS) & DOMF_DIRTY) == 0) return PERM_W;
-  return touchLeaf(access);
+  return touchLeaf(did, access);
 }
 
-function touchLeaf(access: u32): u32 {
-  // A nested walk has set the first-stage A/D flags itself.
-  if (format() >= FMT_NESTED) return nDirty ? PERM_W : 0;
+function touchLeaf(did: u32, access: u32): u32 {
+  // A nested walk has set the A/D flags of both stages itself. (Its own
+  // format, not format(): the walk's stage-2 part selected the parent's.)
+  if (load<u32>(dom(did) + DOM_FORMAT) >= FMT_NESTED) return nDirty ? PERM_W : 0;
   let pte = load<u64>(walkEntry);
   // A permitted access only: a faulting request sets no flag.
   if (access != 0 && (access & ~walkPerm) == 0) {
@@ -394,6 +395,7 @@ export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   const flags = load<u32>(d + DOM_FLAGS);
   store<u32>(d + DOM_FLAGS, enable != 0 ? flags | DOMF_DIRTY : flags & ~DOMF_DIRTY);
   iotlbFlushDomain(did);
+  flushChildren(did); // their combined entries cached this domain's D state too
   return 0;
 }
 
@@ -499,6 +501,6 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   rdClrEnd = 0;
   memory.fill(BATCH_OUT, 0, <usize>((n + 63) >> 6) << 3);
   readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0);
-  if (rdClrEnd != 0) iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst);
+  if (rdClrEnd != 0) { iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst); flushChildren(did); }
   return <i32>((rdEnd - rdBase) >> pageShift);
 }

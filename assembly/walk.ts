@@ -8,7 +8,7 @@ import {
 } from "./layout";
 import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
-import { useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault } from "./pte";
+import { useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit } from "./pte";
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
@@ -69,6 +69,25 @@ export function hostWalk(did: u32, iova: u64): u32 {
     if (table + 4096 > memEnd) return F_TABLE_ADDR;
   }
   return F_NOT_PRESENT; // unreachable: level 1 always returns
+}
+
+/** The result of a walk found in a cache (nested.ts's stage-2 walk cache). */
+export function setWalkLeaf(pa: u64, shift: u32, perm: u32, entry: usize): void {
+  walkPa = pa; walkShift = shift; walkPerm = perm; walkEntry = entry;
+}
+
+/**
+ * Set A, and D for a write, in the leaf entry `entry` of the host table of
+ * did (a permitted access). Returns whether the leaf is dirty. The nested
+ * walks use it on their stage-2 leaves when the parent tracks dirty pages,
+ * as VT-d does for every write the walk or the DMA makes (3.6.2, SSADE).
+ */
+export function hostMarkLeaf(did: u32, entry: usize, access: u32): bool {
+  useFormat(load<u32>(dom(did) + DOM_FORMAT));
+  const set = accessedBit() | ((access & PERM_W) != 0 ? dirtyBit() : 0);
+  let pte = load<u64>(entry);
+  if ((pte & set) != set) { pte |= set; store<u64>(entry, pte); }
+  return (pte & dirtyBit()) != 0;
 }
 
 /** Set the walk's result (a nested walk hands on its combined leaf). */

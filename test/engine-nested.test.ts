@@ -154,3 +154,62 @@ describe('caches and invalidation', () => {
     expect(() => e.ptCreateNested(parent, 0x1001n, 4)).toThrow(/EINVAL/);
   });
 });
+
+describe('stage-2 A/D under nesting (VT-d 3.6.2 with SSADE: the walk\'s and the DMA\'s writes set D in the second-stage leaf)', () => {
+  /** Stage 2 in 4 KiB pages, so that table pages and data pages have leaves of their own. */
+  function smallPages(): void {
+    e.ptUnmap(parent, 0, GUEST);
+    e.ptMap(parent, 0, ram, 0x20_0000, R | W);
+    for (let off = 0; off < 0x20_0000; off += 4096) e.ptUnmap(parent, off, 4096), e.ptMap(parent, off, ram + off, 4096, R | W);
+  }
+  /** Pages of GPA [0, 128 KiB) whose stage-2 D is set (bit n = GPA page n). */
+  const dirtyPages = (clear = false) => {
+    const bits = e.ptReadDirty(parent, 0, 0x20000, 4096, clear);
+    const out: number[] = [];
+    for (let n = 0; n < 32; n++) if (bits[n >> 3] & (1 << (n & 7))) out.push(n);
+    return out;
+  };
+
+  it('a read that fills the IOTLB never lets a later write skip the first-stage D (the entry is the nested leaf\'s, not stage 2\'s)', () => {
+    put(0x4000 + 6 * 8, 0x11000n | P | RW | US); // IOVA 0x6000 -> GPA 0x11000, the same 2 MiB stage-2 leaf as 0x10000
+    expect(tr(0x5000n, W).st).toBe(0);
+    expect(tr(0x6000n, R).st).toBe(0);
+    expect(get(0x4000 + 48) & D).toBe(0n);
+    expect(tr(0x6000n, W).st).toBe(0);
+    expect(get(0x4000 + 48) & D).toBe(D);
+  });
+
+  it('with tracking on the parent, a nested DMA write dirties its data page, and A/D updates dirty the table pages they write', () => {
+    smallPages();
+    e.ptSetDirtyTracking(parent, true);
+    expect(tr(0x5000n, R).st).toBe(0);
+    expect(dirtyPages()).toEqual([1, 2, 3, 4]); // the walk set A in the four table pages
+    dirtyPages(true);
+    expect(tr(0x5000n, W).st).toBe(0); // the entry a read filled serves no write: walk again
+    expect(dirtyPages()).toEqual([4, 0x10]); // L1 (its D bit) and the data page
+  });
+
+  it('a stage-2 D cleared by the VMM is set again by the next write, though the guest\'s D is still set', () => {
+    smallPages();
+    e.ptSetDirtyTracking(parent, true);
+    expect(tr(0x5000n, W).st).toBe(0);
+    dirtyPages(true);
+    expect(dirtyPages()).toEqual([]);
+    expect(tr(0x5000n, W).st).toBe(0);
+    expect(dirtyPages()).toEqual([0x10]);
+  });
+
+  it('the stage-2 walk cache keeps nothing a stage-2 change made stale: a table page unmapped or moved is seen at once', () => {
+    smallPages();
+    put(0x4000 + 6 * 8, 0x11000n | P | RW | US);
+    expect(tr(0x5000n, R).st).toBe(0); // the tables' stage-2 translations are now cached
+    e.ptUnmap(parent, 0x4000, 4096); // the L1 table page
+    expect(tr(0x6000n, R)).toMatchObject({ st: e.layout.F_NOT_PRESENT | e.layout.F_STAGE2 });
+    // GPA 0x4000 now backed by another host page with another L1.
+    const other = e.allocFrames(1, 1) * 4096;
+    new DataView(e.bytes.buffer).setBigUint64(other + 6 * 8, 0x12000n | P | RW | US, true);
+    e.ptMap(parent, 0x4000, other, 4096, R | W);
+    expect(tr(0x6000n, R)).toMatchObject({ st: 0, pa: ram + 0x12000 });
+  });
+});
+
