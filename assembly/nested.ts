@@ -256,6 +256,9 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   const perm = s1Perm & walkPerm;
   const shift = iotlbShift(min(leafShift, walkShift));
   const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
+  // A refused access faults here, uncached: its walk set no A flag, and the
+  // IOTLB may hold only translations whose A flags are set (3.6.2).
+  if ((access & ~perm) != 0) { nLevel = 0; return (access & ~perm & PERM_W) != 0 ? F_WRITE : F_READ; }
   // Accessed and dirty flags of a permitted access, written through stage 2
   // (and recorded in its A/D when the parent tracks dirty pages).
   let outDirty = !parentTracks(parent);

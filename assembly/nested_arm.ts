@@ -31,7 +31,7 @@
 import {
   DOM_SIZE, DOM_S1_ROOT, DOM_PARENT, DOM_S1_FLAGS, DOM_LEVELS, FMT_ARM_S1, PERM_R, PERM_W,
   ARM_S1_GRANULE_SHIFT, ARM_S1_IPS_SHIFT, ARM_S1_HA, ARM_S1_HD, ARM_S1_AFFD,
-  F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_ADDR_SIZE, F_WRITE, F_STAGE2,
+  F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_ADDR_SIZE, F_READ, F_WRITE, F_STAGE2,
   ERR_INVAL, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, count } from "./state";
@@ -141,6 +141,8 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
   const outEntry = walkEntry;
   const perm = s1Perm & walkPerm;
   const hpa = walkPa + (ipa & ((<u64>1 << walkShift) - 1));
+  // A refused access faults here, uncached: with HA its walk set no AF.
+  if ((access & ~perm) != 0) { setNestedLevel(0); return (access & ~perm & PERM_W) != 0 ? F_WRITE : F_READ; }
   // HTTU of a permitted access: AF, and the dirty state of a write (and
   // stage 2's own A/D when the parent tracks dirty pages).
   let outDirty = !parentTracks(parent);

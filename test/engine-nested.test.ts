@@ -101,6 +101,15 @@ describe('the 2-D walk', () => {
     expect(tr(0xffff_8000_0000_0000n, R)).toMatchObject({ st: e.layout.F_NOT_PRESENT, level: 4 });
   });
 
+  it('a refused access caches nothing: the IOTLB holds only translations whose A flags the walk set (3.6.2)', () => {
+    put(0x4000 + 40, (get(0x4000 + 40) & ~RW) & ~A); // read-only leaf, A clear
+    e.ptUnmap(parent, 0, 0x20_0000);
+    e.ptMap(parent, 0, ram, 0x10_0000, R); // A cannot be set: the tables' page is read-only in stage 2
+    e.ptMap(parent, 0x10_0000, ram + 0x10_0000, 0x10_0000, R | W);
+    expect(tr(0x5000n, W).st).toBe(e.layout.F_WRITE);
+    expect(tr(0x5000n, R).st).toBe(e.layout.F_WRITE | e.layout.F_STAGE2); // not a hit on what the write's walk saw
+  });
+
   it('A/D updates need stage-2 write access to the table page (a stage-2 write fault otherwise)', () => {
     e.ptUnmap(parent, 0, 0x20_0000);
     e.ptMap(parent, 0, ram, 0x10_0000, R); // the tables' page read-only
