@@ -7,7 +7,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { newHost } from './support/host.js';
-import { VirtioGuest, S, DMA_RAM, RING_RAM, type GuestOptions } from './support/virtio-driver.js';
+import { VirtioGuest, S, DMA_RAM, tagPages, reach, canWrite, type GuestOptions } from './support/virtio-driver.js';
 import { virtioIommuAbi as A, DmaFault, VirtioIommu, GuestRam, type Host, type HostOptions, type VirtioIommuEndpoint } from '../host/index.js';
 import type { IommuKind } from '../host/iommu/driver.js';
 
@@ -29,49 +29,6 @@ async function setup(opts: GuestOptions & { endpoints?: { id: number; iommu?: Io
   g.init(opts);
   tagPages(g);
   return { host, g, eps };
-}
-
-/** Pages of RING_RAM the harness's allocator never reaches (its rings and requests stay far below). */
-const TAGGED_RING = 0x80000;
-
-/**
- * Each 4 KiB page of DMA_RAM, and of RING_RAM from TAGGED_RING up, starts
- * with its page number (u32): a DMA read tells which page it reached.
- */
-function tagPages(g: VirtioGuest): void {
-  const tag = (gpa: number, size: number) => {
-    const bytes = g.ram.bytesAt(gpa, size)!;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    for (let at = 0; at < size; at += P) view.setUint32(at, (gpa + at) / P, true);
-  };
-  tag(DMA_RAM.gpa, DMA_RAM.size);
-  tag(RING_RAM.gpa + TAGGED_RING, RING_RAM.size - TAGGED_RING);
-}
-
-/** The page tag the endpoint reads at `iova` (raw device DMA, no fault report), or null when the IOMMU refuses it. */
-function reach(ep: VirtioIommuEndpoint, iova: number | bigint): number | null {
-  try {
-    const b = ep.device.dma.read(iova, 4);
-    return new DataView(b.buffer).getUint32(0, true);
-  } catch (e) {
-    if (e instanceof DmaFault) return null;
-    throw e;
-  }
-}
-
-function canWrite(ep: VirtioIommuEndpoint, iova: number | bigint, g: VirtioGuest, gpa: number): boolean {
-  const before = g.read(gpa + 8, 4);
-  const data = new Uint8Array([0xde, 0xad, 0xbe, 0xef]);
-  try {
-    ep.device.dma.write(BigInt(iova) + 8n, data);
-  } catch (e) {
-    if (!(e instanceof DmaFault)) throw e;
-    expect(g.read(gpa + 8, 4), 'a refused DMA moves no byte').toEqual(before);
-    return false;
-  }
-  expect(g.read(gpa + 8, 4)).toEqual(data);
-  g.write(gpa + 8, before);
-  return true;
 }
 
 /** Everything a request may change: domains, their mappings, every endpoint's domain. */

@@ -12,7 +12,7 @@
  * IOAS lands in the bytes the guest reads.
  */
 import { expect } from 'vitest';
-import { GuestRam, VirtioIommu, virtioIommuAbi as A, type DeviceHandle, type Host, type VirtioIommuOptions } from '../../host/index.js';
+import { DmaFault, GuestRam, VirtioIommu, virtioIommuAbi as A, type DeviceHandle, type Host, type VirtioIommuEndpoint, type VirtioIommuOptions } from '../../host/index.js';
 
 const R = A.virtio_mmio_regs;
 type Reg = Parameters<typeof R.offsetOf>[0];
@@ -384,6 +384,53 @@ export class VirtioGuest {
 
   /** Add an endpoint (a device the host created) to the device. */
   addEndpoint(id: number, device: DeviceHandle) { return this.dev.addEndpoint(id, device); }
+}
+
+// ---- Endpoint DMA, seen from the test ----------------------------------------
+
+const P = 0x1000;
+
+/** Pages of RING_RAM the harness's allocator never reaches (its rings and requests stay far below). */
+export const TAGGED_RING = 0x80000;
+
+/**
+ * Each 4 KiB page of DMA_RAM, and of RING_RAM from TAGGED_RING up, starts
+ * with its page number (u32): a DMA read tells which page it reached.
+ */
+export function tagPages(g: VirtioGuest): void {
+  const tag = (gpa: number, size: number) => {
+    const bytes = g.ram.bytesAt(gpa, size)!;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let at = 0; at < size; at += P) view.setUint32(at, (gpa + at) / P, true);
+  };
+  tag(DMA_RAM.gpa, DMA_RAM.size);
+  tag(RING_RAM.gpa + TAGGED_RING, RING_RAM.size - TAGGED_RING);
+}
+
+/** The page tag the endpoint reads at `iova` (raw device DMA, no fault report), or null when the IOMMU refuses it. */
+export function reach(ep: VirtioIommuEndpoint, iova: number | bigint): number | null {
+  try {
+    const b = ep.device.dma.read(iova, 4);
+    return new DataView(b.buffer).getUint32(0, true);
+  } catch (e) {
+    if (e instanceof DmaFault) return null;
+    throw e;
+  }
+}
+
+export function canWrite(ep: VirtioIommuEndpoint, iova: number | bigint, g: VirtioGuest, gpa: number): boolean {
+  const before = g.read(gpa + 8, 4);
+  const data = new Uint8Array([0xde, 0xad, 0xbe, 0xef]);
+  try {
+    ep.device.dma.write(BigInt(iova) + 8n, data);
+  } catch (e) {
+    if (!(e instanceof DmaFault)) throw e;
+    expect(g.read(gpa + 8, 4), 'a refused DMA moves no byte').toEqual(before);
+    return false;
+  }
+  expect(g.read(gpa + 8, 4)).toEqual(data);
+  g.write(gpa + 8, before);
+  return true;
 }
 
 /** Status names, for readable assertions. */
