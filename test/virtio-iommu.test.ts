@@ -218,7 +218,7 @@ describe('ATTACH and DETACH ([VIRTIO] 5.13.6.3, 5.13.6.4)', () => {
     });
   });
 
-  it('answers OK to an endpoint attached again to its own domain, keeping the mappings', async () => {
+  it('answers OK to an endpoint attached again to its own domain, keeping the mappings (decision: 5.13.6.3.2 detaches only from another domain)', async () => {
     const s = await setup();
     expect(s.g.attach(1, 1)).toBe(S.OK);
     expect(s.g.map(1, 0, P - 1, DMA_RAM.gpa, RD)).toBe(S.OK);
@@ -275,7 +275,7 @@ describe('ATTACH and DETACH ([VIRTIO] 5.13.6.3, 5.13.6.4)', () => {
     expect([reach(e1, 0), reach(e2, 0)]).toEqual([null, d2page]);
   });
 
-  it('shares one domain between endpoints behind different physical IOMMUs (a paging HWPT each on the domain\'s IOAS)', async () => {
+  it('shares one domain between endpoints behind different physical IOMMUs, a paging HWPT each on its IOAS ([VIRTIO] 5.13.6.3: several endpoints per domain)', async () => {
     const s = await setup({ bootBypass: false, endpoints: [{ id: 1, iommu: 'intel-vtd' }, { id: 2, iommu: 'arm-smmuv3' }, { id: 3, iommu: 'amd-vi' }] });
     for (const e of [1, 2, 3]) expect(s.g.attach(1, e)).toBe(S.OK);
     expect(s.g.map(1, pg(16), pg(20) - 1n, DMA_RAM.gpa + 0x10000, RW)).toBe(S.OK);
@@ -508,7 +508,7 @@ describe('MAP and UNMAP ([VIRTIO] 5.13.6.5, 5.13.6.6)', () => {
 describe('PROBE ([VIRTIO] 5.13.6.7, 5.13.6.8)', () => {
   function resv(p: { value: Uint8Array }) { return A.virtio_iommu_probe_resv_mem.decode(p.value); }
 
-  it('lists the host\'s reserved IOVA ranges as RESV_MEM and the page sizes, each length + 4 after the last, zeros after', async () => {
+  it('lists the host\'s reserved IOVA ranges as RESV_MEM and the page sizes, each length + 4 after the last, zeros after ([VIRTIO] 5.13.6.7.2, 5.13.6.8.1)', async () => {
     const { g } = await setup();
     const r = g.probe(1);
     expect(r.status).toBe(S.OK);
@@ -545,7 +545,7 @@ describe('PROBE ([VIRTIO] 5.13.6.7, 5.13.6.8)', () => {
     expect(rm.filter((x) => x[0] === A.VIRTIO_IOMMU_RESV_MEM_T_MSI), 'at most one MSI region (SHOULD NOT more)').toHaveLength(1);
   });
 
-  it('reports each endpoint\'s own ranges (an SMMU endpoint\'s MSI window)', async () => {
+  it('reports each endpoint\'s own ranges, an SMMU endpoint\'s MSI window ([VIRTIO] 5.13.6.7: properties of that endpoint)', async () => {
     const { g } = await setup({ endpoints: [{ id: 1 }, { id: 9, iommu: 'arm-smmuv3' }] });
     const rm = g.probe(9).props.filter((p) => p.type === A.VIRTIO_IOMMU_PROBE_T_RESV_MEM).map(resv);
     expect(rm.map((x) => [x.start, x.end])).toContainEqual([0x800_0000n, 0x80f_ffffn]);
@@ -657,7 +657,7 @@ describe('malformed requests: the right status, or the buffers returned unwritte
     expect(s.g.dev.domainOf(1)).toBe(3);
   });
 
-  it('answers IOERR when part of the readable request is not guest RAM, and acts on nothing', async () => {
+  it('answers IOERR when part of the readable request is not guest RAM, and acts on nothing ([VIRTIO] 5.13.6: IOERR, virtio communication error)', async () => {
     const s = await busy();
     const detach = A.virtio_iommu_req_detach.encode({ head_type: A.VIRTIO_IOMMU_T_DETACH, domain: 1, endpoint: 1 });
     const head = s.g.alloc.alloc(8, 8);
@@ -671,7 +671,7 @@ describe('malformed requests: the right status, or the buffers returned unwritte
     });
   });
 
-  it('returns a request whose tail is not guest RAM unwritten, and does not act on it', async () => {
+  it('returns a request whose tail is not guest RAM unwritten, and does not act on it ([VIRTIO] 5.13.6: unable to set status)', async () => {
     const s = await busy();
     const detach = A.virtio_iommu_req_detach.encode({ head_type: A.VIRTIO_IOMMU_T_DETACH, domain: 1, endpoint: 1 });
     const at = s.g.alloc.alloc(A.DETACH_READABLE_SIZE, 8);
@@ -709,7 +709,7 @@ describe('malformed requests: the right status, or the buffers returned unwritte
 // ---------------------------------------------------------------------------
 
 describe('an endpoint\'s DMA through the device ([VIRTIO] 5.13.6: bypass mode; 5.13.6.5: PA = VA - virt_start + phys_start)', () => {
-  it('follows bypass, blocking, MAP, UNMAP and DETACH', async () => {
+  it('follows bypass, blocking, MAP, UNMAP and DETACH ([VIRTIO] 5.13.6, 5.13.6.4.2 MUST: no access after DETACH)', async () => {
     const s = await setup();
     const [e] = s.eps;
     const gpa = DMA_RAM.gpa + 0x3000;
@@ -813,6 +813,15 @@ describe('fault reports on the event queue ([VIRTIO] 5.13.6.9)', () => {
     expect(ev.map((f) => [f.reason, f.flags, f.endpoint, f.address])).toEqual([
       [A.VIRTIO_IOMMU_FAULT_R_MAPPING, A.VIRTIO_IOMMU_FAULT_F_WRITE | A.VIRTIO_IOMMU_FAULT_F_ADDRESS, 1, 0x10n],
       [A.VIRTIO_IOMMU_FAULT_R_DOMAIN, A.VIRTIO_IOMMU_FAULT_F_READ | A.VIRTIO_IOMMU_FAULT_F_ADDRESS, 2, 0x5000n],
+    ]);
+  });
+
+  it('reports a refused DMA of an endpoint in bypass mode (no RAM at that address) as UNKNOWN (5.13.6.9: the closest reason)', async () => {
+    const s = await setup({ endpoints: [{ id: 3 }] });
+    s.g.postEventBuffers(1);
+    refused(() => s.eps[0].dma.write(NOT_RAM, new Uint8Array(8)));
+    expect(s.g.takeEvents().map((x) => [x.fault!.reason, x.fault!.flags, x.fault!.endpoint, x.fault!.address])).toEqual([
+      [A.VIRTIO_IOMMU_FAULT_R_UNKNOWN, A.VIRTIO_IOMMU_FAULT_F_WRITE | A.VIRTIO_IOMMU_FAULT_F_ADDRESS, 3, BigInt(NOT_RAM)],
     ]);
   });
 
