@@ -13,10 +13,11 @@ import { mockIommu } from './iommu/mock.js';
 import type { TestEnv } from './iommufd/selftest.js';
 import { IommufdFile, type Credentials } from './iommufd/main.js';
 import { PinAccount } from './iommufd/pages.js';
-import { KFile, POLLNVAL } from './kernel/file.js';
+import { KFile, POLLIN, POLLNVAL } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
 import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
+import type { Ats } from './kernel/ats.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import { SysError } from './uapi/errno.js';
 import { MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID, MOCK_PASID_WIDTH } from './uapi/iommufd.js';
@@ -53,6 +54,27 @@ export interface DeviceHandle {
   readonly dma: Dma;
   /** The PRI capability: page requests the function sends (when created with `pri: true`). */
   readonly pri: Pri;
+  /** The ATS capability: translation requests and the function's translation cache (when created with `ats: true`). */
+  readonly ats: Ats;
+}
+
+/**
+ * An eventfd-style doorbell on a fault or vEVENTQ fd (Host.doorbell): the
+ * word at `word[index]` is incremented (Atomics.add) and Atomics.notify-ed
+ * each time a record is queued on the file: once per page-request group on
+ * a fault fd, once per event (a lost one included) on a vEVENTQ fd.
+ */
+export interface Doorbell {
+  readonly word: Int32Array;
+  readonly index: number;
+  /** Stop signalling (closing the fd does too). */
+  close(): void;
+}
+
+/** Options of Host.waitReadable. */
+export interface WaitOptions {
+  /** Rejects the wait with the signal's reason when aborted. */
+  signal?: AbortSignal;
 }
 
 /** The emulated IOMMU units; the 'mock' unit only with CONFIG_IOMMUFD_TEST (HostOptions.iommufdTest). */
@@ -171,6 +193,7 @@ export class Host {
   close(fd: number): void {
     const f = this.file(fd);
     this.fds.delete(fd);
+    f.closeFd(fd); // waitReadable rejects EBADF, callbacks and doorbells of this fd stop
     f.put();
   }
 
@@ -182,6 +205,70 @@ export class Host {
   poll(fd: number, events: number): number {
     const f = this.fds.get(fd);
     return f ? f.poll(events) : POLLNVAL;
+  }
+
+  /**
+   * Resolves when the file is readable (poll would report POLLIN): at once
+   * if it is now, else after the next record is queued on it. For a fault fd
+   * that is a page-request group, for a vEVENTQ fd an event. Rejects EBADF
+   * for a bad fd or when the fd is closed while waiting, and with the
+   * signal's reason when aborted. Files without a poll method are always
+   * readable (DEFAULT_POLLMASK), as poll(2) reports them.
+   */
+  waitReadable(fd: number, options: WaitOptions = {}): Promise<void> {
+    const f = this.fds.get(fd);
+    if (!f) return Promise.reject(new SysError('EBADF'));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (f.poll(POLLIN) & POLLIN) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => { off(); reject(signal!.reason); };
+      const off = f.watch({
+        fd,
+        notify: () => { off(); signal?.removeEventListener('abort', onAbort); resolve(); },
+        hangup: () => { signal?.removeEventListener('abort', onAbort); reject(new SysError('EBADF')); },
+      });
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /**
+   * Call `cb` whenever records have been queued on the file and it is
+   * readable: from a microtask, once per burst of records (never inside the
+   * DMA or report that queued them), and once soon after subscribing if
+   * records already wait. Read until read returns 0 (or a short count) in
+   * the callback, as an edge-triggered epoll user does. Returns the
+   * unsubscribe function; closing the fd unsubscribes too. EBADF for a bad fd.
+   */
+  onReadable(fd: number, cb: () => void): () => void {
+    return this.file(fd).watch({ fd, notify: cb });
+  }
+
+  /**
+   * An eventfd-style doorbell for a worker: `word[index]` (an Int32Array,
+   * by default a new one over a 4-byte SharedArrayBuffer) is incremented
+   * and Atomics.notify-ed synchronously each time a record is queued on the
+   * file, so a worker sharing the buffer can sleep in
+   * `Atomics.wait(word, index, seen)`. Read the value before checking for
+   * records (poll or read), then wait on that value: no wake-up is lost.
+   * EBADF for a bad fd; EINVAL for a word that is not an Int32Array or an
+   * index outside it.
+   */
+  doorbell(fd: number, word?: Int32Array, index = 0): Doorbell {
+    const f = this.file(fd);
+    if (word === undefined) word = new Int32Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(4) : new ArrayBuffer(4));
+    if (!(word instanceof Int32Array) || !Number.isInteger(index) || index < 0 || index >= word.length) throw new SysError('EINVAL');
+    const w = word;
+    const shared = typeof SharedArrayBuffer === 'function' && w.buffer instanceof SharedArrayBuffer;
+    const off = f.watch({
+      fd,
+      sync: true,
+      notify: () => {
+        Atomics.add(w, index, 1);
+        if (shared) Atomics.notify(w, index);
+      },
+    });
+    return { word: w, index, close: off };
   }
 
   /** mmap(2) with no address hint; returns the VA. Anonymous private memory by default. */
@@ -244,7 +331,7 @@ export class Host {
     const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
     const dev = new PciFunction(this.devices.length, driver, opts, this.engine, this.contexts, this.phys);
     this.devices.push(dev);
-    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri };
+    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri, ats: dev.ats };
   }
 }
 

@@ -120,11 +120,14 @@ export class Fault extends IommufdObject {
 }
 
 /** An event queue's fd (iommufd_eventq_init): holds its object (users + 1) and the iommufd. */
-abstract class EventqFile<Q extends IommufdObject & { readonly readable: boolean }> extends KFile {
+abstract class EventqFile<Q extends IommufdObject & { readonly readable: boolean; onReadable: (() => void) | null }> extends KFile {
   constructor(name: string, readonly queue: Q, private readonly ictx: KFile) {
     super(name);
     queue.users++;
     ictx.get();
+    // wake_up_interruptible_poll on every record queued: poll waiters,
+    // waitReadable, onReadable callbacks and doorbells (KFile.watch).
+    queue.onReadable = () => this.signalReadable();
   }
 
   /** iommufd_eventq_fops_poll: always writable; readable while records wait. */
@@ -134,6 +137,7 @@ abstract class EventqFile<Q extends IommufdObject & { readonly readable: boolean
   }
 
   protected override release(): void {
+    this.queue.onReadable = null;
     this.queue.users--;
     this.ictx.put();
   }

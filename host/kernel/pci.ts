@@ -6,6 +6,8 @@ import type { Engine } from '../engine/engine.js';
 import { split64 } from '../engine/engine.js';
 import type { IommuDriver, IommuKind } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
+import { IOMMU_PGFAULT_PERM_READ, IOMMU_PGFAULT_PERM_WRITE, IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID } from '../uapi/iommufd.js';
+import { Ats } from './ats.js';
 import type { PhysMem } from './phys.js';
 import { SEG_SPAN } from './phys.js';
 
@@ -19,6 +21,37 @@ export interface DeviceOptions {
 }
 
 export interface DmaOptions { pasid?: number }
+
+/** Options of Dma.readAsync and Dma.writeAsync. */
+export interface DmaAsyncOptions extends DmaOptions {
+  /**
+   * Page requests one asynchronous DMA may send for one page (default
+   * DMA_PAGE_REQUESTS, 4): a page that faults again after a SUCCESS answer
+   * is requested again until then; the next fault on it is final (the
+   * DmaFault has `gaveUp` set, and no request is sent).
+   */
+  maxPageRequests?: number;
+}
+
+/** Default page requests per page of one asynchronous DMA (DmaAsyncOptions.maxPageRequests). */
+export const DMA_PAGE_REQUESTS = 4;
+
+/**
+ * A page request a refused DMA sent, or joined while one for its page was
+ * outstanding (a function has at most one per page and PASID).
+ */
+export interface PendingPageRequest {
+  /** The page (IOVA, 4 KiB aligned). */
+  readonly addr: bigint;
+  /** The PASID it carries; undefined for a request on the requester id. */
+  readonly pasid: number | undefined;
+  /** IOMMU_PGFAULT_PERM_* bits asked for. */
+  readonly perm: number;
+  /** Page Request Group Index. */
+  readonly grpid: number;
+  /** Resolves with the IOMMUFD_PAGE_RESP_* code the VMM writes (INVALID when the attachment goes first). */
+  readonly response: Promise<number>;
+}
 
 /** Why a DMA was refused (engine F_* status). */
 export type FaultReason = 'blocked' | 'address-width' | 'not-present' | 'read-denied' | 'write-denied' | 'reserved' | 'table-address' | 'out-of-segment' | 'access-flag' | 'address-size';
@@ -51,6 +84,18 @@ export class DmaFault extends Error {
   readonly reason: FaultReason;
   /** 2 when a nested walk failed in its stage-2 part (a first-stage table or the output address), else 1. */
   readonly stage: 1 | 2;
+  /**
+   * The page request (PRI) the fault sent or joined: set when the function
+   * has PRI, its attachment has a FAULT object and the fault is one a page
+   * request can fix (not present, or a permission the page lacks). The
+   * synchronous read and write throw with it pending; readAsync and
+   * writeAsync wait for it and retry.
+   */
+  pageRequest: PendingPageRequest | null = null;
+  /** The response code that ended an asynchronous DMA (IOMMUFD_PAGE_RESP_INVALID), if one did. */
+  response: number | null = null;
+  /** An asynchronous DMA gave up: the page faulted again after maxPageRequests SUCCESS answers. */
+  gaveUp = false;
 }
 
 const F_STAGE2 = 0x80;
@@ -85,8 +130,7 @@ export interface PageRequestInit {
 /** Where an attachment's page requests go: the iommufd FAULT path, or nowhere. */
 export type PageRequestSink = (pasid: number, pasidValid: boolean, requests: PageRequestInit[], respond: (code: number) => void) => void;
 
-/** IOMMUFD_PAGE_RESP_INVALID: what a request nobody handles is answered with (iopf_error_response). */
-const RESP_INVALID = 1;
+/** A request nobody handles is answered IOMMUFD_PAGE_RESP_INVALID (iopf_error_response). */
 
 /**
  * The function's Page Request Interface. Requests of one group collect until
@@ -99,7 +143,7 @@ export class Pri {
 
   constructor(private readonly dev: PciFunction) {}
 
-  request(r: PageRequestInit): Promise<number> {
+  request(r: PageRequestInit, answered?: (code: number) => void): Promise<number> {
     if (!this.dev.options.pri) throw new SysError('EOPNOTSUPP', 'the function has no PRI capability');
     const pasidValid = r.pasid !== undefined;
     const pasid = r.pasid ?? 0;
@@ -107,13 +151,13 @@ export class Pri {
     const g = this.partial.get(key) ?? { reqs: [], waiters: [] };
     this.partial.set(key, g);
     g.reqs.push(r);
-    const done = new Promise<number>((resolve) => g.waiters.push(resolve));
+    const done = new Promise<number>((resolve) => g.waiters.push(answered ? (c) => { answered(c); resolve(c); } : resolve));
     if (r.last ?? true) {
       this.partial.delete(key);
       const respond = (code: number) => { for (const w of g.waiters) w(code); };
       const sink = this.dev.pageRequestSink(pasid);
       if (sink) sink(pasid, pasidValid, g.reqs, respond);
-      else respond(RESP_INVALID);
+      else respond(IOMMUFD_PAGE_RESP_INVALID);
     }
     return done;
   }
@@ -123,6 +167,8 @@ export class PciFunction {
   readonly path: string;
   readonly dma: Dma;
   readonly pri: Pri;
+  /** The ATS capability and the function's translation cache (ats.ts). */
+  readonly ats: Ats;
   private readonly sinks = new Map<number, PageRequestSink>();
   private readonly faultSinks = new Map<number, DmaFaultSink>();
   /** Opens through VFIO (vfio_df_open); a cdev device is bound by one fd at a time. */
@@ -140,6 +186,7 @@ export class PciFunction {
     this.path = `/dev/vfio/devices/vfio${index}`;
     this.dma = new Dma(this, engine, phys);
     this.pri = new Pri(this);
+    this.ats = new Ats(this, engine);
   }
 
   /** Route a PASID's page requests (set while attached to a fault-capable HWPT). */
@@ -167,6 +214,9 @@ export class PciFunction {
 
   /** Point the PASID's context at a domain; did 0 blocks (the context is freed). */
   setContext(pasid: number, did: number): void {
+    // The PASID's translations change: its ATC entries go first (the
+    // device-TLB invalidation that follows a context-entry change).
+    if (this.ats.size) this.ats.invalidate({ pasid });
     let ctx = this.contexts.get(pasid);
     if (did === 0) {
       if (ctx === undefined) return;
@@ -185,6 +235,8 @@ export class PciFunction {
 
 const TWO32 = 0x1_0000_0000;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Page Request Group Indexes: 9 bits (PCIe §10.4.1). */
+const PRG_INDEXES = 512;
 /** Views kept by Dma.copy (a power of two). */
 const VIEWS = 16;
 
@@ -225,6 +277,28 @@ export class Dma {
     this.transfer(iova, bytes, opts?.pasid ?? 0, true);
   }
 
+  /**
+   * Read `length` bytes at `iova`, waiting out I/O page faults: when a page
+   * is missing (or lacks the permission) on an attachment with a FAULT
+   * object and the function has PRI, the page request goes out, the DMA
+   * waits for the VMM's response (struct iommu_hwpt_page_response on the
+   * fault fd) and is retried. Rejects with the DmaFault when the answer is
+   * INVALID (`response` set; detaching answers INVALID too), when the fault
+   * is not one a page request can fix or nothing takes page requests (as
+   * read would throw), or when a page faults again after maxPageRequests
+   * SUCCESS answers (`gaveUp`). No byte moves before the whole DMA can.
+   */
+  async readAsync(iova: number | bigint, length: number, opts?: DmaAsyncOptions): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    await this.transferAsync(iova, out, opts, false);
+    return out;
+  }
+
+  /** Write `bytes` at `iova`, waiting out I/O page faults as readAsync does. */
+  async writeAsync(iova: number | bigint, bytes: Uint8Array, opts?: DmaAsyncOptions): Promise<void> {
+    await this.transferAsync(iova, bytes, opts, true);
+  }
+
   /** Translate one IOVA as the device would (through the IOTLB). */
   translate(iova: number | bigint, opts?: DmaOptions & { write?: boolean }): { pa: number; size: number; perm: number } {
     const pasid = opts?.pasid ?? 0;
@@ -236,6 +310,91 @@ export class Dma {
     const st = this.engine.translate(ctx, lo, hi, write ? L.PERM_W : L.PERM_R);
     if (st !== 0) throw this.dev.fault(new DmaFault(st, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel));
     return { pa: this.engine.lastPaHi * SEG_SPAN + this.engine.lastPaLo, size: 2 ** this.engine.lastShift, perm: this.engine.lastPerm };
+  }
+
+  /** Page requests outstanding, by PASID (-1: none) and page: the DMAs that wait for each. */
+  private readonly outstanding = new Map<string, PendingPageRequest>();
+  /** Page Request Group Indexes in use by outstanding requests, per PASID key. */
+  private readonly groups = new Map<number, Set<number>>();
+  /** During an asynchronous DMA: may a page request for this page go out? */
+  private gate: ((addr: bigint) => boolean) | null = null;
+
+  private async transferAsync(iova: number | bigint, buf: Uint8Array, opts: DmaAsyncOptions | undefined, write: boolean): Promise<void> {
+    const pasid = opts?.pasid ?? 0;
+    const limit = opts?.maxPageRequests ?? DMA_PAGE_REQUESTS;
+    if (!Number.isInteger(limit) || limit < 0) throw new RangeError(`bad maxPageRequests ${limit}`);
+    const asked = new Map<bigint, number>();
+    let exhausted = false;
+    const gate = (addr: bigint) => {
+      const n = asked.get(addr) ?? 0;
+      if (n >= limit) { exhausted = true; return false; }
+      asked.set(addr, n + 1);
+      return true;
+    };
+    for (;;) {
+      let fault: DmaFault;
+      exhausted = false;
+      this.gate = gate;
+      try {
+        this.transfer(iova, buf, pasid, write);
+        return;
+      } catch (e) {
+        if (!(e instanceof DmaFault)) throw e;
+        fault = e;
+      } finally {
+        this.gate = null;
+      }
+      const req = fault.pageRequest;
+      if (!req) {
+        if (exhausted) fault.gaveUp = true;
+        throw fault;
+      }
+      const code = await req.response;
+      if (code !== IOMMUFD_PAGE_RESP_SUCCESS) {
+        fault.response = code;
+        throw fault;
+      }
+    }
+  }
+
+  /**
+   * A refused DMA: a page request when PRI can fix it (the fault goes to
+   * the FAULT queue, not to the IOMMU's event reporting), else the fault
+   * reported as before. Returns the DmaFault to throw.
+   */
+  private refused(status: number, iova: bigint, pasid: number, write: boolean, level: number): DmaFault {
+    const f = new DmaFault(status, iova, pasid, write ? 'write' : 'read', level);
+    const why = f.reason;
+    const fixable = f.stage === 1 && (why === 'not-present' || why === 'read-denied' || why === 'write-denied');
+    if (!fixable || !this.dev.options.pri || !this.dev.pageRequestSink(pasid)) return this.dev.fault(f);
+    const addr = iova & ~0xfffn;
+    const perm = write ? IOMMU_PGFAULT_PERM_WRITE : IOMMU_PGFAULT_PERM_READ;
+    const pkey = pasid === 0 ? -1 : pasid;
+    const key = `${pkey}:${addr}`;
+    const old = this.outstanding.get(key);
+    if (old && (old.perm & perm) === perm) {
+      f.pageRequest = old;
+      return f;
+    }
+    if (this.gate && !this.gate(addr)) return this.dev.fault(f);
+    let used = this.groups.get(pkey);
+    if (!used) this.groups.set(pkey, used = new Set());
+    let grpid = 0;
+    while (used.has(grpid)) grpid++;
+    if (grpid >= PRG_INDEXES) return this.dev.fault(f); // every group index outstanding: no request can go out
+    used.add(grpid);
+    const want = perm | (old?.perm ?? 0);
+    let req: PendingPageRequest | null = null;
+    const answered = () => {
+      used.delete(grpid);
+      if (req && this.outstanding.get(key) === req) this.outstanding.delete(key);
+    };
+    const response = this.dev.pri.request({ addr, perm: want, pasid: pasid === 0 ? undefined : pasid, grpid, last: true }, answered);
+    req = { addr, pasid: pasid === 0 ? undefined : pasid, perm: want, grpid, response };
+    // The sink may have answered at once (nothing takes the group): then it is not outstanding.
+    if (used.has(grpid)) this.outstanding.set(key, req);
+    f.pageRequest = req;
+    return f;
   }
 
   private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {
@@ -259,7 +418,7 @@ export class Dma {
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
     const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
-    if (n < 0) throw this.dev.fault(new DmaFault(-n, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel));
+    if (n < 0) throw this.refused(-n, this.engine.lastFaultIova, pasid, write, this.engine.lastLevel);
     if (n === 1) {
       const pa = this.engine.dmaSingle(len);
       if (pa >= 0) {
@@ -269,7 +428,7 @@ export class Dma {
       }
     }
     const ranges = this.engine.dmaRanges(ctx, iova, len, access);
-    if (!Array.isArray(ranges)) throw this.dev.fault(new DmaFault(ranges.fault, ranges.iova, pasid, write ? 'write' : 'read', ranges.level));
+    if (!Array.isArray(ranges)) throw this.refused(ranges.fault, ranges.iova, pasid, write, ranges.level);
     let at = 0;
     for (const r of ranges) {
       this.copy(r.seg, r.offset, buf, at, r.length, write);
