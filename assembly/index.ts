@@ -4,14 +4,14 @@
 
 export * from "./layout";
 
-import { init as stateInit, maxDomains } from "./state";
+import { init as stateInit, maxDomains, mbx, bIn, bOut, statsBase, attach as stateAttach, instanceBytes, instanceSet } from "./state";
 import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump } from "./iotlb";
-import { MAILBOX, MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
+import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
 
 // @ts-ignore: decorator
 @inline function u64of(lo: u32, hi: u32): u64 { return (<u64>hi << 32) | lo; }
@@ -22,6 +22,20 @@ export function init(limitPages: u32, iotlbSetsLog2: u32, iotlbWays: u32, domain
   if (r == 0) framesInit();
   return r;
 }
+
+// ---- Shared-memory mode (layout.ts): worker instances over the owner's memory.
+
+/** Bytes of zeroed frames a worker instance needs. */
+export function instance_bytes(): u32 { return instanceBytes(); }
+/** In a worker's instance: take the frames at `region` (offset in linear memory) as its own areas. 0 or ERR_INVAL. */
+export function attach(region: u32): i32 { return stateAttach(region); }
+/** In the owner's instance: register worker `slot`'s IOTLB (at region + IO_BYTES + PRIV_BYTES), or unregister it (0). */
+export function instance_set(slot: u32, iotlb: u32): i32 { return instanceSet(slot, iotlb); }
+/** This instance's mailbox, batch areas and counters. */
+export function mailbox_base(): u32 { return <u32>mbx; }
+export function batch_in_base(): u32 { return <u32>bIn; }
+export function batch_out_base(): u32 { return <u32>bOut; }
+export function stats_base(): u32 { return <u32>statsBase; }
 
 export function frames_alloc(n: u32, align: u32): i32 { return framesAlloc(n, align); }
 export function frames_get(pfn: u32, n: u32): i32 { return framesGet(pfn, n); }
@@ -56,18 +70,18 @@ export function pt_unmap(did: u32, iovaLo: u32, iovaHi: u32, lenLo: u32, lenHi: 
 }
 /** Walk without the IOTLB. F_NONE with the leaf in the mailbox, or a fault with its level. */
 export function pt_walk(did: u32, iovaLo: u32, iovaHi: u32): u32 {
-  if (!ptExists(did)) { store<u32>(MAILBOX + MB_LEVEL, 0); return F_BLOCKED; } // no such domain
+  if (!ptExists(did)) { store<u32>(mbx + MB_LEVEL, 0); return F_BLOCKED; } // no such domain
   const st = ptWalk(did, u64of(iovaLo, iovaHi));
-  store<u32>(MAILBOX + MB_LEVEL, walkLevel);
+  store<u32>(mbx + MB_LEVEL, walkLevel);
   if (st == 0) {
-    store<u64>(MAILBOX + MB_PA_LO, walkPa);
-    store<u32>(MAILBOX + MB_SHIFT, walkShift);
-    store<u32>(MAILBOX + MB_PERM, walkPerm);
+    store<u64>(mbx + MB_PA_LO, walkPa);
+    store<u32>(mbx + MB_SHIFT, walkShift);
+    store<u32>(mbx + MB_PERM, walkPerm);
   }
   return st;
 }
 /** Bytes mapped, into the mailbox as a u64 at MB_PA_LO. */
-export function pt_mapped(did: u32): void { store<u64>(MAILBOX + MB_PA_LO, ptMapped(did)); }
+export function pt_mapped(did: u32): void { store<u64>(mbx + MB_PA_LO, ptMapped(did)); }
 export function pt_tables(did: u32): u32 { return ptTables(did); }
 
 /** Hardware dirty tracking (second-stage A/D) on (1) or off (0); enabling clears every D bit. 0 or ERR_*. */

@@ -19,8 +19,9 @@
 
 import {
   TLBE_SIZE, TLBE_VALID, PERM_W, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
+  CTRL_BASE, CTRL_EPOCH, CTRL_INSTANCES, INST_MAX,
 } from "./layout";
-import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count } from "./state";
+import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count, setIotlbBase } from "./state";
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
@@ -43,12 +44,25 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count } from
  * Bumped by every invalidation (and by whatever else can change a
  * translation the caches hold: a context change, a segment removal): a
  * cache built over the IOTLB (translate.ts, the DMA range cache) is valid
- * while the epoch it was filled in is current. 0 is never current.
+ * while the epoch it was filled in is current. 0 is never current. In the
+ * control block (CTRL_EPOCH), so that worker instances see the owner's.
  */
-export let iotlbEpoch: u64 = 1;
+// @ts-ignore: decorator
+@inline export function iotlbEpoch(): u64 { return load<u64>(CTRL_BASE + CTRL_EPOCH); }
 /** 64 bits: it never wraps, so an old epoch never comes back. */
 // @ts-ignore: decorator
-@inline export function iotlbEpochBump(): void { iotlbEpoch++; }
+@inline export function iotlbEpochBump(): void { store<u64>(CTRL_BASE + CTRL_EPOCH, iotlbEpoch() + 1); }
+
+/**
+ * The IOTLB base of the i-th IOTLB an invalidation reaches: i = 0 is this
+ * instance's, 1..INST_MAX the registered workers' (0 = no such IOTLB).
+ * Invalidations run on the owner only, while workers are held off
+ * (layout.ts, shared-memory mode).
+ */
+// @ts-ignore: decorator
+@inline function tlbOf(i: u32, own: usize): usize {
+  return i == 0 ? own : <usize>load<u32>(CTRL_BASE + CTRL_INSTANCES + ((i - 1) << 2));
+}
 
 // Result of the last hit.
 export let hitPa: u64 = 0;
@@ -147,7 +161,8 @@ export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u6
   store<u32>(e, pasid | TLBE_VALID, 12);
   store<u64>(e, leafPa, 16);
   store<u32>(e, perm, 24);
-  store<u32>(d + DOM_TLB_SIZES, load<u32>(d + DOM_TLB_SIZES) | (1 << sc));
+  // Atomic: worker instances fill their own IOTLBs and share this hint.
+  atomic.or<u32>(d + DOM_TLB_SIZES, 1 << sc);
 }
 
 function entries(): usize { return (<usize>1 << iotlbSetsLog2) * iotlbWays; }
@@ -155,7 +170,11 @@ function entries(): usize { return (<usize>1 << iotlbSetsLog2) * iotlbWays; }
 /** Drop everything. */
 export function iotlbFlushAll(): void {
   iotlbEpochBump();
-  memory.fill(iotlbBase, 0, entries() * TLBE_SIZE);
+  const own = iotlbBase;
+  for (let i: u32 = 0; i <= INST_MAX; i++) {
+    const b = tlbOf(i, own);
+    if (b != 0) memory.fill(b, 0, entries() * TLBE_SIZE);
+  }
   for (let did: u32 = 0; did < maxDomains; did++) store<u32>(dom(did) + DOM_TLB_SIZES, 0);
   count(CTRL_STAT_INVALIDATIONS);
 }
@@ -166,9 +185,21 @@ export function iotlbFlushDomain(did: u32): void {
   const d = dom(did);
   const gen = (load<u32>(d + DOM_GEN) + 1) & 0xffff;
   store<u32>(d + DOM_GEN, gen);
-  if (gen == 0) sweep(did, 0, <u64>-1);
+  if (gen == 0) sweepAll(did, 0, <u64>-1);
   store<u32>(d + DOM_TLB_SIZES, 0);
   count(CTRL_STAT_INVALIDATIONS);
+}
+
+/** sweep over every IOTLB (tlbOf). */
+function sweepAll(did: u32, first: u64, last: u64): void {
+  const own = iotlbBase;
+  for (let i: u32 = 0; i <= INST_MAX; i++) {
+    const b = tlbOf(i, own);
+    if (b == 0) continue;
+    setIotlbBase(b);
+    sweep(did, first, last);
+  }
+  setIotlbBase(own);
 }
 
 /** Drop the entries of did whose leaf intersects [first, last] (any generation, any PASID). */
@@ -197,7 +228,19 @@ export function iotlbFlushRange(did: u32, iova: u64, len: u64): void {
   const sizes = load<u32>(dom(did) + DOM_TLB_SIZES);
   count(CTRL_STAT_INVALIDATIONS);
   if (sizes == 0) return;
-  if ((last >> 12) - (iova >> 12) >= PROBE_MAX) { sweep(did, iova, last); return; }
+  if ((last >> 12) - (iova >> 12) >= PROBE_MAX) { sweepAll(did, iova, last); return; }
+  const own = iotlbBase;
+  for (let i: u32 = 0; i <= INST_MAX; i++) {
+    const b = tlbOf(i, own);
+    if (b == 0) continue;
+    setIotlbBase(b);
+    probeRange(did, iova, last, sizes);
+  }
+  setIotlbBase(own);
+}
+
+/** Drop did's entries of the cached size classes `sizes` over [iova, last], probing block by block. */
+function probeRange(did: u32, iova: u64, last: u64, sizes: u32): void {
   for (let sc: u32 = 0; sc < 3; sc++) {
     if ((sizes & (1 << sc)) == 0) continue;
     const shift = leafShift(sc);

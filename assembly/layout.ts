@@ -58,7 +58,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 4;
+export const LAYOUT_VERSION: u32 = 5;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -75,6 +75,50 @@ export const CTRL_STAT_MISSES: u32 = 64;
 export const CTRL_STAT_WALKS: u32 = 72;
 export const CTRL_STAT_FAULTS: u32 = 80;
 export const CTRL_STAT_INVALIDATIONS: u32 = 88;
+/**
+ * u64 IOTLB epoch (iotlb.ts): bumped by every invalidation, context change
+ * and segment removal; caches over the IOTLB (range cache, stage-2 walk
+ * cache) count only while the epoch they were filled in is current. In
+ * memory, not a wasm global, so that every instance sees the owner's bumps.
+ */
+export const CTRL_EPOCH: u32 = 0x100;
+// Shared-memory mode (DESIGN 2: one owner, several translating workers).
+//
+//   +0x140 INST_MAX u32: the IOTLB base of each worker instance (0 = none);
+//          the owner's invalidations sweep these as well as its own
+//   +0x200 i32 writer flag: the owner is changing translations
+//   +0x240 + slot * 64, i32: worker `slot` is translating or copying
+//          (one cache line each, so that workers do not share a line)
+// The owner sets the writer flag, waits for every in-flight word to be 0,
+// changes tables and flushes every IOTLB, then clears the flag; a worker
+// sets its word, backs off while the flag is set, and clears its word when
+// its translation (and the copy that uses it) is done. So once an unmap
+// returns, no worker holds or can find the old translation.
+export const CTRL_INSTANCES: u32 = 0x140;
+export const INST_MAX: u32 = 16;
+export const CTRL_LOCK_WRITER: u32 = 0x200;
+export const CTRL_LOCK_INFLIGHT: u32 = 0x240;
+export const LOCK_STRIDE: u32 = 64;
+
+// An instance's private region: its caches and scratch, never shared. The
+// owner's sits among the tables (init); a worker's follows its own I/O
+// block (the mailbox and batch areas, laid out as MAILBOX..BATCH_OUT are)
+// in the frames the owner gave it, followed by its own IOTLB.
+//
+//   +0      stage-2 walk cache (nested.ts)     PRIV_S2C_BYTES
+//   +0x4000 DMA range cache (translate.ts)     PRIV_RC_BYTES
+//   +0x5000 scratch of the nested walks        128 bytes
+//   +0x5080 a worker's counters (u64 hits, misses, walks, faults,
+//           invalidations: the CTRL_STAT_* words, moved)
+export const PRIV_S2C: u32 = 0;
+export const PRIV_S2C_BYTES: u32 = 0x4000;
+export const PRIV_RC: u32 = 0x4000;
+export const PRIV_RC_BYTES: u32 = 0x1000;
+export const PRIV_SCRATCH: u32 = 0x5000;
+export const PRIV_STATS: u32 = 0x5080;
+export const PRIV_BYTES: u32 = 0x6000;
+/** A worker's I/O block: mailbox, batch in, batch out, at their offsets from MAILBOX. */
+export const IO_BYTES: u32 = 0x11000;
 
 // Mailbox (MAILBOX), u32 words, written by translate / walk / dma_ranges:
 //

@@ -19,11 +19,11 @@
 
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, DOM_FLAGS, DOM_MAPPED, DOM_S1_ROOT, DOM_PARENT,
-  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, DOM_FLAGS, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
+  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, DOM_FLAGS, PRIV_S2C_BYTES, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
   F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_READ, F_WRITE, F_STAGE2,
   ERR_INVAL, ERR_FULL, CTRL_STAT_WALKS,
 } from "./layout";
-import { domTable, maxDomains, count } from "./state";
+import { domTable, maxDomains, count, s2cBase, scratchBase } from "./state";
 import { iotlbFlushDomain } from "./iotlb";
 import { hostWalk, hostMarkLeaf, setWalkLeaf, walkPa, walkShift, walkPerm, walkLevel, walkEntry } from "./walk";
 import { iotlbEpoch } from "./iotlb";
@@ -123,15 +123,14 @@ export let nDirty: bool = false;
 // (a stage-2 unmap flushes its range), dirty-bit clear, context change,
 // domain destruction and segment removal bumps it, so no entry outlives a
 // change of the table it came from. Only successful walks are cached.
-const S2C_ENTRIES: u32 = 512;
-const s2c = memory.data(S2C_ENTRIES * 32, 64);
+const S2C_ENTRIES: u32 = PRIV_S2C_BYTES / 32;
 
 /** hostWalk of the parent for gpa through the walk cache: the same results (walkPa, walkShift, walkPerm, walkEntry). */
 function s2Walk(parent: u32, gpa: u64): u32 {
   const page = gpa >> 12;
   const tag = (page << 16) | <u64>parent;
-  const e = s2c + ((<usize>(page ^ (page >> 9)) & (S2C_ENTRIES - 1)) << 5);
-  if (load<u64>(e) == tag && load<u64>(e, 8) == iotlbEpoch) {
+  const e = s2cBase + ((<usize>(page ^ (page >> 9)) & (S2C_ENTRIES - 1)) << 5);
+  if (load<u64>(e) == tag && load<u64>(e, 8) == iotlbEpoch()) {
     const sp = load<u32>(e, 24);
     setWalkLeaf(load<u64>(e, 16), sp & 0xff, sp >> 8, <usize>load<u32>(e, 28));
     return F_NONE;
@@ -139,7 +138,7 @@ function s2Walk(parent: u32, gpa: u64): u32 {
   const st = hostWalk(parent, gpa);
   if (st != F_NONE) return st;
   store<u64>(e, tag);
-  store<u64>(e, iotlbEpoch, 8);
+  store<u64>(e, iotlbEpoch(), 8);
   store<u64>(e, walkPa, 16);
   store<u32>(e, walkShift | (walkPerm << 8), 24);
   store<u32>(e, <u32>walkEntry, 28);
@@ -201,9 +200,13 @@ export function setNestedResult(pa: u64, shift: u32, perm: u32, dirty: bool): vo
 @inline export function setNestedLevel(l: u32): void { nLevel = l; }
 
 /** Entries of the walk (host addresses) and whether stage 2 lets them be written, for the A/D updates. */
-const entries = memory.data(5 * 8);
-const entryWritable = memory.data(5);
-const entryS2 = memory.data(5 * 4);
+// In this instance's scratch (state.ts): concurrent walks in other instances have their own.
+// @ts-ignore: decorator
+@inline function entries(): usize { return scratchBase; }
+// @ts-ignore: decorator
+@inline function entryWritable(): usize { return scratchBase + 5 * 8; }
+// @ts-ignore: decorator
+@inline function entryS2(): usize { return scratchBase + 5 * 8 + 8; }
 
 /**
  * Walk the nested domain `did` for `iova` and an access (PERM_R/W, or 0 for
@@ -232,9 +235,9 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
     if (st != F_NONE) return st;
     const pte = load<u64>(s2Hpa);
     if ((pte & P) == 0) return F_NOT_PRESENT;
-    store<u64>(entries + (<usize>n << 3), s2Hpa);
-    store<u8>(entryWritable + n, s2Writable ? 1 : 0);
-    store<u32>(entryS2 + (<usize>n << 2), <u32>s2Entry);
+    store<u64>(entries() + (<usize>n << 3), s2Hpa);
+    store<u8>(entryWritable() + n, s2Writable ? 1 : 0);
+    store<u32>(entryS2() + (<usize>n << 2), <u32>s2Entry);
     n++;
     if ((pte & RW) == 0) write = false;
     if ((pte & US) == 0) user = false;
@@ -265,15 +268,15 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   if (access != 0 && (access & ~perm) == 0) {
     outDirty = s2Dirty(parent, outEntry, access);
     for (let i: u32 = 0; i < n; i++) {
-      const e = <usize>load<u64>(entries + (<usize>i << 3));
+      const e = <usize>load<u64>(entries() + (<usize>i << 3));
       const set = A | (i == n - 1 && (access & PERM_W) != 0 ? D : 0);
       const pte = load<u64>(e);
       if ((pte & set) == set) continue;
-      if (load<u8>(entryWritable + i) == 0) { nLevel = levels - i; return F_WRITE | F_STAGE2; }
-      store<u64>(e, pte | set);
-      s2Dirty(parent, <usize>load<u32>(entryS2 + (<usize>i << 2)), PERM_W);
+      if (load<u8>(entryWritable() + i) == 0) { nLevel = levels - i; return F_WRITE | F_STAGE2; }
+      atomic.or<u64>(e, set); // other instances may set flags in the same entry
+      s2Dirty(parent, <usize>load<u32>(entryS2() + (<usize>i << 2)), PERM_W);
     }
-    leafPte = load<u64>(<usize>load<u64>(entries + (<usize>(n - 1) << 3)));
+    leafPte = load<u64>(<usize>load<u64>(entries() + (<usize>(n - 1) << 3)));
   }
   setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & D) != 0 && outDirty);
   return F_NONE;

@@ -152,7 +152,9 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
       if ((access & PERM_W) != 0 && dirtyOk) upd &= ~AP_RO;
       if (upd != leafPte) {
         if (!leafWritable) { setNestedLevel(leafLevel); return F_WRITE | F_STAGE2; }
-        store<u64>(leafEntry, upd);
+        // Atomic: other instances may update the same descriptor.
+        atomic.or<u64>(leafEntry, upd & AF);
+        if ((upd & AP_RO) == 0) atomic.and<u64>(leafEntry, ~AP_RO);
         s2Dirty(parent, leafS2, PERM_W);
         leafPte = upd;
       }

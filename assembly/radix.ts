@@ -22,7 +22,7 @@ import {
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
-import { domTable, maxDomains, count } from "./state";
+import { domTable, maxDomains, count, bOut } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
@@ -357,7 +357,7 @@ function touchLeaf(did: u32, access: u32): u32 {
   // A permitted access only: a faulting request sets no flag.
   if (access != 0 && (access & ~walkPerm) == 0) {
     const set = accessedBit() | ((access & PERM_W) != 0 ? dirtyBit() : 0);
-    if ((pte & set) != set) { pte |= set; store<u64>(walkEntry, pte); }
+    if ((pte & set) != set) pte = atomic.or<u64>(walkEntry, set) | set; // other instances may set flags too
   }
   return (pte & dirtyBit()) != 0 ? PERM_W : 0;
 }
@@ -424,7 +424,7 @@ function setBits(p0: u32, p1: u32): void {
     const b = p0 & 63;
     const n = min<u32>(64 - b, p1 - p0);
     const mask = n == 64 ? <u64>-1 : ((<u64>1 << n) - 1) << b;
-    const w = <usize>BATCH_OUT + (<usize>(p0 >> 6) << 3);
+    const w = bOut + (<usize>(p0 >> 6) << 3);
     store<u64>(w, load<u64>(w) | mask);
     p0 += n;
   }
@@ -499,7 +499,7 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   rdStop = false;
   rdClrFirst = 0;
   rdClrEnd = 0;
-  memory.fill(BATCH_OUT, 0, <usize>((n + 63) >> 6) << 3);
+  memory.fill(bOut, 0, <usize>((n + 63) >> 6) << 3);
   readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0);
   if (rdClrEnd != 0) { iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst); flushChildren(did); }
   return <i32>((rdEnd - rdBase) >> pageShift);

@@ -6,6 +6,8 @@ import {
   CTRL_SEG_TABLE, CTRL_DOM_TABLE, CTRL_CTX_TABLE, CTRL_IOTLB, CTRL_IOTLB_SETS_LOG2,
   CTRL_IOTLB_WAYS, CTRL_REFCOUNT, CTRL_DOMAINS, CTRL_CONTEXTS, TABLES_BASE,
   SEG_MAX, SEG_SIZE, DOM_SIZE, CTX_SIZE, TLBE_SIZE, FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL,
+  MAILBOX, BATCH_IN, BATCH_OUT, CTRL_STAT_HITS, PRIV_STATS, PRIV_BYTES, PRIV_S2C, PRIV_RC, PRIV_SCRATCH,
+  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH,
 } from "./layout";
 
 export let segTable: usize = 0;
@@ -19,6 +21,17 @@ export let frameBase: u32 = 0;
 export let limitFrames: u32 = 0;
 export let maxDomains: u32 = 0;
 export let maxContexts: u32 = 0;
+
+// This instance's own areas (layout.ts): the owner's are fixed or placed by
+// init; a worker's are given by attach. Every instance's code reads them
+// from here, never from the constants.
+export let mbx: usize = MAILBOX;
+export let bIn: usize = BATCH_IN;
+export let bOut: usize = BATCH_OUT;
+export let statsBase: usize = CTRL_BASE;
+export let s2cBase: usize = 0;
+export let rcBase: usize = 0;
+export let scratchBase: usize = 0;
 
 // @ts-ignore: decorator
 @inline function alignUp(x: usize, a: usize): usize { return (x + a - 1) & ~(a - 1); }
@@ -42,6 +55,7 @@ export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, co
   ctxTable = p; p += <usize>contexts * CTX_SIZE;
   p = alignUp(p, 64);
   iotlbBase = p; p += (<usize>1 << setsLog2) * ways * TLBE_SIZE;
+  setPriv(p); p += PRIV_BYTES;
   refBase = alignUp(p, 64); p = refBase + <usize>limitFrames * 4;
   // Frames start on a 2 MiB boundary so that a run of frames can back a
   // 2 MiB leaf (VT-d 3.7: a large page's address is aligned to its size).
@@ -67,11 +81,61 @@ export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, co
   store<u32>(CTRL_BASE + CTRL_REFCOUNT, <u32>refBase);
   store<u32>(CTRL_BASE + CTRL_DOMAINS, domains);
   store<u32>(CTRL_BASE + CTRL_CONTEXTS, contexts);
+  store<u64>(CTRL_BASE + CTRL_EPOCH, 1); // 0, a zeroed cache entry's, is never current
+  return 0;
+}
+
+/** Point this instance's IOTLB code at another IOTLB (an invalidation's sweep over every instance's). */
+// @ts-ignore: decorator
+@inline export function setIotlbBase(b: usize): void { iotlbBase = b; }
+
+function setPriv(p: usize): void {
+  s2cBase = p + PRIV_S2C;
+  rcBase = p + PRIV_RC;
+  scratchBase = p + PRIV_SCRATCH;
+}
+
+/** Bytes of the frames a worker instance needs (I/O block, private region, IOTLB). */
+export function instanceBytes(): u32 {
+  return IO_BYTES + PRIV_BYTES + (<u32>1 << load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2)) * load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS) * TLBE_SIZE;
+}
+
+/**
+ * Make this instance a worker over the owner's memory: read the region
+ * bases from the control block (the owner's init wrote them) and take the
+ * zeroed frames at `region` (instanceBytes long) for its own I/O block,
+ * private region and IOTLB. The owner registers the IOTLB (instances.ts).
+ */
+export function attach(region: usize): i32 {
+  if (load<u32>(CTRL_BASE) != CTRL_MAGIC || load<u32>(CTRL_BASE + 4) != LAYOUT_VERSION) return ERR_INVAL;
+  frameBase = load<u32>(CTRL_BASE + CTRL_FRAME_BASE);
+  limitFrames = load<u32>(CTRL_BASE + CTRL_LIMIT_FRAMES);
+  segTable = load<u32>(CTRL_BASE + CTRL_SEG_TABLE);
+  domTable = load<u32>(CTRL_BASE + CTRL_DOM_TABLE);
+  ctxTable = load<u32>(CTRL_BASE + CTRL_CTX_TABLE);
+  iotlbSetsLog2 = load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2);
+  iotlbWays = load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS);
+  refBase = load<u32>(CTRL_BASE + CTRL_REFCOUNT);
+  maxDomains = load<u32>(CTRL_BASE + CTRL_DOMAINS);
+  maxContexts = load<u32>(CTRL_BASE + CTRL_CONTEXTS);
+  mbx = region;
+  bIn = region + (BATCH_IN - MAILBOX);
+  bOut = region + (BATCH_OUT - MAILBOX);
+  setPriv(region + IO_BYTES);
+  statsBase = region + IO_BYTES + PRIV_STATS - CTRL_STAT_HITS;
+  iotlbBase = region + IO_BYTES + PRIV_BYTES;
+  return 0;
+}
+
+/** Register (owner side) worker `slot`'s IOTLB at `base`, or 0 to remove it: the owner's invalidations sweep it. */
+export function instanceSet(slot: u32, base: usize): i32 {
+  if (slot >= INST_MAX) return ERR_INVAL;
+  store<u32>(CTRL_BASE + CTRL_INSTANCES + (slot << 2), <u32>base);
   return 0;
 }
 
 /** Add to a u64 counter of the control block. */
 // @ts-ignore: decorator
 @inline export function count(offset: u32, n: u64 = 1): void {
-  store<u64>(CTRL_BASE + offset, load<u64>(CTRL_BASE + offset) + n);
+  store<u64>(statsBase + offset, load<u64>(statsBase + offset) + n);
 }

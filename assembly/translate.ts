@@ -13,12 +13,12 @@
 // give the entry PERM_W).
 
 import {
-  CTX_SIZE, CTX_DID, CTX_PASID, MAILBOX, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
-  MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_IN, BATCH_OUT, BATCH_BYTES, BATCH_MAX,
+  CTX_SIZE, CTX_DID, CTX_PASID, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
+  MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_BYTES, BATCH_MAX,
   F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
   CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
 } from "./layout";
-import { ctxTable, maxContexts, maxDomains, count } from "./state";
+import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
 import { ptWalk, ptTouch } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
@@ -118,9 +118,9 @@ function setDirty(c: u32, iova: u64, access: u32): u32 {
 
 function fault(st: u32, iova: u64): u32 {
   count(CTRL_STAT_FAULTS);
-  store<u32>(MAILBOX + MB_FAULT_LO, <u32>iova);
-  store<u32>(MAILBOX + MB_FAULT_HI, <u32>(iova >> 32));
-  store<u32>(MAILBOX + MB_LEVEL, rLevel);
+  store<u32>(mbx + MB_FAULT_LO, <u32>iova);
+  store<u32>(mbx + MB_FAULT_HI, <u32>(iova >> 32));
+  store<u32>(mbx + MB_LEVEL, rLevel);
   return st;
 }
 
@@ -140,18 +140,18 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
       if ((access & ~perm) == 0) {
         count(CTRL_STAT_HITS);
         const shift = hitShift;
-        store<u64>(MAILBOX + MB_PA_LO, load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1)));
-        store<u32>(MAILBOX + MB_SHIFT, shift);
-        store<u32>(MAILBOX + MB_PERM, permOf(perm));
+        store<u64>(mbx + MB_PA_LO, load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1)));
+        store<u32>(mbx + MB_SHIFT, shift);
+        store<u32>(mbx + MB_PERM, permOf(perm));
         return F_NONE;
       }
     }
   }
   const st = translate1(c, iova, access);
   if (st != F_NONE) return fault(st, iova);
-  store<u64>(MAILBOX + MB_PA_LO, rPa);
-  store<u32>(MAILBOX + MB_SHIFT, rShift);
-  store<u32>(MAILBOX + MB_PERM, permOf(rPerm));
+  store<u64>(mbx + MB_PA_LO, rPa);
+  store<u32>(mbx + MB_SHIFT, rShift);
+  store<u32>(mbx + MB_PERM, permOf(rPerm));
   return F_NONE;
 }
 
@@ -177,19 +177,19 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
   let hits: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const p = <usize>i << 3;
-    const iova = load<u64>(<usize>BATCH_IN + p);
+    const iova = load<u64>(bIn + p);
     const e = iotlbProbe(did, k1, sizes, iova);
     if (e != 0 && (access & ~load<u32>(e, 24)) == 0) {
-      store<u64>(<usize>BATCH_OUT + p, load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1)));
+      store<u64>(bOut + p, load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1)));
       hits++;
       continue;
     }
     const st = translate1(c, iova, access);
     if (did != 0) sizes = iotlbSizes(did);
     if (st == F_NONE) {
-      store<u64>(<usize>BATCH_OUT + p, rPa);
+      store<u64>(bOut + p, rPa);
     } else {
-      store<u64>(<usize>BATCH_OUT + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
+      store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
       faults++;
     }
   }
@@ -212,7 +212,8 @@ const RANGES_MAX: u32 = BATCH_BYTES / 12;
 // translation rIOMMU argues for (performance.md). Hits are counted as the
 // probes would have counted them: one per leaf piece.
 //
-// Engine-private (the host never reads it), in static data, direct-mapped
+// Engine-private (the host never reads it), in the instance's private
+// region (state.ts rcBase), direct-mapped
 // by page number and context:
 //
 //   0        8        16       24       28       32              64
@@ -222,9 +223,8 @@ const RANGES_MAX: u32 = BATCH_BYTES / 12;
 //   +--------+--------+--------+--------+--------+---------------+
 //
 // An epoch of 0 (a zeroed entry) is never current.
-const RC_ENTRIES: u32 = 64;
 const RC_SIZE: u32 = 64;
-const rcBase: usize = memory.data(RC_ENTRIES * RC_SIZE, 64);
+const RC_ENTRIES: u32 = PRIV_RC_BYTES / RC_SIZE;
 
 // @ts-ignore: decorator
 @inline function rcSlot(c: u32, iova: u64): usize {
@@ -244,17 +244,17 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
   // c < 65536 (init), access < 16: one key word.
   const key = c | (access << 16);
   const rc = rcSlot(c, iova);
-  if (load<u64>(rc) == iova && load<u32>(rc, 24) == len && load<u32>(rc, 28) == key && load<u64>(rc, 16) == iotlbEpoch && len != 0) {
+  if (load<u64>(rc) == iova && load<u32>(rc, 24) == len && load<u32>(rc, 28) == key && load<u64>(rc, 16) == iotlbEpoch() && len != 0) {
     count(CTRL_STAT_HITS, load<u32>(rc, 32));
-    store<u64>(BATCH_OUT, load<u64>(rc, 8));
-    store<u32>(BATCH_OUT, len, 8);
-    store<u32>(MAILBOX + MB_COVERED, len);
+    store<u64>(bOut, load<u64>(rc, 8));
+    store<u32>(bOut, len, 8);
+    store<u32>(mbx + MB_COVERED, len);
     return 1;
   }
   const start = iova;
   let left = len;
   let n: u32 = 0;
-  let out: usize = BATCH_OUT;
+  let out: usize = bOut;
   let prevEnd: u64 = 0;
   // One context for the whole DMA: loaded once, as in translateBatch.
   const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
@@ -293,11 +293,11 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
     left -= chunk;
   }
   count(CTRL_STAT_HITS, hits);
-  store<u32>(MAILBOX + MB_COVERED, len - left);
+  store<u32>(mbx + MB_COVERED, len - left);
   if (n == 1 && left == 0) {
     store<u64>(rc, start);
-    store<u64>(rc, load<u64>(BATCH_OUT), 8);
-    store<u64>(rc, iotlbEpoch, 16);
+    store<u64>(rc, load<u64>(bOut), 8);
+    store<u64>(rc, iotlbEpoch(), 16);
     store<u32>(rc, len, 24);
     store<u32>(rc, key, 28);
     store<u32>(rc, pieces, 32);

@@ -86,7 +86,7 @@ export function hostMarkLeaf(did: u32, entry: usize, access: u32): bool {
   useFormat(load<u32>(dom(did) + DOM_FORMAT));
   const set = accessedBit() | ((access & PERM_W) != 0 ? dirtyBit() : 0);
   let pte = load<u64>(entry);
-  if ((pte & set) != set) { pte |= set; store<u64>(entry, pte); }
+  if ((pte & set) != set) pte = atomic.or<u64>(entry, set) | set; // other instances may set flags too
   return (pte & dirtyBit()) != 0;
 }
 

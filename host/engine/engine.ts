@@ -21,6 +21,13 @@ interface Exports {
   pt_destroy(did: number): number;
   pt_create_nested(parent: number, rootLo: number, rootHi: number, levels: number, flags: number): number;
   pt_create_nested_arm(parent: number, ttbLo: number, ttbHi: number, cfg: number): number;
+  instance_bytes(): number;
+  attach(region: number): number;
+  instance_set(slot: number, iotlb: number): number;
+  mailbox_base(): number;
+  batch_in_base(): number;
+  batch_out_base(): number;
+  stats_base(): number;
   pt_map(did: number, iovaLo: number, iovaHi: number, paLo: number, paHi: number, lenLo: number, lenHi: number, perm: number): number;
   pt_unmap(did: number, iovaLo: number, iovaHi: number, lenLo: number, lenHi: number): number;
   pt_walk(did: number, iovaLo: number, iovaHi: number): number;
@@ -49,6 +56,7 @@ export interface Layout {
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
   SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
   FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; FMT_ARM_S1: number; F_ACCESS: number; F_ADDR_SIZE: number; F_STAGE2: number;
+  INST_MAX: number; IO_BYTES: number; PRIV_BYTES: number; CTRL_LOCK_WRITER: number; CTRL_LOCK_INFLIGHT: number; LOCK_STRIDE: number;
   ARM_S1_GRANULE_SHIFT: number; ARM_S1_IPS_SHIFT: number; ARM_S1_HA: number; ARM_S1_HD: number; ARM_S1_AFFD: number;
   F_NONE: number; F_BLOCKED: number; F_ADDR_WIDTH: number; F_NOT_PRESENT: number; F_READ: number;
   F_WRITE: number; F_RESERVED: number; F_TABLE_ADDR: number; F_OUT_OF_SEGMENT: number;
@@ -65,7 +73,36 @@ export interface EngineOptions {
   /** Page tables (domains) and device contexts that may exist at once (default 4096 each). */
   domains?: number;
   contexts?: number;
+  /**
+   * Over a shared `WebAssembly.Memory` (a SharedArrayBuffer), so that
+   * workers can attach (`shareWorker`, `Engine.attach`). Needs the engine's
+   * shared build (build/shared.wasm) and, in browsers, cross-origin isolation.
+   */
+  shared?: boolean;
 }
+
+/**
+ * What a worker needs to attach to an owner's engine (structured-cloneable:
+ * post it with the compiled module to a Worker).
+ */
+export interface WorkerShare {
+  readonly memory: WebAssembly.Memory;
+  /** The worker's slot (0..INST_MAX-1) and the offset of its zeroed frames. */
+  readonly slot: number;
+  readonly region: number;
+  readonly limitBytes: number;
+}
+
+/**
+ * The exports that change translations: in shared-memory mode with workers
+ * attached, the owner calls them under the writer lock (layout.ts).
+ */
+const WRITERS = [
+  'seg_add', 'seg_remove', 'pt_create', 'pt_destroy', 'pt_create_nested', 'pt_create_nested_arm', 'pt_map', 'pt_unmap',
+  'ctx_set', 'iotlb_flush_all', 'iotlb_flush_domain', 'iotlb_flush_range', 'pt_set_dirty_tracking', 'pt_read_dirty',
+] as const;
+/** How long the owner waits for a worker to leave a translation before it calls the worker stuck. */
+const STUCK_MS = 2000;
 
 /** The stage-1 fields of an Arm CD a nested walk obeys (SMMUv3 5.4). */
 export interface ArmS1Config {
@@ -117,19 +154,47 @@ function halves(v: number | bigint): void {
   HI = hi >>> 0;
 }
 
+function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): WebAssembly.Instance {
+  try {
+    return new WebAssembly.Instance(module, { env: { memory } });
+  } catch (e) {
+    // A memory import must match in sharedness: build/shared.wasm for a shared memory.
+    if (e instanceof WebAssembly.LinkError) {
+      const want = memory.buffer instanceof ArrayBuffer ? 'release or debug' : 'shared';
+      throw new WebAssembly.LinkError(`${e.message} (this memory needs the engine's ${want} build)`);
+    }
+    throw e;
+  }
+}
+
 export class Engine {
   readonly memory: WebAssembly.Memory;
   readonly layout: Layout;
   readonly limitBytes: number;
-  private readonly x: Exports;
+  /** Over a SharedArrayBuffer (shared-memory mode). */
+  readonly shared: boolean;
+  /** -1 for the owner; a worker instance's slot otherwise. */
+  readonly slot: number;
+  private x: Exports;
   private u8!: Uint8Array;
   private u32!: Uint32Array;
   private bIn!: Uint32Array;
   private bOut!: Uint32Array;
+  // This instance's mailbox, batch areas and counters (byte offsets).
+  private readonly mbBase: number;
+  private readonly bInBase: number;
+  private readonly bOutBase: number;
+  private readonly statsBase: number;
+  /** The lock words of the control block (shared-memory mode), else null. */
+  private sync: Int32Array | null = null;
+  /** Owner: worker slots in use, and their frames. */
+  private readonly workers = new Map<number, { region: number; pages: number }>();
 
-  private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number) {
+  private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number, slot: number, region: number) {
     this.memory = memory;
     this.limitBytes = limitBytes;
+    this.shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    this.slot = slot;
     const layout: Record<string, number> = {};
     const exp: Record<string, unknown> = {};
     for (const [name, v] of Object.entries(instance.exports)) {
@@ -141,6 +206,11 @@ export class Engine {
     // copy of each is not.
     this.layout = { ...layout } as Layout;
     this.x = { ...exp } as unknown as Exports; // fast properties, as for the layout
+    if (slot >= 0 && this.x.attach(region) !== 0) throw new Error('Engine.attach: the memory holds no engine of this layout version');
+    this.mbBase = this.x.mailbox_base();
+    this.bInBase = this.x.batch_in_base();
+    this.bOutBase = this.x.batch_out_base();
+    this.statsBase = this.x.stats_base();
     this.refresh();
   }
 
@@ -154,13 +224,116 @@ export class Engine {
     const setsLog2 = Math.log2(entries / ways);
     if (!Number.isInteger(setsLog2)) throw new RangeError('iotlbEntries / iotlbWays must be a power of two');
     const limitPages = Math.floor(limit / 65536);
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: limitPages });
-    const instance = new WebAssembly.Instance(module, { env: { memory } });
-    const engine = new Engine(instance, memory, limitPages * 65536);
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: limitPages, shared: opts.shared === true });
+    const engine = new Engine(instantiate(module, memory), memory, limitPages * 65536, -1, 0);
     const r = engine.x.init(limitPages, setsLog2, ways, opts.domains ?? 4096, opts.contexts ?? 4096);
     if (r !== 0) engine.fail(r, 'engine init');
     engine.refresh();
     return engine;
+  }
+
+  /**
+   * A worker's instance over the owner's shared memory (`share` from the
+   * owner's shareWorker). It translates and reads the owner's tables; it
+   * changes none (no map, unmap or flush from here). Every translation, and
+   * every use of its result (a DMA's copy), goes between enter() and leave().
+   */
+  static attach(module: WebAssembly.Module, share: WorkerShare): Engine {
+    return new Engine(instantiate(module, share.memory), share.memory, share.limitBytes, share.slot, share.region);
+  }
+
+  // ---- Shared-memory mode (assembly/layout.ts: the writer flag and in-flight words) ----
+
+  /**
+   * Owner: give a worker an instance slot: zeroed frames for its mailbox,
+   * batch areas, caches and IOTLB, registered so that every invalidation
+   * reaches its IOTLB. From now on the owner's table changes wait for
+   * workers to leave their translations.
+   */
+  shareWorker(): WorkerShare {
+    if (!this.shared || this.slot >= 0) throw new Error('shareWorker: only the owner of a shared-memory engine shares it');
+    const L = this.layout;
+    let slot = 0;
+    while (this.workers.has(slot)) slot++;
+    if (slot >= L.INST_MAX) throw new SysError('ENOSPC', 'shareWorker: every worker slot is taken');
+    const pages = Math.ceil(this.x.instance_bytes() / L.PAGE_SIZE);
+    const region = this.allocFrames(pages, 16) * L.PAGE_SIZE;
+    this.check(this.x.instance_set(slot, region + L.IO_BYTES + L.PRIV_BYTES), 'instance_set');
+    this.workers.set(slot, { region, pages });
+    if (this.workers.size === 1) this.lockWriters();
+    return { memory: this.memory, slot, region, limitBytes: this.limitBytes };
+  }
+
+  /** Owner: take a worker's slot back (the worker must be gone or idle for good). */
+  releaseWorker(slot: number): void {
+    const w = this.workers.get(slot);
+    if (!w) return;
+    this.writerEnter();
+    try {
+      this.check(this.x.instance_set(slot, 0), 'instance_set');
+    } finally {
+      this.writerLeave();
+    }
+    this.putFrames(w.region / this.layout.PAGE_SIZE, w.pages);
+    this.workers.delete(slot);
+  }
+
+  /** Route the exports that change translations through the writer lock (once, when the first worker comes). */
+  private lockWriters(): void {
+    const x = { ...this.x } as unknown as Record<string, (...a: number[]) => number>;
+    for (const name of WRITERS) {
+      const fn = x[name]!;
+      x[name] = (...a: number[]) => {
+        this.writerEnter();
+        try {
+          return fn(...a);
+        } finally {
+          this.writerLeave();
+        }
+      };
+    }
+    this.x = { ...x } as unknown as Exports;
+  }
+
+  /** Owner: raise the writer flag and wait until no worker is inside a translation. */
+  private writerEnter(): void {
+    const s = this.sync!, L = this.layout;
+    Atomics.store(s, L.CTRL_LOCK_WRITER >>> 2, 1);
+    for (const slot of this.workers.keys()) {
+      const at = (L.CTRL_LOCK_INFLIGHT + slot * L.LOCK_STRIDE) >>> 2;
+      if (Atomics.load(s, at) === 0) continue;
+      const until = Date.now() + STUCK_MS;
+      while (Atomics.load(s, at) !== 0) {
+        if (Date.now() > until) {
+          Atomics.store(s, L.CTRL_LOCK_WRITER >>> 2, 0);
+          throw new Error(`shared engine: worker ${slot} stayed inside a translation for ${STUCK_MS} ms`);
+        }
+      }
+    }
+  }
+
+  private writerLeave(): void { Atomics.store(this.sync!, this.layout.CTRL_LOCK_WRITER >>> 2, 0); }
+
+  /**
+   * Worker: enter a translation (and the copy that uses it): wait while the
+   * owner changes translations, then hold it off until leave(). Seq-cst
+   * stores and loads on both sides: either the owner sees this worker's
+   * word, or this worker sees the owner's flag.
+   */
+  enter(): void {
+    const s = this.sync!, L = this.layout;
+    const at = (L.CTRL_LOCK_INFLIGHT + this.slot * L.LOCK_STRIDE) >>> 2, wr = L.CTRL_LOCK_WRITER >>> 2;
+    for (;;) {
+      Atomics.store(s, at, 1);
+      if (Atomics.load(s, wr) === 0) return;
+      Atomics.store(s, at, 0);
+      while (Atomics.load(s, wr) !== 0) { /* the owner's change takes microseconds */ }
+    }
+  }
+
+  /** Worker: leave the translation entered last. */
+  leave(): void {
+    Atomics.store(this.sync!, (this.layout.CTRL_LOCK_INFLIGHT + this.slot * this.layout.LOCK_STRIDE) >>> 2, 0);
   }
 
   /** Views over linear memory; re-derived in one place when the buffer changes (growth). */
@@ -169,15 +342,20 @@ export class Engine {
     this.u8 = new Uint8Array(buffer);
     this.u32 = new Uint32Array(buffer);
     const L = this.layout;
-    this.bIn = this.u32.subarray(L.BATCH_IN >>> 2, (L.BATCH_IN >>> 2) + 2 * L.BATCH_MAX);
-    this.bOut = this.u32.subarray(L.BATCH_OUT >>> 2, (L.BATCH_OUT >>> 2) + 2 * L.BATCH_MAX);
+    this.bIn = this.u32.subarray(this.bInBase >>> 2, (this.bInBase >>> 2) + 2 * L.BATCH_MAX);
+    this.bOut = this.u32.subarray(this.bOutBase >>> 2, (this.bOutBase >>> 2) + 2 * L.BATCH_MAX);
+    // The control block exists once init has grown the memory past it.
+    if (this.shared && this.sync === null && buffer.byteLength >= L.CTRL_BASE + 4096) this.sync = new Int32Array(buffer, L.CTRL_BASE, 1024);
   }
 
   /**
    * Growing a non-shared memory detaches its old buffer, and every view over
    * it reads as empty: that is the cheap test (memory.buffer is not free).
+   * A shared memory grows in place: its views keep their old length.
    */
-  private stale(): boolean { return this.u8.byteLength === 0; }
+  private stale(): boolean {
+    return this.u8.byteLength === 0 || (this.shared && this.u8.byteLength !== this.memory.buffer.byteLength);
+  }
 
   /** The current byte view of linear memory (segment 0). */
   get bytes(): Uint8Array {
@@ -190,7 +368,7 @@ export class Engine {
     return this.u32;
   }
 
-  private mb(offset: number): number { return this.words()[(this.layout.MAILBOX + offset) >>> 2]; }
+  private mb(offset: number): number { return this.words()[(this.mbBase + offset) >>> 2]; }
 
   private fail(code: number, what: string): never {
     const L = this.layout;
@@ -318,7 +496,7 @@ export class Engine {
     const ranges: PhysRange[] = [];
     let [lo, hi] = split64(iova);
     let left = length;
-    const outBase = this.layout.BATCH_OUT >>> 2;
+    const outBase = this.bOutBase >>> 2;
     while (left > 0) {
       // The engine takes a u32 length: longer DMAs go in pieces of 2 GiB.
       const n = this.x.dma_ranges(ctx, lo, hi, Math.min(left, 0x8000_0000), access);
@@ -345,8 +523,8 @@ export class Engine {
    */
   dmaSingle(length: number): number {
     const w = this.words(), L = this.layout;
-    if (w[(L.MAILBOX + L.MB_COVERED) >>> 2] !== length) return -1;
-    const p = L.BATCH_OUT >>> 2;
+    if (w[(this.mbBase + L.MB_COVERED) >>> 2] !== length) return -1;
+    const p = this.bOutBase >>> 2;
     return w[p + 1] * TWO32 + w[p];
   }
 
@@ -361,11 +539,11 @@ export class Engine {
   /** Live IOTLB entries of a domain. */
   iotlbCount(did: number): number { return this.x.iotlb_count(did); }
 
-  /** Counters since creation. */
+  /** This instance's counters since creation (a worker counts its own). */
   stats(): { hits: number; misses: number; walks: number; faults: number; invalidations: number } {
     const L = this.layout;
     const w = this.words();
-    const c = (off: number) => w[(L.CTRL_BASE + off) >>> 2] + w[((L.CTRL_BASE + off) >>> 2) + 1] * TWO32;
+    const c = (off: number) => w[(this.statsBase + off) >>> 2] + w[((this.statsBase + off) >>> 2) + 1] * TWO32;
     return {
       hits: c(L.CTRL_STAT_HITS), misses: c(L.CTRL_STAT_MISSES), walks: c(L.CTRL_STAT_WALKS),
       faults: c(L.CTRL_STAT_FAULTS), invalidations: c(L.CTRL_STAT_INVALIDATIONS),
@@ -420,7 +598,7 @@ export class Engine {
     let cur = BigInt(iova);
     let left = BigInt(length);
     let bit = bitOffset;
-    const base = this.layout.BATCH_OUT;
+    const base = this.bOutBase;
     while (left > 0n) {
       const [il, ih] = split64(cur), [ll, lh] = split64(left);
       const pages = this.check(this.x.pt_read_dirty(did, il, ih, ll, lh, shift, clear ? 1 : 0), 'pt_read_dirty');

@@ -15,7 +15,8 @@ import { expect } from 'vitest';
 import { Engine, type EngineOptions } from '../../host/engine/engine.js';
 import { SysError } from '../../host/uapi/errno.js';
 
-export type Variant = 'release' | 'debug';
+/** release and debug over an unshared memory; shared over a SharedArrayBuffer (shared-memory mode). */
+export type Variant = 'release' | 'debug' | 'shared';
 
 const modules = new Map<Variant, WebAssembly.Module>();
 
@@ -51,7 +52,7 @@ export function engineModule(variant: Variant = 'release'): WebAssembly.Module {
 }
 
 export function makeEngine(opts: EngineOptions & { variant?: Variant } = {}): Engine {
-  const { variant = 'release', ...rest } = opts;
+  const { variant = opts.shared ? 'shared' : 'release', ...rest } = opts;
   return Engine.create(engineModule(variant), rest);
 }
 
