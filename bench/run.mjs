@@ -40,6 +40,13 @@ await build({
   define: { __WASM_BASE__: JSON.stringify(pathToFileURL(join(here, '..', 'build') + '/').href) },
   logLevel: 'warning',
 });
+// The translating worker of the shared-memory case, a bundle of its own.
+const workerFile = join(results, 'worker.bundle.mjs');
+await build({
+  entryPoints: [join(here, 'worker.ts')], outfile: workerFile, bundle: true, format: 'esm', platform: 'node', target: 'es2022', logLevel: 'warning',
+});
+process.env.VIOMMU_BENCH_WORKER = workerFile;
+process.env.VIOMMU_BENCH_SHARED_WASM = join(here, '..', 'build', 'shared.wasm');
 console.log(`bench: limit.wasm (asc ${ascVersion}) and the bundle built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 // Compile wasm with the optimizing tier at once: with dynamic tiering V8
 // starts every function in its baseline compiler and tiers a function up
