@@ -1,6 +1,8 @@
 // `npm start`: one DMA end to end through the emulated VT-d IOMMU, printed
-// step by step. Runs the built package (dist/), as a user would import it.
-import { createHost, Iommufd, VfioDevice, DmaFault } from '../dist/index.js';
+// step by step, then an I/O page fault answered through the FAULT fd and a
+// vIOMMU event read from a vEVENTQ. Runs the built package (dist/), as a
+// user would import it.
+import { createHost, Iommufd, VfioDevice, DmaFault, uapi, POLLIN } from '../dist/index.js';
 
 const hex = (n) => '0x' + n.toString(16);
 const step = (s) => console.log(`\n\x1b[1m${s}\x1b[0m`);
@@ -57,10 +59,87 @@ try {
   show('DmaFault', `${e.reason} at IOVA ${hex(e.iova)} (${e.access}, level ${e.level})`);
 }
 
-step('7. Teardown');
+step('7. An I/O page fault, answered by the VMM (IOMMU_FAULT_QUEUE_ALLOC, PRI)');
+const fault = iommufd.calls.faultQueueAlloc({});
+const priDev = host.addDevice({ iommu: 'intel-vtd', pri: true, ats: true });
+const priVfio = new VfioDevice(host, priDev.path);
+const priDevId = priVfio.bind(iommufd);
+const faultHwpt = iommufd.calls.hwptAlloc({ dev_id: priDevId, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id }).out_hwpt_id;
+priVfio.attach(faultHwpt);
+show('fault object / fd', `${fault.out_fault_id} / ${fault.out_fault_fd}`);
+show('fault-capable HWPT', faultHwpt);
+const bell = host.doorbell(fault.out_fault_fd); // what a worker would Atomics.wait on
+const FAULT_IOVA = 0x8000_0000n;
+const pending = priDev.dma.readAsync(FAULT_IOVA + 0x10n, 18); // nothing mapped there yet
+await host.waitReadable(fault.out_fault_fd);
+show('fault fd readable', `poll -> ${host.poll(fault.out_fault_fd, POLLIN) & POLLIN ? 'POLLIN' : '-'}, doorbell ${Atomics.load(bell.word, 0)}`);
+const recBuf = new Uint8Array(uapi.iommu_hwpt_pgfault.size);
+host.read(fault.out_fault_fd, recBuf);
+const rec = uapi.iommu_hwpt_pgfault.decode(recBuf);
+show('page request', `dev_id ${rec.dev_id}, addr ${hex(rec.addr)}, perm ${rec.perm & uapi.IOMMU_PGFAULT_PERM_WRITE ? 'W' : 'R'}, cookie ${rec.cookie}, ${rec.flags & uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE ? 'last page' : ''}`);
+const fixVa = host.mmap(4096);
+host.mem.write(fixVa + 0x10, new TextEncoder().encode('paged in on demand'));
+iommufd.ioasMap({ ioasId: ioas, userVa: fixVa, length: 4096, iova: rec.addr });
+show('VMM maps the page', `${hex(rec.addr)} -> VA ${hex(fixVa)}`);
+host.write(fault.out_fault_fd, uapi.iommu_hwpt_page_response.encode({ cookie: rec.cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS }));
+show('response written', 'IOMMUFD_PAGE_RESP_SUCCESS');
+show('readAsync completes', JSON.stringify(new TextDecoder().decode(await pending)));
+const atc = priDev.ats.translate(FAULT_IOVA);
+show('ATS translation', `${hex(atc.iova)} -> ${hex(atc.address)} (${atc.size} bytes, ${atc.r ? 'R' : ''}${atc.w ? 'W' : ''}), ATC entries ${priDev.ats.size}`);
+iommufd.ioasUnmap(ioas, rec.addr, 4096);
+show('after IOAS_UNMAP', `ATC entries ${priDev.ats.size} (the invalidation reached the device)`);
+bell.close();
+priVfio.close();
+const toUnmap = [[fixVa, 4096]];
+
+step('8. A vIOMMU event (ARM SMMUv3 vIOMMU, IOMMU_VEVENTQ_ALLOC)');
+{
+  const ioas2 = iommufd.ioasAlloc();
+  const arm = host.addDevice({ iommu: 'arm-smmuv3' });
+  const armVfio = new VfioDevice(host, arm.path);
+  const armId = armVfio.bind(iommufd);
+  const parent = iommufd.calls.hwptAlloc({ dev_id: armId, pt_id: ioas2, flags: uapi.IOMMU_HWPT_ALLOC_NEST_PARENT }).out_hwpt_id;
+  const guestRam = host.mmap(1 << 20);
+  iommufd.ioasMap({ ioasId: ioas2, userVa: guestRam, length: 1 << 20, iova: 0 });
+  const viommu = iommufd.calls.viommuAlloc({ type: uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: armId, hwpt_id: parent }).out_viommu_id;
+  const q = iommufd.calls.veventqAlloc({ viommu_id: viommu, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 16 });
+  iommufd.calls.vdeviceAlloc({ viommu_id: viommu, dev_id: armId, virt_id: 0x42n });
+  // The guest's vSTE: valid, stage-1 translate, CD at IPA 0x10000, which holds an invalid (all-zero) CD.
+  const steVa = host.mmap(4096);
+  host.mem.write(steVa, uapi.iommu_hwpt_arm_smmuv3.encode({ ste: [1n | (5n << 1n) | 0x10000n, 0n] }));
+  const nested = iommufd.calls.hwptAlloc({ dev_id: armId, pt_id: viommu, data_type: uapi.IOMMU_HWPT_DATA_ARM_SMMUV3, data_len: uapi.iommu_hwpt_arm_smmuv3.size, data_uptr: steVa }).out_hwpt_id;
+  armVfio.attach(nested);
+  show('vIOMMU / vEVENTQ fd', `${viommu} / ${q.out_veventq_fd}`);
+  let fired = 0;
+  const off = host.onReadable(q.out_veventq_fd, () => { fired++; });
+  try {
+    arm.dma.read(0x1234n, 4);
+  } catch (e) {
+    if (!(e instanceof DmaFault)) throw e;
+    show('DMA refused', e.reason);
+  }
+  await host.waitReadable(q.out_veventq_fd);
+  const H = uapi.iommufd_vevent_header.size;
+  const evBuf = new Uint8Array(H + uapi.iommu_vevent_arm_smmuv3.size);
+  host.read(q.out_veventq_fd, evBuf);
+  const hdr = uapi.iommufd_vevent_header.decode(evBuf);
+  const evt = uapi.iommu_vevent_arm_smmuv3.decode(evBuf, H).evt;
+  show('event header', `flags ${hdr.flags}, sequence ${hdr.sequence}`);
+  show('SMMUv3 event', `id ${hex(evt[0] & 0xffn)} (C_BAD_CD), StreamID ${hex(evt[0] >> 32n)} (the vSID), InputAddr ${hex(evt[2])}`);
+  show('onReadable callbacks', fired);
+  off();
+  armVfio.close();
+  host.close(q.out_veventq_fd);
+  host.munmap(steVa, 4096);
+  toUnmap.push([guestRam, 1 << 20]);
+}
+
+step('9. Teardown');
+host.close(fault.out_fault_fd);
 vfio.close();
 iommufd.close();
 host.munmap(va, SIZE);
+for (const [a, n] of toUnmap) host.munmap(a, n);
 const s = host.engine.stats();
 show('IOTLB', `${s.hits} hits, ${s.misses} misses, ${s.walks} walks, ${s.faults} faults`);
 show('frames in use', host.engine.framesInMemory() - host.engine.frameBase - host.engine.framesFree());
