@@ -14,20 +14,42 @@
 // esbuild does not copy assets referenced by `new URL('./x.wasm', import.meta.url)`
 // (evanw/esbuild#795), hence the copy step. `__WASM_BASE__` = "./" tells
 // bindings/index.ts that the .wasm files sit next to the bundle.
+//
+// `node scripts/build.mjs --outdir DIR` writes the same files to DIR instead
+// of dist/ (the browser, worker and node-vmm tests stage a private copy, so
+// they never race with a `npm run build` of dist/ in the same tree).
 
 import { build } from 'esbuild';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = join(root, 'dist');
+const outdir = outdirArg();
+const dist = outdir ?? join(root, 'dist');
 const entry = join(root, 'host', 'index.ts');
 const variants = ['release', 'debug'];
 
 function fail(message) {
   console.error(`build.mjs: ${message}`);
   process.exit(1);
+}
+
+function outdirArg() {
+  const args = process.argv.slice(2);
+  let out;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--outdir') out = args[++i];
+    else if (a.startsWith('--outdir=')) out = a.slice('--outdir='.length);
+    else fail(`unknown argument ${a} (usage: node scripts/build.mjs [--outdir DIR])`);
+    if (!out) fail('--outdir needs a directory');
+  }
+  if (out === undefined) return undefined;
+  const dir = resolve(out);
+  const rel = relative(dir, root);
+  if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) fail(`--outdir ${out} is the repository or holds it`);
+  return dir;
 }
 
 async function exists(path) {
@@ -49,7 +71,8 @@ if (missing.length > 0) {
   fail(`missing ${missing.join(', ')}; run "npm run build:wasm" first`);
 }
 
-await rm(dist, { recursive: true, force: true });
+// dist/ is ours to empty; another --outdir only gets its files overwritten.
+if (outdir === undefined) await rm(dist, { recursive: true, force: true });
 await mkdir(dist, { recursive: true });
 
 // 2. The bundle.
@@ -104,4 +127,4 @@ const sizes = [];
 for (const f of ['index.js', ...variants.map((v) => `${v}.wasm`)]) {
   sizes.push(`${f} ${(await stat(join(dist, f))).size} B`);
 }
-console.log(`build.mjs: dist/ ready (${sizes.join(', ')})`);
+console.log(`build.mjs: ${outdir ?? 'dist'}/ ready (${sizes.join(', ')})`);
