@@ -231,3 +231,48 @@ describe('the doorbell word (eventfd-style, Atomics.notify)', () => {
     }
   });
 });
+
+describe('storms', () => {
+  it('100,000 vEVENTQ events: the doorbell counts each, the sequence numbers run 0..N-1, none lost below the depth', () => {
+    const N = 100_000;
+    const q = vsmmuStream(1 << 17);
+    const bell = host.doorbell(q.fd);
+    for (let i = 0; i < N; i++) q.fault();
+    expect(Atomics.load(bell.word, 0)).toBe(N);
+    const H = uapi.iommufd_vevent_header.size, E = H + uapi.iommu_vevent_arm_smmuv3.size;
+    const buf = new Uint8Array(4096 * E);
+    let next = 0;
+    for (;;) {
+      const n = host.read(q.fd, buf);
+      if (n === 0) break;
+      for (let at = 0; at < n; at += E) {
+        const h = uapi.iommufd_vevent_header.decode(buf, at);
+        if (h.flags !== 0 || h.sequence !== next) expect.fail(`record ${next}: flags ${h.flags}, sequence ${h.sequence}`);
+        next++;
+      }
+    }
+    expect(next).toBe(N);
+    expect(host.poll(q.fd, POLLIN)).toBe(0);
+  });
+
+  it('100,000 page-request groups read before any answer: cookies 1..N, each answered once, then reused from 1 (xa_alloc, XA_FLAGS_ALLOC1)', async () => {
+    const N = 100_000;
+    const answers: Promise<number>[] = [];
+    for (let i = 0; i < N; i++) answers.push(handle.pri.request({ addr: i * PAGE, perm: R, grpid: i & 0x1ff }));
+    const buf = new Uint8Array(N * REC);
+    expect(host.read(faultFd, buf)).toBe(N * REC);
+    const resp = new Uint8Array(N * uapi.iommu_hwpt_page_response.size);
+    for (let i = 0; i < N; i++) {
+      const r = uapi.iommu_hwpt_pgfault.decode(buf, i * REC);
+      if (r.cookie !== i + 1 || r.addr !== BigInt(i * PAGE)) expect.fail(`record ${i}: cookie ${r.cookie}, addr ${r.addr}`);
+      uapi.iommu_hwpt_page_response.encode({ cookie: r.cookie, code: i & 1 }, resp, i * uapi.iommu_hwpt_page_response.size);
+    }
+    expect(host.write(faultFd, resp)).toBe(resp.length);
+    const codes = await Promise.all(answers);
+    expect(codes.every((c, i) => c === (i & 1))).toBe(true);
+    request(0x1000);
+    const one = new Uint8Array(REC);
+    host.read(faultFd, one);
+    expect(uapi.iommu_hwpt_pgfault.decode(one).cookie).toBe(1);
+  });
+});
