@@ -24,15 +24,34 @@
 // two halves of one 4 KiB IOVA page mapping different physical pages (or
 // with different permissions). Automatic IOVAs keep the VA's offset in its
 // page, so only fixed IOVAs off by 2 KiB from their VA meet the first case.
+//
+// The mock's vIOMMU (IOMMU_VIOMMU_TYPE_SELFTEST; selftest.c mock_viommu_*):
+// on a nest-parent mock domain; with driver data (struct
+// iommu_viommu_selftest) two pages holding in_data, registered for mmap on
+// the iommufd; nested domains of IOMMU_HWPT_DATA_SELFTEST with 4 IOTLB
+// slots; invalidation of the per-device cache slots by virtual device id;
+// HW queues of IOMMU_HW_QUEUE_TYPE_SELFTEST (two, queue 1 depending on
+// queue 0, the physical address checked against the parent's table). The
+// per-device state (struct mock_dev) lives here too.
 
 import type { Engine } from '../engine/engine.js';
+import type { AddressSpace } from '../kernel/mm.js';
+import type { PciFunction } from '../kernel/pci.js';
 import { SysError } from '../uapi/errno.js';
 import {
   iommu_test_hw_info, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_SELFTEST, IOMMU_HW_INFO_SELFTEST_REGVAL,
   IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_PASID,
   MOCK_APERTURE_START, MOCK_APERTURE_LAST, MOCK_PASID_WIDTH,
+  iommu_hwpt_selftest, iommu_hwpt_invalidate_selftest, iommu_viommu_selftest, iommu_viommu_invalidate_selftest,
+  iommu_hwpt_invalidate, IOMMU_HWPT_DATA_SELFTEST, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, IOMMU_VIOMMU_TYPE_SELFTEST,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, IOMMU_HW_QUEUE_TYPE_SELFTEST, IOMMU_TEST_HW_QUEUE_MAX, IOMMU_TEST_INVALIDATE_FLAG_ALL,
+  MOCK_NESTED_DOMAIN_IOTLB_ID_MAX, MOCK_NESTED_DOMAIN_IOTLB_NUM, MOCK_DEV_CACHE_ID_MAX, MOCK_DEV_CACHE_NUM, IOMMU_TEST_DEV_CACHE_DEFAULT,
 } from '../uapi/iommufd.js';
+import type { Decoded, StructDef } from '../uapi/struct.js';
 import type { HwInfoData, IommuDriver, IommuUnitCaps } from './driver.js';
+import {
+  MmapPages, copyFullUserArray, type HwQueue, type UserData, type Viommu, type ViommuInitCtx, type ViommuNestedDomain, type ViommuOps,
+} from '../iommufd/viommu.js';
 
 /** selftest.c MOCK_IO_PAGE_SIZE: the smallest IOPTE of a mock domain. */
 export const MOCK_IO_PAGE_SIZE = 2048;
@@ -180,6 +199,8 @@ export function mockTable(engine: Engine, did: number): MockPagingTable | undefi
 /** What a mock IOMMU driver adds to the common driver interface. */
 export interface MockIommuDriver extends IommuDriver {
   readonly kind: 'mock';
+  /** mock_get_viommu_size / mock_viommu_init. */
+  viommuInit(ctx: ViommuInitCtx, viommu: Viommu, data: UserData | null): ViommuOps;
   /** The mock device flags this driver instance stands for (MOCK_FLAGS_DEVICE_NO_DIRTY). */
   readonly noDirty: boolean;
   /** Start of a paging domain's aperture (its end is 2^addressWidth - 1). */
@@ -216,6 +237,8 @@ export function mockIommu(engine: Engine, opts: { noDirty: boolean }): MockIommu
     caps,
     // mock_domain_alloc_paging_flags: NEST_PARENT, DIRTY_TRACKING (EOPNOTSUPP on a NO_DIRTY device), PASID.
     pagingFlags: IOMMU_HWPT_ALLOC_NEST_PARENT | (caps.dirtyTracking ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0) | IOMMU_HWPT_ALLOC_PASID,
+    viommuTypes: [IOMMU_VIOMMU_TYPE_SELFTEST],
+    viommuInit: mockViommuInit,
     domainOps(eng: Engine, did: number): MockPagingTable {
       let m = TABLES.get(eng);
       if (!m) TABLES.set(eng, (m = new Map()));
@@ -227,6 +250,200 @@ export function mockIommu(engine: Engine, opts: { noDirty: boolean }): MockIommu
     hwInfo(requested: number): HwInfoData {
       if (requested !== IOMMU_HW_INFO_TYPE_DEFAULT && requested !== IOMMU_HW_INFO_TYPE_SELFTEST) throw new SysError('EOPNOTSUPP');
       return { type: IOMMU_HW_INFO_TYPE_SELFTEST, data: iommu_test_hw_info.encode({ flags: 0, test_reg: IOMMU_HW_INFO_SELFTEST_REGVAL }) };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// struct mock_dev
+
+/** The state selftest.c keeps in struct mock_dev. */
+export interface MockDev {
+  readonly flags: number;
+  /** mdev->cache[]: cleared by vIOMMU invalidations, read by IOMMU_TEST_OP_DEV_CHECK_CACHE. */
+  readonly cache: number[];
+  /** The IOMMU_TEST_PASID_RESERVED quirk of mock_set_dev_pasid. */
+  pasid1024Armed: boolean;
+  /**
+   * mdev->viommu and mdev->vdev_id: the vIOMMU of the nested domain the
+   * device's RID was last attached to and the device's virtual id there
+   * (set by mock_domain_nop_attach; IOMMU_TEST_OP_TRIGGER_VEVENT reports it).
+   */
+  viommu: Viommu | null;
+  vdevId: bigint;
+}
+
+const MOCK_DEVS = new WeakMap<PciFunction, MockDev>();
+
+/** mock_dev_create's state for a new mock device. */
+export function mockDevCreate(pci: PciFunction, flags: number): MockDev {
+  const mdev: MockDev = {
+    flags, cache: new Array<number>(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT), pasid1024Armed: false, viommu: null, vdevId: 0n,
+  };
+  MOCK_DEVS.set(pci, mdev);
+  return mdev;
+}
+
+/** The struct mock_dev of a function the selftest made (undefined for any other). */
+export function mockDev(pci: PciFunction): MockDev | undefined { return MOCK_DEVS.get(pci); }
+
+// ---------------------------------------------------------------------------
+// The mock vIOMMU
+
+/**
+ * iommu_copy_struct_from_user: driver data of `len` bytes, at least up to
+ * min_len and at most the struct (else EINVAL), zero-extended; a bad
+ * pointer EFAULT.
+ */
+function copyFromUser<S extends StructDef<any, any>>(mm: AddressSpace, s: S, data: UserData, type: number, minLen: number): Decoded<S> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (data.type !== type) throw new SysError('EINVAL');
+  if (data.len < minLen || data.len > s.size) throw new SysError('EINVAL');
+  if (data.uptr > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError('EFAULT');
+  const k = new Uint8Array(s.size);
+  k.set(mm.read(Number(data.uptr), data.len));
+  return s.decode(k) as Decoded<S>;
+}
+
+/** struct mock_iommu_domain_nested: a nested domain with IOTLB slots, made on a vIOMMU or a parent. */
+export class MockNestedDomain implements ViommuNestedDomain {
+  readonly iotlb: number[];
+
+  constructor(readonly viommu: Viommu | null, iotlb: number) {
+    this.iotlb = new Array<number>(MOCK_NESTED_DOMAIN_IOTLB_NUM).fill(iotlb);
+  }
+
+  /**
+   * mock_domain_cache_invalidate_user: another data type EINVAL (with no
+   * entry too); entries in order (iommu_copy_struct_from_user_array: shorter
+   * than iotlb_id's end or longer than the struct EINVAL, a bad pointer
+   * EFAULT), flags other than FLAG_ALL EOPNOTSUPP, iotlb_id > 3 EINVAL;
+   * FLAG_ALL clears every slot, else the one slot.
+   */
+  cacheInvalidateUser(mm: AddressSpace, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null } {
+    if (cmd.data_type !== IOMMU_HWPT_INVALIDATE_DATA_SELFTEST) return { handled: 0, error: new SysError('EINVAL') };
+    const s = iommu_hwpt_invalidate_selftest;
+    for (let i = 0; i < cmd.entry_num; i++) {
+      try {
+        const inv = copyFromUser(mm, s, { type: cmd.data_type, uptr: cmd.data_uptr + BigInt(i * cmd.entry_len), len: cmd.entry_len },
+          IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, s.offsetofend('iotlb_id'));
+        if (inv.flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) throw new SysError('EOPNOTSUPP');
+        if (inv.iotlb_id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX) throw new SysError('EINVAL');
+        if (inv.flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) this.iotlb.fill(0);
+        else this.iotlb[inv.iotlb_id] = 0;
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        return { handled: i, error: e };
+      }
+    }
+    return { handled: cmd.entry_num, error: null };
+  }
+}
+
+/** __mock_domain_alloc_nested: SELFTEST data only (EOPNOTSUPP), 4 to 8 bytes of it (EINVAL), readable (EFAULT). */
+function mockAllocNested(viommu: Viommu | null, data: UserData, mm: AddressSpace): MockNestedDomain {
+  if (data.type !== IOMMU_HWPT_DATA_SELFTEST) throw new SysError('EOPNOTSUPP');
+  const cfg = copyFromUser(mm, iommu_hwpt_selftest, data, IOMMU_HWPT_DATA_SELFTEST, iommu_hwpt_selftest.offsetofend('iotlb'));
+  return new MockNestedDomain(viommu, cfg.iotlb);
+}
+
+/** struct mock_hw_queue */
+interface MockHwQueue { readonly core: HwQueue; readonly index: number; readonly prev: MockHwQueue | null }
+
+/**
+ * mock_viommu_init: with driver data, the struct copied
+ * (iommu_copy_struct_from_user up to out_data), two pages allocated with
+ * in_data in the first u32 and registered for mmap on the iommufd, and
+ * out_data = in_data, out_mmap_offset, out_mmap_length = 2 pages written
+ * back (iommu_copy_struct_to_user: EFAULT, and the region is gone again).
+ */
+function mockViommuInit(ctx: ViommuInitCtx, viommu: Viommu, user: UserData | null): ViommuOps {
+  const s = iommu_viommu_selftest;
+  let mmap: { pages: MmapPages; offset: number } | null = null;
+  if (user) {
+    const data = copyFromUser(ctx.mm, s, user, IOMMU_VIOMMU_TYPE_SELFTEST, s.offsetofend('out_data'));
+    const length = 2 * 4096;
+    const pages = new MmapPages(ctx.engine, viommu, ctx.file, length);
+    pages.write(new Uint8Array(new Uint32Array([data.in_data]).buffer));
+    const offset = ctx.allocMmap(pages, length);
+    try {
+      const out = s.encode({ ...data, out_data: data.in_data, out_mmap_offset: BigInt(offset), out_mmap_length: BigInt(length) });
+      ctx.mm.write(Number(user.uptr), out.subarray(0, user.len));
+    } catch (e) {
+      ctx.destroyMmap(offset);
+      pages.drop();
+      throw e;
+    }
+    mmap = { pages, offset };
+  }
+  /** mock_viommu->hw_queue[] */
+  const queues: (MockHwQueue | null)[] = new Array<MockHwQueue | null>(IOMMU_TEST_HW_QUEUE_MAX).fill(null);
+  return {
+    /** mock_viommu_destroy: the mmap region and its pages go. */
+    destroy(): void {
+      if (!mmap) return;
+      ctx.destroyMmap(mmap.offset);
+      mmap.pages.drop();
+      mmap = null;
+    },
+    /** mock_viommu_alloc_domain_nested: flags other than PASID EOPNOTSUPP. */
+    allocDomainNested(flags: number, data: UserData, mm: AddressSpace): MockNestedDomain {
+      if (flags & ~IOMMU_HWPT_ALLOC_PASID) throw new SysError('EOPNOTSUPP');
+      return mockAllocNested(viommu, data, mm);
+    },
+    /**
+     * mock_viommu_cache_invalidate: no entry of the right type is fine; the
+     * array copied whole (iommu_copy_struct_from_full_user_array); then per
+     * entry flags other than FLAG_ALL EOPNOTSUPP, cache_id > 3 EINVAL, a
+     * vdev_id no vDEVICE of this vIOMMU has EINVAL; FLAG_ALL clears the
+     * device's 4 cache slots, else the one.
+     */
+    cacheInvalidate(mm: AddressSpace, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null } {
+      if (cmd.entry_num === 0 && cmd.data_type === IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST) return { handled: 0, error: null };
+      let cmds: Decoded<typeof iommu_viommu_invalidate_selftest>[];
+      try {
+        cmds = copyFullUserArray(mm, iommu_viommu_invalidate_selftest, cmd, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST);
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        return { handled: 0, error: e };
+      }
+      for (let i = 0; i < cmds.length; i++) {
+        const cur = cmds[i];
+        if (cur.flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) return { handled: i, error: new SysError('EOPNOTSUPP') };
+        if (cur.cache_id > MOCK_DEV_CACHE_ID_MAX) return { handled: i, error: new SysError('EINVAL') };
+        const idev = viommu.findDev(BigInt(cur.vdev_id));
+        const mdev = idev ? mockDev(idev.pci) : undefined;
+        if (!mdev) return { handled: i, error: new SysError('EINVAL') };
+        if (cur.flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) mdev.cache.fill(0);
+        else mdev.cache[cur.cache_id] = 0;
+      }
+      return { handled: cmds.length, error: null };
+    },
+    /** mock_viommu_get_hw_queue_size */
+    hwQueueType: (type: number) => type === IOMMU_HW_QUEUE_TYPE_SELFTEST,
+    /**
+     * mock_hw_queue_init_phys: index >= IOMMU_TEST_HW_QUEUE_MAX EINVAL, a
+     * slot in use EEXIST, queue N without queue N - 1 EIO, a physical
+     * address other than the parent domain's translation of the queue's
+     * IOVA EFAULT; queue N then holds queue N - 1 (iommufd_hw_queue_depend).
+     */
+    hwQueueInitPhys(core: HwQueue, index: number, basePa: number): void {
+      if (index >= IOMMU_TEST_HW_QUEUE_MAX) throw new SysError('EINVAL');
+      if (queues[index]) throw new SysError('EEXIST');
+      let prev: MockHwQueue | null = null;
+      if (index) {
+        prev = queues[index - 1];
+        if (!prev) throw new SysError('EIO');
+      }
+      const table = mockTable(ctx.engine, viommu.hwpt.did);
+      if (!table || table.iovaToPhys(core.baseAddr) !== basePa) throw new SysError('EFAULT');
+      if (prev) prev.core.users++;
+      const q: MockHwQueue = { core, index, prev };
+      queues[index] = q;
+      /** mock_hw_queue_destroy: the slot freed, the dependency dropped (iommufd_hw_queue_undepend). */
+      core.onDestroy = () => {
+        queues[index] = null;
+        if (q.prev) q.prev.core.users--;
+      };
     },
   };
 }

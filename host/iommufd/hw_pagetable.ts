@@ -20,7 +20,7 @@ import { IommufdObject, type ObjectTable } from './object.js';
 import type { Ioas } from './ioas.js';
 import type { IommufdDevice } from './device.js';
 import type { Fault } from './eventq.js';
-import { type Viommu, viommuInvalidate } from './viommu.js';
+import { type Viommu, type ViommuNestedDomain, viommuInvalidate, sameUnit } from './viommu.js';
 import { validateVste, VsmmuDomain } from '../iommu/arm_vsmmu.js';
 
 /** How a paging HWPT was asked for (the IOMMU_HWPT_ALLOC flags that shape it). */
@@ -97,12 +97,17 @@ export class HwptNested extends IommufdObject {
   readonly s1: { flags: bigint; addrWidth: number } | null;
   /** SMMUv3: the domain of the vSTE. */
   readonly vsmmu: VsmmuDomain | null;
+  /**
+   * Another vIOMMU driver's nested domain (the mock's: IOTLB slots, no page
+   * table of its own, so the engine terminates DMA through it).
+   */
+  readonly domain: ViommuNestedDomain | null;
   private readonly vtdDid: number;
 
   constructor(
     private readonly engine: Engine,
     readonly parent: HwptPaging,
-    config: { vtd: { flags: bigint; addrWidth: number; root: bigint } } | { vsmmu: VsmmuDomain; viommu: Viommu },
+    config: { vtd: { flags: bigint; addrWidth: number; root: bigint } } | { vsmmu: VsmmuDomain; viommu: Viommu } | { domain: ViommuNestedDomain; viommu: Viommu },
     readonly flags: { pasidCompat: boolean },
   ) {
     super();
@@ -110,13 +115,15 @@ export class HwptNested extends IommufdObject {
       const { flags: f, addrWidth, root } = config.vtd;
       this.s1 = { flags: f, addrWidth };
       this.vsmmu = null;
+      this.domain = null;
       this.viommu = null;
       // The first-stage pointer's low 12 bits are not part of it (VT-d 9.6 FSPTPTR).
       this.vtdDid = engine.ptCreateNested(parent.did, root & ~0xfffn, addrWidth === 57 ? 5 : 4);
       parent.users++;
     } else {
       this.s1 = null;
-      this.vsmmu = config.vsmmu;
+      this.vsmmu = 'vsmmu' in config ? config.vsmmu : null;
+      this.domain = 'domain' in config ? config.domain : null;
       this.viommu = config.viommu;
       this.vtdDid = 0;
       this.viommu.users++;
@@ -145,8 +152,8 @@ export class HwptNested extends IommufdObject {
   }
 
   destroy(): void {
-    if (this.vsmmu && this.viommu) {
-      this.vsmmu.destroy();
+    if (this.viommu) {
+      this.vsmmu?.destroy();
       this.viommu.nested.delete(this);
       this.viommu.users--;
     } else {
@@ -225,16 +232,25 @@ function allocNested(ctx: HwptCtx, parent: HwptPaging, idev: IommufdDevice, cmd:
 }
 
 /**
- * iommufd_viommu_alloc_hwpt_nested and arm_vsmmu_alloc_domain_nested: a
- * device behind another unit EINVAL; flags other than FAULT_ID_VALID |
- * PASID, or no data, EOPNOTSUPP; then the SMMUv3 driver: PASID EOPNOTSUPP,
- * the vSTE copied (iommu_copy_struct_from_user: another type or a length
- * other than 16 EINVAL, a bad pointer EFAULT) and validated (EIO).
+ * iommufd_viommu_alloc_hwpt_nested: a device behind another unit EINVAL;
+ * flags other than FAULT_ID_VALID | PASID, or no data, EOPNOTSUPP; then the
+ * driver's alloc_domain_nested with FAULT_ID_VALID taken out (the mock's:
+ * mock_viommu_alloc_domain_nested), or the SMMUv3 driver
+ * (arm_vsmmu_alloc_domain_nested): PASID EOPNOTSUPP, the vSTE copied
+ * (iommu_copy_struct_from_user: another type or a length other than 16
+ * EINVAL, a bad pointer EFAULT) and validated (EIO).
  */
 function allocOnViommu(ctx: HwptCtx, viommu: Viommu, idev: IommufdDevice, cmd: Decoded<typeof iommu_hwpt_alloc>): HwptNested {
-  if (viommu.driver !== idev.pci.driver) throw new SysError('EINVAL');
+  if (!sameUnit(viommu.driver, idev.pci.driver)) throw new SysError('EINVAL');
   if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0) throw new SysError('EOPNOTSUPP');
-  if (viommu.vtype !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3 || (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0) throw new SysError('EOPNOTSUPP');
+  const pasidCompat = (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
+  if (viommu.vtype !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3) {
+    const alloc = viommu.ops?.allocDomainNested;
+    if (!alloc) throw new SysError('EOPNOTSUPP');
+    const domain = alloc(cmd.flags & ~IOMMU_HWPT_FAULT_ID_VALID, { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len }, ctx.mm);
+    return ctx.objects.add(new HwptNested(ctx.engine, viommu.hwpt, { domain, viommu }, { pasidCompat }));
+  }
+  if (pasidCompat) throw new SysError('EOPNOTSUPP');
   if (cmd.data_type !== IOMMU_HWPT_DATA_ARM_SMMUV3) throw new SysError('EINVAL');
   const s = iommu_hwpt_arm_smmuv3;
   const { ste } = iommuCopyStructFromUser(ctx.mm, s, cmd.data_uptr, cmd.data_len, s.size);
@@ -321,10 +337,11 @@ const INVALIDATE_ENTRY_NUM_MAX = 1 << 19;
 
 /**
  * IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate): entry_num is written back
- * with the entries handled, on failure too. A HWPT_NESTED takes VT-d
- * stage-1 entries (intel_nested_cache_invalidate_user); a VIOMMU would take
- * its driver's commands (none exists yet); any other object, a paging HWPT
- * included, is EINVAL.
+ * with the entries handled, on failure too. A HWPT_NESTED takes its
+ * domain's entries (VT-d stage 1: intel_nested_cache_invalidate_user; the
+ * mock's: mock_domain_cache_invalidate_user; an SMMUv3 one has none:
+ * EOPNOTSUPP); a VIOMMU its driver's (SMMUv3 commands, the mock's per-device
+ * cache entries); any other object, a paging HWPT included, is EINVAL.
  */
 export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_invalidate>, respond: () => void): void {
   let done = 0;
@@ -335,8 +352,11 @@ export function hwptInvalidate(ctx: HwptCtx, cmd: Decoded<typeof iommu_hwpt_inva
     const obj = ctx.objects.find(cmd.hwpt_id);
     if (!obj) throw new SysError('ENOENT');
     // A paging HWPT is EINVAL; an SMMUv3 nested one has no cache_invalidate_user: EOPNOTSUPP.
-    if (obj.type !== 'VIOMMU' && !(obj.type === 'HWPT_NESTED' && (obj as HwptNested).s1)) throw new SysError(obj.type === 'HWPT_NESTED' ? 'EOPNOTSUPP' : 'EINVAL');
-    const r = obj.type === 'VIOMMU' ? viommuInvalidate(ctx, obj as Viommu, cmd) : vtdInvalidate(ctx, obj as HwptNested, cmd);
+    const nested = obj.type === 'HWPT_NESTED' ? obj as HwptNested : null;
+    const user = nested?.domain?.cacheInvalidateUser;
+    if (obj.type !== 'VIOMMU' && !nested?.s1 && !user) throw new SysError(nested ? 'EOPNOTSUPP' : 'EINVAL');
+    const r = obj.type === 'VIOMMU' ? viommuInvalidate(ctx, obj as Viommu, cmd)
+      : user ? user.call(nested!.domain, ctx.mm, cmd) : vtdInvalidate(ctx, nested!, cmd);
     done = r.handled;
     if (r.error) throw r.error;
   } catch (e) {

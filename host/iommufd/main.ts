@@ -19,7 +19,8 @@ import {
 } from './ioas.js';
 import type { PinAccount } from './pages.js';
 import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap, hwptInvalidate } from './hw_pagetable.js';
-import { viommuAlloc, vdeviceAlloc, hwQueueAlloc } from './viommu.js';
+import { viommuAlloc, vdeviceAlloc, hwQueueAlloc, type ViommuCtx } from './viommu.js';
+import type { MemFile } from '../kernel/memfd.js';
 import { getHwInfo } from './hw_info.js';
 import { faultQueueAlloc, veventqAlloc, type FaultCtx } from './eventq.js';
 import { iommufdTest, type SelftestCtx, type TestEnv } from './selftest.js';
@@ -67,8 +68,10 @@ export interface FdTable {
   install(file: KFile): number;
 }
 
-export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx {
+export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx, ViommuCtx {
   readonly objects = new ObjectTable();
+  /** Regions drivers registered for mmap (ictx->mt_mmap), by fd offset, sorted. */
+  private readonly mmapRegions: { offset: number; length: number; pages: MemFile }[] = [];
   vfioIoas: Ioas | null = null;
   /** IOMMU_OPTION_RLIMIT_MODE: 1 charges pins vfio-type1 style (mm->locked_vm). */
   private accountMm = false;
@@ -145,15 +148,40 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
   }
 
   /**
+   * _iommufd_alloc_mmap: the lowest free range of the fd's mmap offsets, from
+   * PAGE_SIZE up (mtree_alloc_range), for `length` bytes of `pages`.
+   */
+  allocMmap(pages: MemFile, length: number): number {
+    let offset = 4096;
+    for (const r of this.mmapRegions) {
+      if (r.offset - offset >= length) break;
+      offset = Math.max(offset, r.offset + r.length);
+    }
+    this.mmapRegions.push({ offset, length, pages });
+    this.mmapRegions.sort((a, b) => a.offset - b.offset);
+    return offset;
+  }
+
+  /** iommufd_remove_mmap: mappings already made stay until munmap. */
+  destroyMmap(offset: number): void {
+    const i = this.mmapRegions.findIndex((r) => r.offset === offset);
+    if (i >= 0) this.mmapRegions.splice(i, 1);
+  }
+
+  /**
    * iommufd_fops_mmap (Linux 6.17+): only MAP_SHARED (EINVAL), never
    * PROT_EXEC (EPERM), a page-aligned length (EINVAL), and exactly a region a
-   * vIOMMU registered (ENXIO). No vIOMMU registers one yet.
+   * vIOMMU registered: the offset is looked up among the regions (ENXIO when
+   * in none), then offset and length must be the region's own (ENXIO). The
+   * mapping is of the region's pages; it holds the owner and this file.
    */
-  mmap(length: number, prot: number, flags: number, _offset: number): number {
+  mmap(length: number, prot: number, flags: number, offset: number): number {
     if ((flags & MAP_SHARED_VALIDATE) !== MAP_SHARED && (flags & MAP_SHARED_VALIDATE) !== MAP_SHARED_VALIDATE) throw new SysError('EINVAL');
     if (prot & PROT_EXEC) throw new SysError('EPERM');
     if (length <= 0 || length % 4096 !== 0) throw new SysError('EINVAL');
-    throw new SysError('ENXIO');
+    const r = this.mmapRegions.find((x) => offset >= x.offset && offset < x.offset + x.length);
+    if (!r || r.offset !== offset || r.length !== length) throw new SysError('ENXIO');
+    return this.mm.mmap(length, prot, MAP_SHARED, r.pages, 0);
   }
 
   /** Last reference gone: destroy objects whose only user is the table until none is left. */

@@ -12,7 +12,8 @@
 // table's own dirty bits.
 
 import type { Engine } from '../engine/engine.js';
-import { mockTable } from '../iommu/mock.js';
+import { mockTable, mockDev, mockDevCreate, MockNestedDomain } from '../iommu/mock.js';
+import { iopfCapable } from '../iommu/driver.js';
 import { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
 import type { PciFunction } from '../kernel/pci.js';
@@ -28,12 +29,13 @@ import {
   IOMMU_TEST_OP_PASID_CHECK_HWPT,
   MOCK_FLAGS_ACCESS_WRITE, MOCK_FLAGS_ACCESS_SYZ, MOCK_ACCESS_RW_WRITE, MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES, MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID,
-  MOCK_DEV_CACHE_ID_MAX, MOCK_DEV_CACHE_NUM, IOMMU_TEST_DEV_CACHE_DEFAULT, IOMMU_TEST_PASID_RESERVED,
+  MOCK_DEV_CACHE_ID_MAX, IOMMU_TEST_PASID_RESERVED, MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
+  iommu_viommu_event_selftest, IOMMU_VEVENTQ_TYPE_SELFTEST,
 } from '../uapi/iommufd.js';
 import type { Decoded, StructDef } from '../uapi/struct.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { IommufdDevice, NO_PASID } from './device.js';
-import type { HwptPaging } from './hw_pagetable.js';
+import type { HwptPaging, HwptNested } from './hw_pagetable.js';
 import type { Ioas } from './ioas.js';
 import { ULONG_MAX, PERM_W, type IoPagetable, type IoptAccess, type PagesSlice } from './io_pagetable.js';
 import type { IoPages } from './pages.js';
@@ -71,17 +73,6 @@ export interface SelftestCtx {
   fdget(fd: number): KFile | undefined;
   readonly test: TestEnv | null;
 }
-
-/** The state selftest.c keeps in struct mock_dev. */
-interface MockDev {
-  readonly flags: number;
-  /** mdev->cache[]: changed only by vIOMMU invalidations (no vIOMMU exists here). */
-  readonly cache: number[];
-  /** The IOMMU_TEST_PASID_RESERVED quirk of mock_set_dev_pasid. */
-  pasid1024Armed: boolean;
-}
-
-const MOCK_DEVS = new WeakMap<PciFunction, MockDev>();
 
 /** IOMMUFD_OBJ_SELFTEST of TYPE_IDEV: a mock device, bound; destroying it detaches and unbinds the device. */
 class SelftestObj extends IommufdObject {
@@ -234,7 +225,8 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
   /** iommufd_test_mock_domain_replace: iommufd_device_replace on the mock device's RID. */
   [IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE]: op(O.mock_domain_replace, (ctx, _env, c) => {
     const sobj = selftestObj(ctx, c.id);
-    c['mock_domain_replace.pt_id'] = sobj.idev!.replace(c['mock_domain_replace.pt_id']);
+    const ptId = c['mock_domain_replace.pt_id'];
+    c['mock_domain_replace.pt_id'] = mockAttachDev(ctx, sobj.idev!, ptId, true, () => sobj.idev!.replace(ptId));
   }),
   /**
    * iommufd_test_md_check_pa: every 2 KiB of [iova, iova + length) of the
@@ -278,10 +270,16 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
       }
     }
   }),
-  /** iommufd_test_md_check_iotlb: only a mock nested domain has IOTLB slots; no mock nested domain exists here. */
+  /**
+   * iommufd_test_md_check_iotlb: a HWPT_NESTED (ENOENT) of the mock
+   * (get_md_pagetable_nested: EINVAL for a VT-d or SMMUv3 one), the slot
+   * at most 3 and holding `iotlb` (EINVAL).
+   */
   [IOMMU_TEST_OP_MD_CHECK_IOTLB]: op(O.check_iotlb, (ctx, _env, c) => {
-    ctx.objects.get(c.id, 'HWPT_NESTED'); // ENOENT
-    throw new SysError('EINVAL'); // a VT-d nested HWPT, not the mock's (get_md_pagetable_nested)
+    const hwpt = ctx.objects.get<HwptNested>(c.id, 'HWPT_NESTED');
+    if (!(hwpt.domain instanceof MockNestedDomain)) throw new SysError('EINVAL');
+    const slot = c['check_iotlb.id'];
+    if (slot > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX || hwpt.domain.iotlb[slot] !== c['check_iotlb.iotlb']) throw new SysError('EINVAL');
   }),
   /** iommufd_test_create_access: an access on the IOAS, returned as a new fd. */
   [IOMMU_TEST_OP_CREATE_ACCESS]: op(O.create_access, (ctx, _env, c) => {
@@ -406,18 +404,23 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
   /** iommufd_test_dev_check_cache: the mock device's cache slot holds `cache`. */
   [IOMMU_TEST_OP_DEV_CHECK_CACHE]: op(O.check_dev_cache, (ctx, _env, c) => {
     const idev = ctx.objects.get<IommufdDevice>(c.id, 'DEVICE');
-    const mdev = MOCK_DEVS.get(idev.pci);
+    const mdev = mockDev(idev.pci);
     const slot = c['check_dev_cache.id'];
     if (!mdev || slot > MOCK_DEV_CACHE_ID_MAX || mdev.cache[slot] !== c['check_dev_cache.cache']) throw new SysError('EINVAL');
   }),
   /**
-   * iommufd_test_trigger_vevent: the device must be attached through a
-   * vDEVICE of a vIOMMU. No emulated unit makes a vIOMMU (viommu.ts), so
-   * no device has one: ENOENT, as Linux answers for such a device.
+   * iommufd_test_trigger_vevent: the DEVICE (ENOENT); its RID must last
+   * have been attached to a nested domain of a vIOMMU with a non-zero
+   * virtual id (ENOENT), which is reported as { virt_id } to that vIOMMU's
+   * IOMMU_VEVENTQ_TYPE_SELFTEST queue: none is EOPNOTSUPP; a full queue
+   * loses it silently.
    */
   [IOMMU_TEST_OP_TRIGGER_VEVENT]: op(O.trigger_vevent, (ctx, _env, c) => {
-    ctx.objects.get<IommufdDevice>(c['trigger_vevent.dev_id'], 'DEVICE');
-    throw new SysError('ENOENT');
+    const idev = ctx.objects.get<IommufdDevice>(c['trigger_vevent.dev_id'], 'DEVICE');
+    const mdev = mockDev(idev.pci);
+    if (!mdev?.viommu || mdev.vdevId === 0n) throw new SysError('ENOENT');
+    const payload = iommu_viommu_event_selftest.encode({ virt_id: Number(mdev.vdevId & 0xffff_ffffn) });
+    if (!mdev.viommu.reportEvent(IOMMU_VEVENTQ_TYPE_SELFTEST, payload)) throw new SysError('EOPNOTSUPP');
   }),
   [IOMMU_TEST_OP_PASID_ATTACH]: op(O.pasid_attach, (ctx, _env, c) => {
     const sobj = selftestObj(ctx, c.id);
@@ -433,7 +436,7 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
     const sobj = selftestObj(ctx, c.id);
     const pasid = c['pasid_detach.pasid'];
     sobj.idev!.detach(pasid);
-    if (pasid === IOMMU_TEST_PASID_RESERVED) MOCK_DEVS.get(sobj.pci)!.pasid1024Armed = false;
+    if (pasid === IOMMU_TEST_PASID_RESERVED) mockDev(sobj.pci)!.pasid1024Armed = false;
   }),
   /** iommufd_test_pasid_check_hwpt: what is attached at the PASID is hwpt_id's domain (0: nothing). */
   [IOMMU_TEST_OP_PASID_CHECK_HWPT]: op(O.pasid_check, (ctx, _env, c) => {
@@ -455,7 +458,7 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
  * (ENOMEM) and disarms it; so a replace on it fails and keeps the old domain.
  */
 function setDevPasid(sobj: SelftestObj, pasid: number, attach: () => number): number {
-  const mdev = MOCK_DEVS.get(sobj.pci)!;
+  const mdev = mockDev(sobj.pci)!;
   if (pasid === IOMMU_TEST_PASID_RESERVED && mdev.pasid1024Armed) {
     mdev.pasid1024Armed = false;
     throw new SysError('ENOMEM');
@@ -466,6 +469,45 @@ function setDevPasid(sobj: SelftestObj, pasid: number, attach: () => number): nu
 }
 
 /**
+ * The mock's attach_dev for the RID (mock_domain_nop_attach), around an
+ * attach or replace through the DEVICE code: a nested domain made on a
+ * vIOMMU needs the device's vDEVICE in that vIOMMU (ENOENT,
+ * iommufd_viommu_get_vdev_id), checked where the driver's attach comes in
+ * Linux: after the core's own refusals (the HWPT missing, a replace of an
+ * unattached RID, PASID compatibility, I/O page faults), which the DEVICE
+ * code answers. On success the device records the vIOMMU and its virtual
+ * id (any other domain clears them), for IOMMU_TEST_OP_TRIGGER_VEVENT.
+ * Mock functions attached through VFIO are not checked: only the selftest's
+ * devices have a struct mock_dev.
+ */
+function mockAttachDev(ctx: SelftestCtx, idev: IommufdDevice, ptId: number, replace: boolean, attach: () => number): number {
+  const obj = ctx.objects.find(ptId);
+  const nested = obj?.type === 'HWPT_NESTED' && (obj as HwptNested).domain instanceof MockNestedDomain ? obj as HwptNested : null;
+  const viommu = nested?.viommu ?? null;
+  // A replace with the HWPT already attached reaches no driver (iommufd_device_do_replace).
+  if (replace && obj !== undefined && idev.hwpt(NO_PASID) === obj) return attach();
+  if (nested && viommu && !(replace && !idev.hwpt(NO_PASID))) {
+    const pasidOk = nested.flags.pasidCompat || !hasPasidAttached(idev);
+    const iopfOk = !nested.fault || iopfCapable(idev.pci.driver.caps, idev.pci.options.pri, idev.pci.options.ats);
+    if (pasidOk && iopfOk && idev.vdev?.viommu !== viommu) throw new SysError('ENOENT');
+  }
+  const id = attach();
+  const mdev = mockDev(idev.pci);
+  if (mdev) {
+    const vdev = viommu ? idev.vdev : null;
+    mdev.viommu = vdev ? viommu : null;
+    mdev.vdevId = vdev ? vdev.virtId : 0n;
+  }
+  return id;
+}
+
+/** Whether a PASID other than the RID's is attached (the DEVICE's attachment table, read as checkPasid reads it). */
+function hasPasidAttached(idev: IommufdDevice): boolean {
+  for (const p of idev['attached'].keys()) if (p !== NO_PASID) return true;
+  return false;
+}
+
+/**
  * iommufd_test_mock_domain: a SELFTEST object (its id first), a mock
  * device, bound (a DEVICE) and attached to pt_id (an IOAS: an automatic
  * HWPT). Any failure undoes everything.
@@ -473,11 +515,12 @@ function setDevPasid(sobj: SelftestObj, pasid: number, attach: () => number): nu
 function mockDomain(ctx: SelftestCtx, env: TestEnv, ptId: number, devFlags: number): { stdev: number; hwpt: number; idev: number } {
   if (devFlags & ~(MOCK_FLAGS_DEVICE_NO_DIRTY | MOCK_FLAGS_DEVICE_PASID)) throw new SysError('EINVAL'); // mock_dev_create
   const pci = env.createMockDevice(devFlags);
-  MOCK_DEVS.set(pci, { flags: devFlags, cache: new Array<number>(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT), pasid1024Armed: false });
+  mockDevCreate(pci, devFlags);
   const sobj = ctx.objects.add(new SelftestObj(ctx.objects, pci));
   try {
-    sobj.idev = ctx.objects.add(new IommufdDevice(ctx.engine, ctx.objects, pci));
-    const hwpt = sobj.idev.attach(ptId);
+    const idev = ctx.objects.add(new IommufdDevice(ctx.engine, ctx.objects, pci));
+    sobj.idev = idev;
+    const hwpt = mockAttachDev(ctx, idev, ptId, false, () => idev.attach(ptId));
     return { stdev: sobj.id, hwpt, idev: sobj.idev.id };
   } catch (e) {
     ctx.objects.remove(sobj);
