@@ -19,6 +19,7 @@ import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from 
 import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
 import type { Ats } from './kernel/ats.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
+import type { WorkerInit } from './worker.js';
 import { SysError } from './uapi/errno.js';
 import { MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID, MOCK_PASID_WIDTH } from './uapi/iommufd.js';
 import { iommufdCalls, vfioCalls, type IommufdCalls, type VfioCalls } from './client.js';
@@ -115,7 +116,11 @@ export class Host {
 
   private readonly creds: Credentials;
 
-  constructor(engine: Engine, options: HostOptions = {}) {
+  /** The engine's compiled module (shared-memory mode posts it to workers). */
+  private readonly module: WebAssembly.Module | null;
+
+  constructor(engine: Engine, options: HostOptions = {}, module: WebAssembly.Module | null = null) {
+    this.module = module;
     const c = options.credentials ?? {};
     this.creds = {
       capSysResource: c.capSysResource ?? true,
@@ -325,6 +330,26 @@ export class Host {
     return driver;
   }
 
+  /**
+   * Shared-memory mode (`createHost({ shared: true })`): what a worker needs
+   * to DMA as the functions at `paths` (post it to the worker, then call
+   * `attachWorker(init)` there). The functions' contexts stay theirs from
+   * now on; segments over shared memory go along. Control operations stay
+   * here; each of them waits for workers to leave their translations.
+   */
+  shareWorker(paths: readonly string[]): WorkerInit {
+    if (!this.engine.shared || !this.module) throw new Error('shareWorker: create the host with { shared: true } (the engine over a SharedArrayBuffer)');
+    const devices = paths.map((path) => {
+      const dev = this.devices.find((d) => d.path === path);
+      if (!dev) throw new SysError('ENODEV', `no function ${path}`);
+      return { path, contexts: dev.shareContexts() };
+    });
+    return { module: this.module, share: this.engine.shareWorker(), devices, segments: this.phys.sharedSegments() };
+  }
+
+  /** Take back a worker's slot once the worker is gone (or will translate no more). */
+  releaseWorker(init: WorkerInit): void { this.engine.releaseWorker(init.share.slot); }
+
   addDevice(options: DeviceOptions = {}): DeviceHandle {
     const iommu = options.iommu ?? 'intel-vtd';
     const driver = this.unit(iommu);
@@ -339,5 +364,5 @@ export class Host {
 export async function createHost(options: HostOptions = {}): Promise<Host> {
   const module = await compileEngine(options.wasm, options.variant);
   const engine = Engine.create(module, options);
-  return new Host(engine, options);
+  return new Host(engine, options, module);
 }

@@ -17,3 +17,5 @@ export { VirtioMmio, type VirtioDevice, type VirtioTransport, type VirtioMmioOpt
 export { SplitQueue, VirtqueueError, type VirtqChain, type VirtqBuffer } from './models/virtio/virtqueue.js';
 export { VirtioIommu, type VirtioIommuOptions, type VirtioIommuEndpoint, type EndpointDma, type ReservedRegion } from './models/virtio_iommu.js';
 export * as virtioIommuAbi from './models/virtio_iommu_abi.js';
+export { attachWorker, WorkerHost, WorkerDevice, WorkerDma, type WorkerInit } from './worker.js';
+export type { WorkerShare } from './engine/engine.js';

@@ -212,7 +212,7 @@ export class PciFunction {
   /** The engine context of a PASID, or -1 (blocked). */
   context(pasid: number): number { return this.contexts.get(pasid) ?? -1; }
 
-  /** Point the PASID's context at a domain; did 0 blocks (the context is freed). */
+  /** Point the PASID's context at a domain; did 0 blocks (the context is freed, unless workers may hold it). */
   setContext(pasid: number, did: number): void {
     // The PASID's translations change: its ATC entries go first (the
     // device-TLB invalidation that follows a context-entry change).
@@ -221,6 +221,9 @@ export class PciFunction {
     if (did === 0) {
       if (ctx === undefined) return;
       this.engine.ctxSet(ctx, 0, pasid);
+      // A shared function's contexts stay its own: a worker may have read
+      // the index, which must never come to name another function's.
+      if (this.directory) return;
       this.contexts.delete(pasid);
       this.pool.release(ctx);
       return;
@@ -228,9 +231,56 @@ export class PciFunction {
     if (ctx === undefined) {
       ctx = this.pool.alloc();
       this.contexts.set(pasid, ctx);
+      if (this.directory) publish(this.directory, pasid, ctx);
     }
     this.engine.ctxSet(ctx, did, pasid);
   }
+
+  /** Shared-memory mode: the PASID -> context directory workers read (host/worker.ts), made on first use. */
+  private directory: Int32Array | null = null;
+
+  /**
+   * The function's context directory for workers (shared-memory mode):
+   * from now on its contexts are never freed, and every new one is
+   * published here before it is used.
+   */
+  shareContexts(): SharedArrayBuffer {
+    if (!this.directory) {
+      this.directory = new Int32Array(new SharedArrayBuffer(CTX_DIRECTORY_SLOTS * 8)).fill(-1);
+      for (const [pasid, ctx] of this.contexts) publish(this.directory, pasid, ctx);
+    }
+    return this.directory.buffer as SharedArrayBuffer;
+  }
+}
+
+/**
+ * A function's context directory (shared-memory mode): CTX_DIRECTORY_SLOTS
+ * (pasid, ctx) pairs of i32, open addressing from pasid & (slots - 1), -1 a
+ * free slot. A pair, once written (ctx first, then the key, seq-cst), never
+ * changes: a reader that finds the key finds its context.
+ */
+export const CTX_DIRECTORY_SLOTS = 1024;
+
+function publish(dir: Int32Array, pasid: number, ctx: number): void {
+  for (let i = 0; i < CTX_DIRECTORY_SLOTS; i++) {
+    const at = 2 * ((pasid + i) & (CTX_DIRECTORY_SLOTS - 1));
+    if (Atomics.load(dir, at) !== -1) continue;
+    Atomics.store(dir, at + 1, ctx);
+    Atomics.store(dir, at, pasid);
+    return;
+  }
+  throw new SysError('ENOSPC', `a shared function has at most ${CTX_DIRECTORY_SLOTS} PASID contexts`);
+}
+
+/** The context a directory names for a PASID, or -1 (blocked). */
+export function directoryLookup(dir: Int32Array, pasid: number): number {
+  for (let i = 0; i < CTX_DIRECTORY_SLOTS; i++) {
+    const at = 2 * ((pasid + i) & (CTX_DIRECTORY_SLOTS - 1));
+    const key = Atomics.load(dir, at);
+    if (key === pasid) return Atomics.load(dir, at + 1);
+    if (key === -1) return -1;
+  }
+  return -1;
 }
 
 const TWO32 = 0x1_0000_0000;

@@ -61,6 +61,17 @@ export class PhysMem {
     if (s) s.pins += delta;
   }
 
+  /** Segments a worker can reach too: those over a SharedArrayBuffer or a shared WebAssembly.Memory. */
+  sharedSegments(): { id: number; source: SharedArrayBuffer | WebAssembly.Memory }[] {
+    const out: { id: number; source: SharedArrayBuffer | WebAssembly.Memory }[] = [];
+    for (const [id, s] of this.segs) {
+      const src = s.source;
+      if (typeof SharedArrayBuffer === 'undefined') break;
+      if (src instanceof SharedArrayBuffer || (src instanceof WebAssembly.Memory && src.buffer instanceof SharedArrayBuffer)) out.push({ id, source: src });
+    }
+    return out;
+  }
+
   /** The bytes of a segment (re-derived when a WebAssembly.Memory has grown). */
   view(seg: number): Uint8Array {
     if (seg === 0) return this.engine.bytes;

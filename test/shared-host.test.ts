@@ -1,0 +1,96 @@
+// Shared-memory mode through the host (host/worker.ts): a host created
+// with { shared: true }, functions shared with worker_threads workers that
+// DMA through their own engine instances, while the owner keeps the
+// control operations (IOAS_MAP / IOAS_UNMAP, attach). Expectations: a
+// worker's DMA lands where the owner's would (the IOAS mapping); an
+// IOAS_UNMAP that returned leaves no worker a way to the old pages (issue
+// 7: "once unmap returns, no worker can reach the old page"); a function
+// detached is blocked for its workers too.
+
+import { describe, it, expect, beforeAll } from 'vitest';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
+import { createHost, Iommufd, VfioDevice, type Host } from '../host/index.js';
+import { engineModule } from './support/engine.js';
+
+let workerUrl: URL;
+beforeAll(() => {
+  const out = buildSync({
+    entryPoints: [fileURLToPath(new URL('./support/shared-host-worker.ts', import.meta.url))],
+    bundle: true, write: false, format: 'esm', platform: 'node', target: 'node20',
+  });
+  workerUrl = new URL(`data:text/javascript;base64,${Buffer.from(out.outputFiles[0]!.text).toString('base64')}`);
+});
+
+function run<T>(data: object): Promise<T> {
+  const worker = new Worker(workerUrl, { workerData: data });
+  return new Promise<T>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+}
+
+async function sharedHost(): Promise<{ host: Host; ictx: Iommufd; ioas: number; vfio: VfioDevice; path: string }> {
+  const host = await createHost({ shared: true, wasm: engineModule('shared'), memoryLimit: 64 << 20 });
+  const ictx = new Iommufd(host);
+  const ioas = ictx.ioasAlloc();
+  const { path } = host.addDevice();
+  const vfio = new VfioDevice(host, path);
+  vfio.bind(ictx.fd);
+  vfio.attach(ioas);
+  return { host, ictx, ioas, vfio, path };
+}
+
+describe('shared-memory mode through the host', () => {
+  it('needs a host over a shared memory', async () => {
+    const host = await createHost({ wasm: engineModule('release'), memoryLimit: 16 << 20 });
+    const { path } = host.addDevice();
+    expect(() => host.shareWorker([path])).toThrow(/shared: true/);
+  });
+
+  it('a worker DMAs through the IOAS mapping: reads what the process wrote, writes where the process reads, faults off the map', async () => {
+    const { host, ictx, ioas, path } = await sharedHost();
+    const va = host.mmap(2 * 4096);
+    host.mem.write(va, Uint8Array.from({ length: 256 }, (_, i) => i));
+    ictx.ioasMap({ ioasId: ioas, userVa: va, length: 2 * 4096, iova: 0x10_0000n });
+    const r = await run<{ bytes: Uint8Array; fault: string }>({ init: host.shareWorker([path]), path, kind: 'copy', from: 0x10_0000, to: 0x10_1000, length: 256 });
+    expect([...r.bytes]).toEqual(Array.from({ length: 256 }, (_, i) => i));
+    expect([...host.mem.read(va + 4096, 256)]).toEqual(Array.from({ length: 256 }, (_, i) => i));
+    expect(r.fault).toBe('not-present');
+  });
+
+  it('once IOAS_UNMAP returns no worker reaches the old pages, though the process rewrites them at once; detach blocks workers too', async () => {
+    const { host, ictx, ioas, vfio, path } = await sharedHost();
+    const va = host.mmap(4096);
+    const IOVA = 0x20_0000n, POISON = 0xbb;
+    const control = new SharedArrayBuffer(64);
+    const ctl = new Int32Array(control);
+    ictx.ioasMap({ ioasId: ioas, userVa: va, length: 4096, iova: IOVA });
+    const jobs = [0, 1].map(() => run<{ ok: number; faults: number; poisoned: number; other: string }>({
+      init: host.shareWorker([path]), path, kind: 'hammer', iova: Number(IOVA), poison: POISON, control,
+    }));
+    const reads = (slot: number) => Atomics.load(ctl, 1 + slot);
+    while (reads(0) === 0 || reads(1) === 0) await new Promise((r) => setTimeout(r, 1));
+    for (let round = 0; round < 100; round++) {
+      host.mem.write(va, new Uint8Array(4096).fill(0xaa));
+      if (round > 0) ictx.ioasMap({ ioasId: ioas, userVa: va, length: 4096, iova: IOVA });
+      const before = [reads(0), reads(1)];
+      while (reads(0) < before[0]! + 2 || reads(1) < before[1]! + 2) { /* both read the live mapping */ }
+      ictx.ioasUnmap(ioas, IOVA, 4096);
+      host.mem.write(va, new Uint8Array(4096).fill(POISON)); // no worker may read this
+    }
+    host.mem.write(va, new Uint8Array(4096).fill(0xaa));
+    ictx.ioasMap({ ioasId: ioas, userVa: va, length: 4096, iova: IOVA });
+    vfio.detach();
+    const before = [reads(0), reads(1)];
+    while (reads(0) < before[0]! + 2 || reads(1) < before[1]! + 2) { /* the detached function's DMAs */ }
+    Atomics.store(ctl, 0, 1);
+    for (const r of await Promise.all(jobs)) {
+      expect(r.other).toBe('');
+      expect(r.poisoned).toBe(0);
+      expect(r.ok).toBeGreaterThanOrEqual(200);
+      expect(r.faults).toBeGreaterThan(0);
+    }
+  }, 60_000);
+});
