@@ -173,6 +173,26 @@ describe.skipIf(!executablePath)('the browser page in Chromium', () => {
       expect(result.worker?.summary.ok).toBe(true);
       expect(result.worker?.isolated).toBe(false);
       expect(await page.textContent('#status')).toBe('done: every check passed');
+
+      // With no wasm given, the bundle finds release.wasm next to itself (new URL('./release.wasm', import.meta.url)).
+      const before = plain.requests.filter((p) => p.endsWith('.wasm')).length;
+      // (A string: Vitest would rewrite an import() inside a function passed to evaluate.)
+      const dma = await page.evaluate(`(async () => {
+        const lib = await import('/dist/index.js');
+        const host = await lib.createHost({ memoryLimit: 16 << 20 });
+        const iommufd = new lib.Iommufd(host);
+        const ioas = iommufd.ioasAlloc();
+        const va = host.mmap(4096);
+        host.mem.write(va, new TextEncoder().encode('default'));
+        iommufd.ioasMap({ ioasId: ioas, userVa: va, length: 4096, iova: 0x10000n });
+        const dev = host.addDevice({ iommu: 'amd-vi' });
+        const vfio = new lib.VfioDevice(host, dev.path);
+        vfio.bind(iommufd);
+        vfio.attach(ioas);
+        return new TextDecoder().decode(dev.dma.read(0x10000n, 7));
+      })()`);
+      expect(dma).toBe('default');
+      expect(plain.requests.filter((p) => p.endsWith('.wasm')).slice(before)).toEqual(['/dist/release.wasm']);
     } finally {
       await page.close();
     }
