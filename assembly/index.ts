@@ -11,7 +11,8 @@ import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump } from "./iotlb";
-import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED } from "./layout";
+import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED, RING_MAX, ERR_INVAL } from "./layout";
+import { ringCreate, ringDestroy, ringPush, ctxRoute } from "./events";
 
 // @ts-ignore: decorator
 @inline function u64of(lo: u32, hi: u32): u64 { return (<u64>hi << 32) | lo; }
@@ -22,6 +23,20 @@ export function init(limitPages: u32, iotlbSetsLog2: u32, iotlbWays: u32, domain
   if (r == 0) framesInit();
   return r;
 }
+
+// ---- Event rings (events.ts): vEVENTQs the engine fills on the fault path.
+
+/** A ring of `depth` records of `dataBytes` event data at `base` (zeroed frames). Its id, or ERR_*. */
+export function ring_create(base: u32, depth: u32, dataBytes: u32): i32 { return ringCreate(base, depth, dataBytes); }
+export function ring_destroy(id: u32): i32 { return ringDestroy(id); }
+/** Record an event the host made: four u64 words of data as (lo, hi) halves. */
+export function ring_push(id: u32, a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, h: u32): i32 {
+  if (id == 0 || id > RING_MAX) return ERR_INVAL;
+  ringPush(id, u64of(a, b), u64of(c, d), u64of(e, f), u64of(g, h));
+  return 0;
+}
+/** Route context c's refused translations to ring id (0: none), recorded with StreamID `tag`. */
+export function ctx_route(c: u32, id: u32, tag: u32): i32 { return ctxRoute(c, id, tag); }
 
 // ---- Shared-memory mode (layout.ts): worker instances over the owner's memory.
 

@@ -100,6 +100,36 @@ export const CTRL_LOCK_WRITER: u32 = 0x200;
 export const CTRL_LOCK_INFLIGHT: u32 = 0x240;
 export const LOCK_STRIDE: u32 = 64;
 
+// Event rings (events.ts): RING_MAX descriptors of RING_SIZE bytes at
+// CTRL_RINGS, each a vEVENTQ's queue in linear memory, filled by the engine
+// on the fault path and by the host, drained by the host's read():
+//
+//   0      4      8      12     16     20     24            28      32
+//   +------+------+------+------+------+------+-------------+-------+
+//   | lock | base | depth| head | count| next | lost | data | lost  |
+//   |      |      |      |      |      | seq  | bytes << 8  | seq   |
+//   +------+------+------+------+------+------+-------------+-------+
+//
+// base 0 = a free slot. `depth` records of RING_HEADER + data bytes from
+// base, the oldest at `head`, `count` of them. Each record is what read()
+// hands out (struct iommufd_vevent_header, then the event data). `lost` = 1:
+// a LOST_EVENTS header with sequence `lost seq` waits after the records.
+// The lock word (0 free, 1 held) serialises producers of every instance and
+// the host's reader.
+export const CTRL_RINGS: u32 = 0x700;
+export const RING_MAX: u32 = 64;
+export const RING_SIZE: u32 = 32;
+export const RING_LOCK: u32 = 0;
+export const RING_BASE: u32 = 4;
+export const RING_DEPTH: u32 = 8;
+export const RING_HEAD: u32 = 12;
+export const RING_COUNT: u32 = 16;
+export const RING_SEQ: u32 = 20;
+export const RING_LOST: u32 = 24;
+export const RING_LOST_SEQ: u32 = 28;
+/** struct iommufd_vevent_header: flags, sequence. */
+export const RING_HEADER: u32 = 8;
+
 // An instance's private region: its caches and scratch, never shared. The
 // owner's sits among the tables (init); a worker's follows its own I/O
 // block (the mailbox and batch areas, laid out as MAILBOX..BATCH_OUT are)
@@ -210,10 +240,14 @@ export const DOMF_DIRTY: u32 = 1;
 
 // Context record (ctxTable + ctx * CTX_SIZE): what one device+PASID reaches.
 //
-//   +0 domain id (0 = blocked)   +4 pasid   +8 flags   +12 reserved
+//   +0 domain id (0 = blocked)   +4 pasid
+//   +8 event tag: the StreamID its event records carry (the vSID)
+//   +12 event ring (events.ts): 0 = its faults are not recorded here
 export const CTX_SIZE: u32 = 16;
 export const CTX_DID: u32 = 0;
 export const CTX_PASID: u32 = 4;
+export const CTX_TAG: u32 = 8;
+export const CTX_RING: u32 = 12;
 
 // IOTLB entry (iotlb + (set * ways + way) * TLBE_SIZE), 32 bytes:
 //

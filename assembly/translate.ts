@@ -13,12 +13,13 @@
 // give the entry PERM_W).
 
 import {
-  CTX_SIZE, CTX_DID, CTX_PASID, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
+  CTX_SIZE, CTX_DID, CTX_PASID, CTX_RING, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
   MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_BYTES, BATCH_MAX,
   F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
   CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
+import { recordFault } from "./events";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
 import { ptWalk, ptTouch } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
@@ -33,6 +34,8 @@ export function ctxSet(c: u32, did: u32, pasid: u32): i32 {
 
   store<u32>(ctx(c) + CTX_DID, did);
   store<u32>(ctx(c) + CTX_PASID, pasid);
+  // A context given up records nothing: the next function to take it routes it anew.
+  if (did == 0) store<u32>(ctx(c) + CTX_RING, 0);
   return 0;
 }
 
@@ -116,8 +119,9 @@ function setDirty(c: u32, iova: u64, access: u32): u32 {
   return F_NONE;
 }
 
-function fault(st: u32, iova: u64): u32 {
+function fault(c: u32, st: u32, iova: u64, access: u32): u32 {
   count(CTRL_STAT_FAULTS);
+  recordFault(c, st, iova, access);
   store<u32>(mbx + MB_FAULT_LO, <u32>iova);
   store<u32>(mbx + MB_FAULT_HI, <u32>(iova >> 32));
   store<u32>(mbx + MB_LEVEL, rLevel);
@@ -148,7 +152,7 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
     }
   }
   const st = translate1(c, iova, access);
-  if (st != F_NONE) return fault(st, iova);
+  if (st != F_NONE) return fault(c, st, iova, access);
   store<u64>(mbx + MB_PA_LO, rPa);
   store<u32>(mbx + MB_SHIFT, rShift);
   store<u32>(mbx + MB_PERM, permOf(rPerm));
@@ -190,6 +194,7 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       store<u64>(bOut + p, rPa);
     } else {
       store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
+      recordFault(c, st, iova, access);
       faults++;
     }
   }
@@ -270,7 +275,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
       hits++;
     } else {
       const st = translate1(c, iova, access);
-      if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(st, iova); }
+      if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(c, st, iova, access); }
       if (did != 0) sizes = iotlbSizes(did);
       pa = rPa; shift = rShift;
     }

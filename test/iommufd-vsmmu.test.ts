@@ -332,7 +332,7 @@ describe('stage-1 translation through the guest CD (VMSAv8-64 stage 1 over stage
     put64(L2, BigInt(L3) | TABLE);
     put64(L3 + 5 * 8, 0x30000n | PAGE_D | AF | AP_EL0);
     vdeviceAlloc({ virt_id: 0x42n });
-    q = ictx.ioctl(T.IOMMU_VEVENTQ_ALLOC, { viommu_id: viommu, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 16 }).out_veventq_fd;
+    q = ictx.ioctl(T.IOMMU_VEVENTQ_ALLOC, { viommu_id: viommu, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 1024 }).out_veventq_fd;
     dev.attach(nestedAlloc(V | S1 | BigInt(CD)));
   });
 
@@ -359,6 +359,27 @@ describe('stage-1 translation through the guest CD (VMSAv8-64 stage 1 over stage
     const [a, b] = events();
     expect([Number(a[0] & 0xffn), (a[1] >> 39n) & 1n, a[2]]).toEqual([F_TRANSLATION, 0n, 0x6000n]);
     expect(Number(b[0] & 0xffn)).toBe(0x13); // F_PERMISSION
+  });
+
+  it('the engine records the stream\'s refused translations in the queue\'s ring: 500 faults read back in order, the JS-made event among them in its place', () => {
+    for (let i = 0; i < 500; i++) dmaFault(() => dev.dma.read(BigInt(0x40_0000 + i * PAGE), 4));
+    // A C_BAD_CD the host makes (the CD made invalid, re-read): same ring, next sequence.
+    put64(CD, 0n);
+    const va = host.mmap(PAGE);
+    host.mem.write(va, uapi.iommu_viommu_arm_smmuv3_invalidate.encode({ cmd: [0x05n | (0x42n << 32n), 0n] }));
+    ictx.ioctl(T.IOMMU_HWPT_INVALIDATE, { hwpt_id: viommu, data_uptr: va, data_type: uapi.IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entry_len: 16, entry_num: 1 });
+    dmaFault(() => dev.dma.read(0x5000n, 4));
+    const H = uapi.iommufd_vevent_header.size, R = uapi.iommu_vevent_arm_smmuv3.size;
+    const buf = new Uint8Array(600 * (H + R));
+    const n = host.read(q, buf);
+    expect(n).toBe(501 * (H + R));
+    const recs = Array.from({ length: 501 }, (_, i) => ({
+      seq: uapi.iommufd_vevent_header.decode(buf, i * (H + R)).sequence,
+      evt: uapi.iommu_vevent_arm_smmuv3.decode(buf, i * (H + R) + H).evt,
+    }));
+    expect(recs.every((r, i) => r.seq === i)).toBe(true);
+    expect(recs.slice(0, 500).every((r, i) => Number(r.evt[0] & 0xffn) === F_TRANSLATION && r.evt[0] >> 32n === 0x42n && r.evt[2] === BigInt(0x40_0000 + i * PAGE))).toBe(true);
+    expect(Number(recs[500]!.evt[0] & 0xffn)).toBe(C_BAD_CD);
   });
 
   it('a stage-1 table at an IPA stage 2 does not map: F_TRANSLATION with S2 = 1', () => {

@@ -21,6 +21,10 @@ interface Exports {
   pt_destroy(did: number): number;
   pt_create_nested(parent: number, rootLo: number, rootHi: number, levels: number, flags: number): number;
   pt_create_nested_arm(parent: number, ttbLo: number, ttbHi: number, cfg: number): number;
+  ring_create(base: number, depth: number, dataBytes: number): number;
+  ring_destroy(id: number): number;
+  ring_push(id: number, a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number): number;
+  ctx_route(ctx: number, id: number, tag: number): number;
   instance_bytes(): number;
   attach(region: number): number;
   instance_set(slot: number, iotlb: number): number;
@@ -56,6 +60,8 @@ export interface Layout {
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
   SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
   FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; FMT_ARM_S1: number; F_ACCESS: number; F_ADDR_SIZE: number; F_STAGE2: number;
+  CTRL_RINGS: number; RING_SIZE: number; RING_LOCK: number; RING_BASE: number; RING_DEPTH: number; RING_HEAD: number;
+  RING_COUNT: number; RING_SEQ: number; RING_LOST: number; RING_LOST_SEQ: number; RING_HEADER: number;
   INST_MAX: number; IO_BYTES: number; PRIV_BYTES: number; CTRL_LOCK_WRITER: number; CTRL_LOCK_INFLIGHT: number; LOCK_STRIDE: number;
   ARM_S1_GRANULE_SHIFT: number; ARM_S1_IPS_SHIFT: number; ARM_S1_HA: number; ARM_S1_HD: number; ARM_S1_AFFD: number;
   F_NONE: number; F_BLOCKED: number; F_ADDR_WIDTH: number; F_NOT_PRESENT: number; F_READ: number;
@@ -526,6 +532,44 @@ export class Engine {
     if (w[(this.mbBase + L.MB_COVERED) >>> 2] !== length) return -1;
     const p = this.bOutBase >>> 2;
     return w[p + 1] * TWO32 + w[p];
+  }
+
+  // ---- Event rings (assembly/events.ts) -------------------------------------------
+
+  /**
+   * A vEVENTQ's ring: `depth` records of `dataBytes` event data in `frames`
+   * zeroed frames at pfn (the caller's), filled by the engine on the fault
+   * path of routed contexts and by ringPush. Returns the ring id.
+   */
+  ringCreate(pfn: number, depth: number, dataBytes: number): number {
+    return this.check(this.x.ring_create(pfn * this.layout.PAGE_SIZE, depth, dataBytes), 'ring_create');
+  }
+  ringDestroy(id: number): void { this.check(this.x.ring_destroy(id), 'ring_destroy'); }
+  /** Record an event: four u64 words of data (the ring keeps its data bytes of them). */
+  ringPush(id: number, w: readonly bigint[]): void {
+    const h = (i: number) => split64(w[i] ?? 0n);
+    const [a, b] = h(0), [c, d] = h(1), [e, f] = h(2), [g, k] = h(3);
+    this.check(this.x.ring_push(id, a, b, c, d, e, f, g, k), 'ring_push');
+  }
+  /** Route a context's refused translations to ring `id` (0: none), with StreamID `tag`. */
+  ctxRoute(ctx: number, id: number, tag: number): void { this.check(this.x.ctx_route(ctx, id, tag >>> 0), 'ctx_route'); }
+  /** The byte offset of ring id's descriptor (layout.ts RING_*), for a reader that holds its lock. */
+  ringDescriptor(id: number): number { return this.layout.CTRL_BASE + this.layout.CTRL_RINGS + (id - 1) * this.layout.RING_SIZE; }
+  /**
+   * Run `fn` holding ring id's lock (producers in worker instances take it
+   * too). Over an unshared memory nothing else can hold it.
+   */
+  withRing<T>(id: number, fn: (desc: number, words: Uint32Array) => T): T {
+    const desc = this.ringDescriptor(id);
+    const w = this.words();
+    if (!this.shared) return fn(desc, w);
+    const s = this.sync!, at = (desc - this.layout.CTRL_BASE + this.layout.RING_LOCK) >>> 2;
+    while (Atomics.compareExchange(s, at, 0, 1) !== 0) { /* a producer's push takes nanoseconds */ }
+    try {
+      return fn(desc, w);
+    } finally {
+      Atomics.store(s, at, 0);
+    }
   }
 
   // ---- IOTLB ------------------------------------------------------------------

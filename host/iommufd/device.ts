@@ -6,7 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { deviceMaxPasidLog2, iopfCapable } from '../iommu/driver.js';
 import type { PciFunction, PageRequestSink, DmaFaultSink } from '../kernel/pci.js';
 import { STE_CFG_S1_TRANS } from '../iommu/arm_vsmmu.js';
-import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE } from '../uapi/iommufd.js';
+import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 } from '../uapi/iommufd.js';
 import type { Fault } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
@@ -27,6 +27,32 @@ export class IommufdDevice extends IommufdObject {
     super();
     this.users++; // the binding driver's reference: DESTROY from userspace is EBUSY
   }
+
+  /** PASIDs whose refused translations the engine records in a vEVENTQ ring itself (route). */
+  private readonly routed = new Set<number>();
+
+  /**
+   * Event routing (assembly/events.ts): while a PASID is attached to a
+   * nested HWPT of a vIOMMU through this device's vDEVICE, and the vIOMMU
+   * has an SMMUv3 vEVENTQ, the engine records the PASID's refused
+   * translations in that queue's ring on the fault path, StreamID = the
+   * virt_id (arm_vmaster_report_event). Re-run whenever any of those changes.
+   */
+  route(pasid: number): void {
+    const hwpt = this.attached.get(pasid);
+    const ctx = this.pci.context(pasid);
+    let ring = 0, tag = 0;
+    if (hwpt?.type === 'HWPT_NESTED' && hwpt.viommu && hwpt.vsmmu && this.vdev?.viommu === hwpt.viommu) {
+      const q = hwpt.viommu.veventqs.get(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3);
+      if (q) { ring = q.ring; tag = Number(this.vdev.virtId & 0xffff_ffffn); }
+    }
+    if (ctx >= 0) this.engine.ctxRoute(ctx, ring, tag);
+    if (ring !== 0 && ctx >= 0) this.routed.add(pasid);
+    else this.routed.delete(pasid);
+  }
+
+  /** route() for every attached PASID. */
+  routeAll(): void { for (const pasid of this.attached.keys()) this.route(pasid); }
 
   /** The HWPT attached on a PASID, if any. */
   hwpt(pasid = NO_PASID): Hwpt | undefined { return this.attached.get(pasid); }
@@ -53,6 +79,7 @@ export class IommufdDevice extends IommufdObject {
     this.pci.setContext(pasid, 0);
     this.pci.setPageRequestSink(pasid, null);
     this.pci.setFaultSink(pasid, null);
+    this.routed.delete(pasid); // the context is given up: the engine dropped its route
     this.attached.delete(pasid);
     hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
@@ -68,7 +95,11 @@ export class IommufdDevice extends IommufdObject {
 
   /** Re-point every attachment's context at its HWPT's current domain (a nested HWPT re-read its configuration). */
   refreshContexts(hwpt: Hwpt): void {
-    for (const [pasid, h] of this.attached) if (h === hwpt) this.pci.setContext(pasid, hwpt.did);
+    for (const [pasid, h] of this.attached) {
+      if (h !== hwpt) continue;
+      this.pci.setContext(pasid, hwpt.did);
+      this.route(pasid);
+    }
   }
 
   /**
@@ -154,6 +185,7 @@ export class IommufdDevice extends IommufdObject {
     this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
+    this.route(pasid);
     hwpt.users++;
     hwpt.attached++;
     if (old) {
@@ -208,7 +240,11 @@ export class IommufdDevice extends IommufdObject {
   private dmaFaultSink(hwpt: Hwpt): DmaFaultSink | null {
     if (hwpt.type !== 'HWPT_NESTED' || !hwpt.viommu || !hwpt.vsmmu) return null;
     const { viommu, vsmmu } = hwpt;
-    return (f) => viommu.reportDmaFault(this, vsmmu, f);
+    return (f) => {
+      // A routed PASID's translation faults are in the ring already: only tell the readers.
+      if (this.routed.has(f.pasid)) viommu.veventqs.get(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3)?.signal();
+      else viommu.reportDmaFault(this, vsmmu, f);
+    };
   }
 
   private unlink(hwpt: Hwpt): void {

@@ -15,7 +15,10 @@ import { SysError } from '../uapi/errno.js';
 import {
   iommu_fault_alloc, iommu_hwpt_pgfault, iommu_hwpt_page_response, iommu_veventq_alloc, iommufd_vevent_header,
   IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID, IOMMU_VEVENTQ_TYPE_DEFAULT, IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV, IOMMU_VEVENTQ_TYPE_SELFTEST,
+  iommu_vevent_arm_smmuv3, iommu_vevent_tegra241_cmdqv, iommu_viommu_event_selftest,
 } from '../uapi/iommufd.js';
+import type { Engine } from '../engine/engine.js';
 import type { Decoded } from '../uapi/struct.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import type { Viommu } from './viommu.js';
@@ -233,6 +236,7 @@ export class FaultFile extends EventqFile<Fault> {
 /** What IOMMU_FAULT_QUEUE_ALLOC needs from the iommufd context. */
 export interface FaultCtx {
   readonly objects: ObjectTable;
+  readonly engine: Engine;
   /** The iommufd file itself, which the new fd keeps referenced. */
   readonly file: KFile;
   installFd(file: KFile): number;
@@ -248,79 +252,117 @@ export function faultQueueAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_fault_a
 
 /** The newest kernels' cap on a vEVENTQ's depth (1 << 19 accepted, more EINVAL). */
 const VEVENTQ_DEPTH_MAX = 1 << 19;
-const INT_MAX = 0x7fff_ffff;
 const HEADER = iommufd_vevent_header.size;
+const PAGE = 4096;
 
-/** A queued record: an event with its payload, or the one LOST_EVENTS header (payload null). */
-interface VEvent { readonly sequence: number; readonly payload: Uint8Array | null }
+/** The event data a vEVENTQ type carries (its payload struct); a type no unit produces gets the largest. */
+function dataBytes(vtype: number): number {
+  switch (vtype) {
+    case IOMMU_VEVENTQ_TYPE_ARM_SMMUV3: return iommu_vevent_arm_smmuv3.size;
+    case IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV: return iommu_vevent_tegra241_cmdqv.size;
+    case IOMMU_VEVENTQ_TYPE_SELFTEST: return iommu_viommu_event_selftest.size;
+    default: return iommu_vevent_arm_smmuv3.size;
+  }
+}
 
 /**
  * VEVENTQ (eventq.c): the events a vIOMMU forwards, of one type, read from
- * an fd as struct iommufd_vevent_header + payload. At most `depth` events
- * wait; when full, an event is dropped and the single LOST_EVENTS header
- * moves to the tail with the next sequence number, so every lost event
- * still takes a number and the gap shows how many went.
+ * an fd as struct iommufd_vevent_header + payload. The queue is an engine
+ * ring in linear memory (assembly/events.ts): the engine records the
+ * refused translations of routed contexts there on the fault path, and
+ * report() adds the events made here, so one ring keeps one order and one
+ * sequence. At most `depth` events wait; when full, an event is dropped and
+ * the single LOST_EVENTS header moves to the tail with the next sequence
+ * number, so every lost event still takes a number and the gap shows how
+ * many went (iommufd_viommu_report_event).
  */
 export class Veventq extends IommufdObject {
   readonly type = 'VEVENTQ' as const;
-  private readonly deliver = new Fifo<VEvent>();
-  private sequence = 0;
-  /** Events queued, the LOST header not counted (veventq->num_events). */
-  private numEvents = 0;
+  /** The engine ring, and the frames that hold its records. */
+  readonly ring: number;
+  private readonly pfn: number;
+  private readonly pages: number;
+  readonly dataBytes: number;
   onReadable: (() => void) | null = null;
 
-  constructor(readonly viommu: Viommu, readonly vtype: number, readonly depth: number) {
+  constructor(readonly viommu: Viommu, readonly vtype: number, readonly depth: number, private readonly engine: Engine) {
     super();
+    this.dataBytes = dataBytes(vtype);
+    this.pages = Math.ceil((depth * (HEADER + this.dataBytes)) / PAGE);
+    this.pfn = engine.allocFrames(this.pages); // ENOMEM before anything is linked
+    try {
+      this.ring = engine.ringCreate(this.pfn, depth, this.dataBytes);
+    } catch (e) {
+      engine.putFrames(this.pfn, this.pages);
+      throw e;
+    }
     viommu.users++;
     viommu.veventqs.set(vtype, this);
   }
 
-  /** iommufd_viommu_report_event for this queue. */
+  /** iommufd_viommu_report_event for this queue: `payload` is the event data (dataBytes long). */
   report(payload: Uint8Array): void {
-    const tail = this.deliver.last();
-    if (tail && tail.payload === null) this.deliver.popLast();
-    const sequence = this.sequence;
-    this.sequence = (this.sequence + 1) & INT_MAX;
-    if (this.numEvents < this.depth) {
-      this.deliver.push({ sequence, payload: payload.slice() });
-      this.numEvents++;
-    } else {
-      this.deliver.push({ sequence, payload: null });
+    const w = [0n, 0n, 0n, 0n];
+    const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    for (let i = 0; i * 8 < payload.length; i++) {
+      w[i] = payload.length - i * 8 >= 8 ? dv.getBigUint64(i * 8, true) : BigInt(dv.getUint32(i * 8, true));
     }
-    this.onReadable?.();
+    this.engine.ringPush(this.ring, w);
+    this.signal();
   }
 
-  get readable(): boolean { return this.deliver.length > 0; }
+  /** Tell the fd's waiters that records arrived (the engine recorded some, or report() did). */
+  signal(): void { this.onReadable?.(); }
+
+  get readable(): boolean {
+    const L = this.engine.layout;
+    return this.engine.withRing(this.ring, (d, w) => w[(d + L.RING_COUNT) >>> 2] !== 0 || (w[(d + L.RING_LOST) >>> 2]! & 1) !== 0);
+  }
 
   /**
-   * iommufd_veventq_fops_read: whole records in order; one that does not fit
-   * stays queued. A buffer shorter than a header, or one that takes no
-   * record while one waits, is EINVAL (the newest kernels, as their
-   * selftest expects).
+   * iommufd_veventq_fops_read: whole records in order, then a LOST_EVENTS
+   * header waiting at the tail; one that does not fit stays queued. A
+   * buffer shorter than a header, or one that takes no record while one
+   * waits, is EINVAL (the newest kernels, as their selftest expects). The
+   * records are copied out of the ring as they lie, a run at a time.
    */
   read(buf: Uint8Array): number {
     if (buf.length < HEADER) throw new SysError('EINVAL');
-    let done = 0;
-    while (this.deliver.length > 0) {
-      const ev = this.deliver.first();
-      const len = HEADER + (ev.payload?.length ?? 0);
-      if (len > buf.length - done) {
-        if (done === 0) throw new SysError('EINVAL');
-        break;
+    const L = this.engine.layout, rec = HEADER + this.dataBytes;
+    return this.engine.withRing(this.ring, (d, w) => {
+      const bytes = this.engine.bytes;
+      const base = w[(d + L.RING_BASE) >>> 2]!;
+      let head = w[(d + L.RING_HEAD) >>> 2]!, count = w[(d + L.RING_COUNT) >>> 2]!;
+      const lost = w[(d + L.RING_LOST) >>> 2]!;
+      let done = 0;
+      let n = Math.min(count, Math.floor(buf.length / rec));
+      if (count > 0 && n === 0) throw new SysError('EINVAL');
+      while (n > 0) {
+        const run = Math.min(n, this.depth - head);
+        buf.set(bytes.subarray(base + head * rec, base + (head + run) * rec), done);
+        done += run * rec;
+        head = head + run === this.depth ? 0 : head + run;
+        count -= run;
+        n -= run;
       }
-      iommufd_vevent_header.encode({ flags: ev.payload ? 0 : IOMMU_VEVENTQ_FLAG_LOST_EVENTS, sequence: ev.sequence }, buf, done);
-      if (ev.payload) {
-        buf.set(ev.payload, done + HEADER);
-        this.numEvents--;
+      w[(d + L.RING_HEAD) >>> 2] = head;
+      w[(d + L.RING_COUNT) >>> 2] = count;
+      if (count === 0 && (lost & 1) !== 0) {
+        if (buf.length - done >= HEADER) {
+          iommufd_vevent_header.encode({ flags: IOMMU_VEVENTQ_FLAG_LOST_EVENTS, sequence: w[(d + L.RING_LOST_SEQ) >>> 2]! }, buf, done);
+          done += HEADER;
+          w[(d + L.RING_LOST) >>> 2] = lost & ~1;
+        }
       }
-      this.deliver.shift();
-      done += len;
-    }
-    return done;
+      return done;
+    });
   }
 
   destroy(): void {
+    this.engine.ringDestroy(this.ring); // routed contexts record nothing from now on
+    this.engine.putFrames(this.pfn, this.pages);
     this.viommu.veventqs.delete(this.vtype);
+    this.viommu.refreshRoutes();
     this.viommu.users--;
   }
 }
@@ -342,7 +384,8 @@ export function veventqAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_veventq_al
   if (cmd.veventq_depth === 0 || cmd.veventq_depth > VEVENTQ_DEPTH_MAX) throw new SysError('EINVAL');
   const viommu = ctx.objects.get<Viommu>(cmd.viommu_id, 'VIOMMU');
   if (viommu.veventqs.has(cmd.type)) throw new SysError('EEXIST');
-  const q = ctx.objects.add(new Veventq(viommu, cmd.type, cmd.veventq_depth));
+  const q = ctx.objects.add(new Veventq(viommu, cmd.type, cmd.veventq_depth, ctx.engine));
+  viommu.refreshRoutes();
   cmd.out_veventq_id = q.id;
   cmd.out_veventq_fd = ctx.installFd(new VeventqFile(q, ctx.file));
 }

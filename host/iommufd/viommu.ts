@@ -140,6 +140,9 @@ export class Viommu extends IommufdObject {
     hwpt.users++;
   }
 
+  /** Re-route the fault recording of every device with a vDEVICE here (a vEVENTQ or vDEVICE came or went). */
+  refreshRoutes(): void { for (const vd of this.vdevs.values()) vd.idev.routeAll(); }
+
   /** iommufd_viommu_find_dev: the device of a virtual id. */
   findDev(virtId: bigint): IommufdDevice | undefined { return this.vdevs.get(virtId)?.idev; }
 
@@ -177,6 +180,7 @@ export class VDevice extends IommufdObject {
     viommu.users++;
     viommu.vdevs.set(virtId, this);
     idev.vdev = this;
+    idev.routeAll();
   }
 
   /** iommufd_vdevice_abort. */
@@ -184,6 +188,7 @@ export class VDevice extends IommufdObject {
     this.viommu.vdevs.delete(this.virtId);
     this.viommu.users--;
     this.idev.vdev = null;
+    this.idev.routeAll();
   }
 }
 

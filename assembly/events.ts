@@ -1,0 +1,135 @@
+// Event rings: vEVENTQs in linear memory (layout.ts, "Event rings"). The
+// engine records a refused translation of a context routed to a ring
+// (CTX_RING) as an SMMUv3 event record (SMMUv3 7.3) on the fault path, so a
+// storm of faults costs no call into JS per record; the host pushes the
+// events it makes itself (configuration faults, other vIOMMU types) through
+// ringPush too, so that one ring keeps one order and one sequence.
+//
+// Overflow is Linux's (iommufd_viommu_report_event, iommufd_vevent_handler):
+// at `depth` records a new event is dropped and a LOST_EVENTS header takes
+// its sequence at the tail; any new event first removes a LOST_EVENTS
+// header at the tail. Sequences wrap at INT_MAX.
+
+import {
+  CTRL_BASE, CTRL_RINGS, RING_MAX, RING_SIZE, RING_LOCK, RING_BASE, RING_DEPTH, RING_HEAD, RING_COUNT, RING_SEQ,
+  RING_LOST, RING_LOST_SEQ, RING_HEADER, CTX_SIZE, CTX_RING, CTX_TAG, F_STAGE2, F_BLOCKED, F_NOT_PRESENT, F_ADDR_WIDTH,
+  F_RESERVED, F_READ, F_WRITE, F_ACCESS, F_ADDR_SIZE, F_TABLE_ADDR, F_OUT_OF_SEGMENT, PERM_W, ERR_INVAL, ERR_FULL,
+} from "./layout";
+import { ctxTable, maxContexts } from "./state";
+
+const INT_MAX: u32 = 0x7fffffff;
+
+// @ts-ignore: decorator
+@inline function ring(id: u32): usize { return <usize>(CTRL_BASE + CTRL_RINGS + (id - 1) * RING_SIZE); }
+
+/** Take a ring's lock: producers in other instances and the host's reader use it too. */
+// @ts-ignore: decorator
+@inline function lock(r: usize): void { while (atomic.cmpxchg<u32>(r + RING_LOCK, 0, 1) != 0) {} }
+// @ts-ignore: decorator
+@inline function unlock(r: usize): void { atomic.store<u32>(r + RING_LOCK, 0); }
+
+/**
+ * A ring of `depth` records with `dataBytes` of event data each, in the
+ * zeroed memory at `base` (the host's frames). Returns its id (1..RING_MAX).
+ */
+export function ringCreate(base: usize, depth: u32, dataBytes: u32): i32 {
+  if (base == 0 || depth == 0 || dataBytes > 255 || (dataBytes & 3) != 0) return ERR_INVAL;
+  for (let id: u32 = 1; id <= RING_MAX; id++) {
+    const r = ring(id);
+    if (load<u32>(r + RING_BASE) != 0) continue;
+    memory.fill(r, 0, RING_SIZE);
+    store<u32>(r + RING_DEPTH, depth);
+    store<u32>(r + RING_LOST, dataBytes << 8);
+    store<u32>(r + RING_BASE, <u32>base);
+    return <i32>id;
+  }
+  return ERR_FULL;
+}
+
+/** Free a ring; contexts routed to it record nothing from now on. */
+export function ringDestroy(id: u32): i32 {
+  if (id == 0 || id > RING_MAX || load<u32>(ring(id) + RING_BASE) == 0) return ERR_INVAL;
+  for (let c: u32 = 0; c < maxContexts; c++) {
+    const x = ctxTable + <usize>c * CTX_SIZE;
+    if (load<u32>(x + CTX_RING) == id) store<u32>(x + CTX_RING, 0);
+  }
+  store<u32>(ring(id) + RING_BASE, 0);
+  return 0;
+}
+
+/** Record one event (its data: four u64 words, of which the ring keeps its data bytes). */
+export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): void {
+  const r = ring(id);
+  lock(r);
+  const depth = load<u32>(r + RING_DEPTH);
+  const lw = load<u32>(r + RING_LOST);
+  const bytes = lw >> 8;
+  const seq = load<u32>(r + RING_SEQ);
+  store<u32>(r + RING_SEQ, (seq + 1) & INT_MAX);
+  const count = load<u32>(r + RING_COUNT);
+  if (count == depth) {
+    // Full: the LOST_EVENTS header (at the tail, whether or not it was) takes the sequence.
+    store<u32>(r + RING_LOST, lw | 1);
+    store<u32>(r + RING_LOST_SEQ, seq);
+  } else {
+    store<u32>(r + RING_LOST, lw & ~1); // the new record replaces a LOST_EVENTS header at the tail
+    let slot = load<u32>(r + RING_HEAD) + count;
+    if (slot >= depth) slot -= depth;
+    const rec = <usize>load<u32>(r + RING_BASE) + <usize>slot * (RING_HEADER + bytes);
+    store<u32>(rec, 0);
+    store<u32>(rec, seq, 4);
+    // The data: the words it holds, little-endian, then cut to `bytes`.
+    const d = rec + RING_HEADER;
+    if (bytes >= 8) store<u64>(d, w0); else if (bytes == 4) store<u32>(d, <u32>w0);
+    if (bytes >= 16) store<u64>(d, w1, 8);
+    if (bytes >= 24) store<u64>(d, w2, 16);
+    if (bytes >= 32) store<u64>(d, w3, 24);
+    store<u32>(r + RING_COUNT, count + 1);
+  }
+  unlock(r);
+}
+
+/** Route context c's refused translations to ring `id` (0: none) with StreamID `tag`. */
+export function ctxRoute(c: u32, id: u32, tag: u32): i32 {
+  if (c >= maxContexts || id > RING_MAX || (id != 0 && load<u32>(ring(id) + RING_BASE) == 0)) return ERR_INVAL;
+  const x = ctxTable + <usize>c * CTX_SIZE;
+  store<u32>(x + CTX_TAG, tag);
+  store<u32>(x + CTX_RING, id);
+  return 0;
+}
+
+// SMMUv3 event types (7.3) by fault.
+const EVT_F_WALK_EABT: u64 = 0x0b;
+const EVT_F_TRANSLATION: u64 = 0x10;
+const EVT_F_ADDR_SIZE: u64 = 0x11;
+const EVT_F_ACCESS: u64 = 0x12;
+const EVT_F_PERMISSION: u64 = 0x13;
+/** CLASS (word 1 [41:40]) of a stage-2 fault in a nested walk: TT (it is reported as the walk's). */
+const CLASS_TT: u64 = 0b01;
+const CLASS_IN: u64 = 0b10;
+
+/**
+ * The fault path: context c refused `access` at `iova` with status `st`.
+ * If c is routed to a ring, record the SMMUv3 event: type by reason,
+ * StreamID = the context's tag, RnW, S2 and CLASS for a stage-2 fault, the
+ * input address (arm_vmaster_report_event's record). A blocked context
+ * records nothing here (its reason is the host's: C_BAD_CD and the like).
+ */
+export function recordFault(c: u32, st: u32, iova: u64, access: u32): void {
+  if (c >= maxContexts) return;
+  const x = ctxTable + <usize>c * CTX_SIZE;
+  const id = load<u32>(x + CTX_RING);
+  if (id == 0) return;
+  const reason = st & ~F_STAGE2;
+  if (reason == F_BLOCKED) return;
+  let type: u64 = EVT_F_TRANSLATION;
+  if (reason == F_READ || reason == F_WRITE) type = EVT_F_PERMISSION;
+  else if (reason == F_ACCESS) type = EVT_F_ACCESS;
+  else if (reason == F_ADDR_SIZE) type = EVT_F_ADDR_SIZE;
+  else if (reason == F_TABLE_ADDR || reason == F_OUT_OF_SEGMENT) type = EVT_F_WALK_EABT;
+  const s2 = (st & F_STAGE2) != 0;
+  const w0 = type | (<u64>load<u32>(x + CTX_TAG) << 32);
+  // RnW [35] = 1 for a read; S2 [39]; CLASS [41:40].
+  const w1 = ((access & PERM_W) != 0 ? 0 : <u64>1 << 35) | (s2 ? (<u64>1 << 39) | (CLASS_TT << 40) : CLASS_IN << 40);
+  ringPush(id, w0, w1, iova, 0);
+}
