@@ -126,6 +126,7 @@ function onEvent(kind, data) {
       ul.append(h('li', { dataset: { ok: data.ok } }, `${data.ok ? '✓' : '✗'} ${data.what}${data.detail && !data.ok ? ` (${data.detail})` : ''}`));
       break;
     }
+    case 'host': state.host = data; break;
     case 'log': $('#log').append(`${data}\n`); break;
     case 'objects': renderObjects(data); break;
     case 'mappings': renderMappings(data); break;

@@ -19,8 +19,9 @@
 //   6. IOAS_UNMAP, and the same DMA now faults; a write to the read-only
 //      window faults too.
 //
-// `opts.on(kind, data)` is told of every change ('step', 'log', 'objects',
-// 'dma', 'faultq', 'eventq', 'check'); `opts.pace` (ms) slows the queue
+// `opts.on(kind, data)` is told of every change ('host' once it exists,
+// then 'step', 'log', 'objects', 'mappings', 'dma', 'faultq', 'eventq',
+// 'dmafaults', 'check'); `opts.pace` (ms) slows the queue
 // steps so that a person can watch them fill and drain.
 
 const te = new TextEncoder();
@@ -74,6 +75,7 @@ export async function runScenario(lib, opts = {}) {
   step('1. createHost, /dev/iommu, an IOAS, process memory mapped at fixed IOVAs');
   const host = await createHost({ wasm: opts.wasm, memoryLimit: 128 << 20 });
   const engine = host.engine;
+  on('host', host); // live views (the page's IOTLB counters) from here on
   const iommufd = new Iommufd(host);
   const T = iommufd.calls;
   const ioas = iommufd.ioasAlloc();
