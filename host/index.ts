@@ -1,9 +1,13 @@
 // wasm-viommu's public entry: the host (POSIX-like face over the engine),
 // its errors, and the uapi table for callers that build ioctl structs.
 
-export { createHost, Host, type HostOptions, type HostCredentials, type DeviceHandle } from './host.js';
+export { createHost, Host, type HostOptions, type HostCredentials, type DeviceHandle, type Doorbell, type WaitOptions } from './host.js';
 export { SysError, Errno, errnoName } from './uapi/errno.js';
-export { DmaFault, type DeviceOptions, type DmaOptions, type FaultReason, type Dma, type Pri, type PageRequestInit } from './kernel/pci.js';
+export {
+  DmaFault, DMA_PAGE_REQUESTS, type DeviceOptions, type DmaOptions, type DmaAsyncOptions, type PendingPageRequest, type FaultReason, type Dma, type Pri,
+  type PageRequestInit,
+} from './kernel/pci.js';
+export { Ats, ATC_ENTRIES, atsSizeOf, atsField, type AtsCompletion, type AtsRequestOptions, type AtcStats } from './kernel/ats.js';
 export type { Segment, SegmentSource } from './kernel/phys.js';
 export { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } from './kernel/mm.js';
 export { POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM } from './kernel/file.js';

@@ -6,6 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { deviceMaxPasidLog2, iopfCapable } from '../iommu/driver.js';
 import type { PciFunction, PageRequestSink, DmaFaultSink } from '../kernel/pci.js';
 import { STE_CFG_S1_TRANS } from '../iommu/arm_vsmmu.js';
+import { MockNestedDomain } from '../iommu/mock.js';
 import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 } from '../uapi/iommufd.js';
 import type { Fault } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
@@ -234,6 +235,9 @@ export class IommufdDevice extends IommufdObject {
       if ([...this.attached.keys()].some((p) => p !== pasid)) throw new SysError('EBUSY');
       if (hwpt.vsmmu.ste.cfg === STE_CFG_S1_TRANS && this.vdev?.viommu !== hwpt.viommu) throw new SysError('ENOENT');
     }
+    // mock_domain_nop_attach: a mock nested domain made on a vIOMMU needs the
+    // device's vDEVICE there (iommufd_viommu_get_vdev_id).
+    if (hwpt.domain instanceof MockNestedDomain && hwpt.viommu && this.vdev?.viommu !== hwpt.viommu) throw new SysError('ENOENT');
   }
 
   /** Where this device's refused DMAs are reported while attached to hwpt: a vIOMMU's event queue, or nowhere. */

@@ -13,7 +13,6 @@
 
 import type { Engine } from '../engine/engine.js';
 import { mockTable, mockDev, mockDevCreate, MockNestedDomain } from '../iommu/mock.js';
-import { iopfCapable } from '../iommu/driver.js';
 import { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
 import type { PciFunction } from '../kernel/pci.js';
@@ -226,7 +225,7 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
   [IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE]: op(O.mock_domain_replace, (ctx, _env, c) => {
     const sobj = selftestObj(ctx, c.id);
     const ptId = c['mock_domain_replace.pt_id'];
-    c['mock_domain_replace.pt_id'] = mockAttachDev(ctx, sobj.idev!, ptId, true, () => sobj.idev!.replace(ptId));
+    c['mock_domain_replace.pt_id'] = mockAttachDev(ctx, sobj.idev!, ptId, () => sobj.idev!.replace(ptId));
   }),
   /**
    * iommufd_test_md_check_pa: every 2 KiB of [iova, iova + length) of the
@@ -470,27 +469,15 @@ function setDevPasid(sobj: SelftestObj, pasid: number, attach: () => number): nu
 
 /**
  * The mock's attach_dev for the RID (mock_domain_nop_attach), around an
- * attach or replace through the DEVICE code: a nested domain made on a
- * vIOMMU needs the device's vDEVICE in that vIOMMU (ENOENT,
- * iommufd_viommu_get_vdev_id), checked where the driver's attach comes in
- * Linux: after the core's own refusals (the HWPT missing, a replace of an
- * unattached RID, PASID compatibility, I/O page faults), which the DEVICE
- * code answers. On success the device records the vIOMMU and its virtual
- * id (any other domain clears them), for IOMMU_TEST_OP_TRIGGER_VEVENT.
- * Mock functions attached through VFIO are not checked: only the selftest's
- * devices have a struct mock_dev.
+ * attach or replace through the DEVICE code (which checks the vDEVICE a
+ * vIOMMU's nested domain needs, device.ts driverAttach): on success the
+ * device records the vIOMMU and its virtual id (any other domain clears
+ * them), for IOMMU_TEST_OP_TRIGGER_VEVENT.
  */
-function mockAttachDev(ctx: SelftestCtx, idev: IommufdDevice, ptId: number, replace: boolean, attach: () => number): number {
+function mockAttachDev(ctx: SelftestCtx, idev: IommufdDevice, ptId: number, attach: () => number): number {
   const obj = ctx.objects.find(ptId);
   const nested = obj?.type === 'HWPT_NESTED' && (obj as HwptNested).domain instanceof MockNestedDomain ? obj as HwptNested : null;
   const viommu = nested?.viommu ?? null;
-  // A replace with the HWPT already attached reaches no driver (iommufd_device_do_replace).
-  if (replace && obj !== undefined && idev.hwpt(NO_PASID) === obj) return attach();
-  if (nested && viommu && !(replace && !idev.hwpt(NO_PASID))) {
-    const pasidOk = nested.flags.pasidCompat || !hasPasidAttached(idev);
-    const iopfOk = !nested.fault || iopfCapable(idev.pci.driver.caps, idev.pci.options.pri, idev.pci.options.ats);
-    if (pasidOk && iopfOk && idev.vdev?.viommu !== viommu) throw new SysError('ENOENT');
-  }
   const id = attach();
   const mdev = mockDev(idev.pci);
   if (mdev) {
@@ -499,12 +486,6 @@ function mockAttachDev(ctx: SelftestCtx, idev: IommufdDevice, ptId: number, repl
     mdev.vdevId = vdev ? vdev.virtId : 0n;
   }
   return id;
-}
-
-/** Whether a PASID other than the RID's is attached (the DEVICE's attachment table, read as checkPasid reads it). */
-function hasPasidAttached(idev: IommufdDevice): boolean {
-  for (const p of idev['attached'].keys()) if (p !== NO_PASID) return true;
-  return false;
 }
 
 /**
@@ -520,7 +501,7 @@ function mockDomain(ctx: SelftestCtx, env: TestEnv, ptId: number, devFlags: numb
   try {
     const idev = ctx.objects.add(new IommufdDevice(ctx.engine, ctx.objects, pci));
     sobj.idev = idev;
-    const hwpt = mockAttachDev(ctx, idev, ptId, false, () => idev.attach(ptId));
+    const hwpt = mockAttachDev(ctx, idev, ptId, () => idev.attach(ptId));
     return { stdev: sobj.id, hwpt, idev: sobj.idev.id };
   } catch (e) {
     ctx.objects.remove(sobj);
