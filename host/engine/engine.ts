@@ -124,6 +124,13 @@ export interface ArmS1Config {
   readonly affd: boolean;
 }
 
+/** What Engine.onInvalidate listeners hear. 'flush' without a range is the whole domain. */
+export type EngineEvent =
+  | { kind: 'flush-all' }
+  | { kind: 'flush'; did: number; iova?: bigint; length?: bigint }
+  | { kind: 'destroy'; did: number }
+  | { kind: 'nested'; did: number; parent: number };
+
 /** A walk's answer: the leaf or the fault. */
 export type Walk =
   | { ok: true; pa: bigint; size: number; perm: number }
@@ -417,7 +424,10 @@ export class Engine {
   ptCreate(levels: number, sizes: number, format = this.layout.FMT_VTD_SL): number {
     return this.check(this.x.pt_create(levels, sizes, format), 'pt_create');
   }
-  ptDestroy(did: number): void { this.check(this.x.pt_destroy(did), 'pt_destroy'); }
+  ptDestroy(did: number): void {
+    this.check(this.x.pt_destroy(did), 'pt_destroy');
+    if (this.heard.length) this.tell({ kind: 'destroy', did });
+  }
   /**
    * A nested domain: the guest's x86-64 first-stage table at GPA `root`
    * (`levels` 4 or 5) over the stage-2 domain `parent` (VT-d nesting).
@@ -425,7 +435,9 @@ export class Engine {
    */
   ptCreateNested(parent: number, root: bigint | number, levels: number, flags = 0): number {
     const [lo, hi] = split64(root);
-    return this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
+    const did = this.check(this.x.pt_create_nested(parent, lo, hi, levels, flags), 'pt_create_nested');
+    if (this.heard.length) this.tell({ kind: 'nested', did, parent });
+    return did;
   }
   /**
    * A nested domain for an Arm SMMUv3 context descriptor: the guest's
@@ -438,7 +450,9 @@ export class Engine {
     const cfg = cd.t0sz | (Math.log2(cd.granule) << L.ARM_S1_GRANULE_SHIFT) | (cd.ips << L.ARM_S1_IPS_SHIFT) |
       (cd.ha ? L.ARM_S1_HA : 0) | (cd.hd ? L.ARM_S1_HD : 0) | (cd.affd ? L.ARM_S1_AFFD : 0);
     const [lo, hi] = split64(ttb0);
-    return this.check(this.x.pt_create_nested_arm(parent, lo, hi, cfg), 'pt_create_nested_arm');
+    const did = this.check(this.x.pt_create_nested_arm(parent, lo, hi, cfg), 'pt_create_nested_arm');
+    if (this.heard.length) this.tell({ kind: 'nested', did, parent });
+    return did;
   }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
     halves(iova); const il = LO, ih = HI;
@@ -449,7 +463,10 @@ export class Engine {
   ptUnmap(did: number, iova: bigint | number, length: bigint | number): void {
     halves(iova); const il = LO, ih = HI;
     halves(length);
-    this.check(this.x.pt_unmap(did, il, ih, LO, HI), 'pt_unmap');
+    const r = this.x.pt_unmap(did, il, ih, LO, HI);
+    // Told even when it fails: a failed unmap changed nothing, and a cache above drops a little too much.
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
+    this.check(r, 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
     const [il, ih] = split64(iova);
@@ -574,12 +591,32 @@ export class Engine {
 
   // ---- IOTLB ------------------------------------------------------------------
 
-  flushAll(): void { this.x.iotlb_flush_all(); }
-  flushDomain(did: number): void { this.x.iotlb_flush_domain(did); }
+  flushAll(): void {
+    this.x.iotlb_flush_all();
+    if (this.heard.length) this.tell({ kind: 'flush-all' });
+  }
+  flushDomain(did: number): void {
+    this.x.iotlb_flush_domain(did);
+    if (this.heard.length) this.tell({ kind: 'flush', did });
+  }
   flushRange(did: number, iova: bigint | number, length: bigint | number): void {
     const [il, ih] = split64(iova), [ll, lh] = split64(length);
     this.x.iotlb_flush_range(did, il, ih, ll, lh);
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
   }
+
+  /**
+   * Hear every invalidation (flushes, unmaps, a domain's destruction) and
+   * every nested domain's creation, once the engine has done it: caches
+   * kept above the engine (a device's ATC) follow the IOTLB this way.
+   * Returns the function that stops it.
+   */
+  onInvalidate(listener: (e: EngineEvent) => void): () => void {
+    this.heard.push(listener);
+    return () => { const i = this.heard.indexOf(listener); if (i >= 0) this.heard.splice(i, 1); };
+  }
+  private readonly heard: ((e: EngineEvent) => void)[] = [];
+  private tell(e: EngineEvent): void { for (const l of this.heard) l(e); }
   /** Live IOTLB entries of a domain. */
   iotlbCount(did: number): number { return this.x.iotlb_count(did); }
 

@@ -286,9 +286,7 @@ function failOn(st: number, L: Engine['layout'], iova: bigint): AtsCompletion {
  * engine's flushes (flushAll, flushDomain, flushRange) and unmaps (ptUnmap)
  * are followed, before they return, by Invalidate Requests to every ATC
  * holding a translation of that domain or of a domain nested over it
- * (ptCreateNested / ptCreateNestedArm record the parent). It wraps those
- * engine methods on the instance; an `onInvalidate` hook in the Engine
- * itself would replace the wrapping.
+ * (Engine.onInvalidate: nested domains' creation records the parent).
  */
 export class AtcDirectory {
   private static readonly dirs = new WeakMap<Engine, AtcDirectory>();
@@ -306,23 +304,14 @@ export class AtcDirectory {
   private readonly parents = new Map<number, number>();
 
   private constructor(engine: Engine) {
-    const e = engine as {
-      flushAll: Engine['flushAll']; flushDomain: Engine['flushDomain']; flushRange: Engine['flushRange'];
-      ptUnmap: Engine['ptUnmap']; ptDestroy: Engine['ptDestroy'];
-      ptCreateNested: Engine['ptCreateNested']; ptCreateNestedArm: Engine['ptCreateNestedArm'];
-    };
-    const flushAll = e.flushAll.bind(engine), flushDomain = e.flushDomain.bind(engine), flushRange = e.flushRange.bind(engine);
-    const ptUnmap = e.ptUnmap.bind(engine), ptDestroy = e.ptDestroy.bind(engine);
-    const nested = e.ptCreateNested.bind(engine), nestedArm = e.ptCreateNestedArm.bind(engine);
-    e.flushAll = () => { flushAll(); this.reach(null); };
-    e.flushDomain = (did) => { flushDomain(did); this.reach(did); };
-    e.flushRange = (did, iova, length) => { flushRange(did, iova, length); this.reach(did, BigInt(iova), BigInt(length)); };
-    e.ptUnmap = (did, iova, length) => {
-      try { ptUnmap(did, iova, length); } finally { this.reach(did, BigInt(iova), BigInt(length)); }
-    };
-    e.ptDestroy = (did) => { ptDestroy(did); this.parents.delete(did); this.reach(did); };
-    e.ptCreateNested = (parent, root, levels, flags) => { const did = nested(parent, root, levels, flags); this.parents.set(did, parent); return did; };
-    e.ptCreateNestedArm = (parent, ttb0, cd) => { const did = nestedArm(parent, ttb0, cd); this.parents.set(did, parent); return did; };
+    engine.onInvalidate((e) => {
+      switch (e.kind) {
+        case 'flush-all': this.reach(null); break;
+        case 'flush': this.reach(e.did, e.iova, e.length); break;
+        case 'destroy': this.parents.delete(e.did); this.reach(e.did); break;
+        case 'nested': this.parents.set(e.did, e.parent); break;
+      }
+    });
   }
 
   parentOf(did: number): number | undefined { return this.parents.get(did); }
