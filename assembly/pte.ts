@@ -4,13 +4,25 @@
 // Levels count from the leaf: level 1 maps 4 KiB, level 2 2 MiB, level 3
 // 1 GiB (ARM calls these levels 3, 2, 1; AMD calls them 1, 2, 3 as here).
 //
-// Intel VT-d second stage (VT-d spec 9.8):
+// Intel VT-d second stage (VT-d spec 9.8, "Second-Stage Paging Entries"):
 //
-//   63  62  61:52  51:12             11   10  9  8  7   6    5:3  2  1  0
-//  +---+---+------+------------------+----+---+--+--+---+----+----+--+--+--+
-//  |ign|TM | ign  | address [51:12]  |SNP |ign|D |A |PS |IPAT| EMT|X |W |R |
-//  +---+---+------+------------------+----+---+--+--+---+----+----+--+--+--+
-//   present: R or W; a leaf: level 1, or PS.
+//   63  62  61:52  51:HAW HAW-1:12          11   10  9  8  7   6    5:3  2  1  0
+//  +---+---+------+-----+------------------+----+---+--+--+---+----+----+--+--+--+
+//  |ign|TM | ign  |rsvd | address          |SNP |ign|D |A |PS |IPAT| EMT|X |W |R |
+//  +---+---+------+-----+------------------+----+---+--+--+---+----+----+--+--+--+
+//   present: R or W; a leaf: level 1, or PS. Reserved (F_RESERVED), as the
+//   spec's entry tables and QEMU's VTD_SPTE_*_RSVD_MASK have them:
+//   - address bits 51:HAW in every entry (HAW: the domain's output width,
+//     pt_create's sizes bits 15:8, 0 = 52: nothing above bit 51);
+//   - PS at levels 4 and 5, and where the table has no leaf of that size;
+//   - the address bits below a large leaf's size (20:12 for 2 MiB, 29:12 for
+//     1 GiB);
+//   - in a non-leaf entry: bit 11 and bit 62 (SNP and TM mean something in
+//     leaves only; QEMU VTD_SPTE_PAGE_L2..L4_RSVD_MASK hold 0x800 and, with
+//     VTD_SL_IGN_COM = 0xbff0000000000000, bit 62).
+//   Ignored: bits 6:3 of a non-leaf entry (EMT / IPAT mean nothing there),
+//   bit 10, 61:52, 63; in a leaf SNP (bit 11: scalable mode, ECAP.SC) and TM
+//   (bit 62) are allowed and not modelled.
 //
 // ARM VMSAv8-64 stage 2, 4 KiB granule with 52-bit output (FEAT_LPA2, so
 // VTCR_EL2.DS = 1 and the shareability is in VTCR: Arm ARM D8.3):
@@ -27,14 +39,16 @@
 //   at stage 2. MemAttr 0b1111: Normal, write-back.
 //
 // AMD I/O page table v1 (AMD IOMMU spec 2.2.3, "I/O Page Tables for Host
-// Translations"):
+// Translations"), 1 to 6 levels (the DTE's Mode):
 //
 //   63  62  61  60  59  58:52  51:12            11:9    8:7  6   5   4:1  0
 //  +---+---+---+---+---+------+----------------+-------+----+---+---+----+--+
 //  |ign|IW |IR |FC | U | ign  | address [51:12]|NextLvl| ign|HD |HA | ign|PR|
 //  +---+---+---+---+---+------+----------------+-------+----+---+---+----+--+
-//   present: PR; Next Level 0 = a leaf (a page of this level's size); a
-//   table entry names the level of the table it points to (no skipping here).
+//   present: PR. Next Level 0: a PTE of this level's page size; 7: a PTE
+//   whose size is encoded in the address bits; 1..6: a PDE naming the level
+//   of the table it points to, which may skip levels (walk.ts amdWalk has
+//   the rules). The tables made here never skip and use Next Level 0 only.
 //   IR/IW gate reads and writes at every level; HA/HD are the accessed and
 //   dirty flags (host dirty tracking, EFR HDSup).
 
@@ -49,7 +63,12 @@ let fmt: u32 = FMT_VTD_SL;
 @inline export function format(): u32 { return fmt; }
 
 const VTD_PS: u64 = 1 << 7;
-const VTD_ADDR: u64 = 0x000ffffffffff000;
+export const VTD_ADDR: u64 = 0x000ffffffffff000;
+/** VT-d: bits reserved in a non-leaf entry whatever the width: 11 (SNP) and 62 (TM). */
+const VTD_TABLE_RSVD: u64 = (<u64>1 << 11) | (<u64>1 << 62);
+/** The domain's sizes word (DOM_SIZES): leaf sizes in bits 2:0, the VT-d output width (HAW) in 15:8. */
+export const SIZES_MASK: u32 = 7;
+export const OUT_BITS_SHIFT: u32 = 8;
 const ARM_T: u64 = 1 << 1;
 const ARM_AF: u64 = 1 << 10;
 const ARM_S2AP_R: u64 = 1 << 6;
@@ -61,6 +80,7 @@ const AMD_IR: u64 = <u64>1 << 61;
 const AMD_IW: u64 = <u64>1 << 62;
 const AMD_FC: u64 = <u64>1 << 60;
 const AMD_ADDR: u64 = 0x000ffffffffff000;
+export const AMD_ADDR_FIELD: u64 = AMD_ADDR;
 
 // @ts-ignore: decorator
 @inline function armOa(pa: u64): u64 { return (pa & ARM_OA_LO) | (((pa >> 50) & 3) << 8); }
@@ -77,7 +97,8 @@ const AMD_ADDR: u64 = 0x000ffffffffff000;
   if (level == 1) return true;
   if (fmt == FMT_VTD_SL) return (pte & VTD_PS) != 0;
   if (fmt == FMT_ARM_S2) return (pte & ARM_T) == 0;
-  return ((pte >> 9) & 7) == 0;
+  const nl = (pte >> 9) & 7;
+  return nl == 0 || nl == 7;
 }
 
 /** The output or next-table address of a present entry. */
@@ -150,8 +171,9 @@ const AMD_ADDR: u64 = 0x000ffffffffff000;
   return fmt == FMT_ARM_S2 && (pte & ARM_AF) == 0;
 }
 
-/** Is a present non-leaf entry at `level` malformed (AMD: Next Level must be level - 1 here)? */
+/** Is a present non-leaf entry at `level` malformed (VT-d: bits 11 or 62; AMD: Next Level must be level - 1 in radix.ts's tables)? */
 // @ts-ignore: decorator
 @inline export function tableReserved(pte: u64, level: u32): bool {
-  return fmt == FMT_VTD_SL || fmt == FMT_ARM_S2 ? false : <u32>((pte >> 9) & 7) != level - 1;
+  if (fmt == FMT_VTD_SL) return (pte & VTD_TABLE_RSVD) != 0;
+  return fmt == FMT_ARM_S2 ? false : <u32>((pte >> 9) & 7) != level - 1;
 }

@@ -1,6 +1,7 @@
 // Host-owned I/O page tables: map, unmap, walk and hardware dirty tracking,
 // for every entry format of pte.ts (VT-d second stage, ARM VMSAv8-64 stage
-// 2, AMD v1). 3, 4 or 5 levels of 512 u64 entries; leaves of 4 KiB
+// 2, AMD v1). 3, 4 or 5 levels of 512 u64 entries (AMD v1: 1 to 6, the
+// top one of 6 using 128); leaves of 4 KiB
 // (level 1), 2 MiB (level 2) and 1 GiB (level 3) where the table allows them.
 // Every entry point selects the domain's format first (useFormat).
 //
@@ -18,7 +19,7 @@
 // copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_VTD_SL, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -26,8 +27,8 @@ import { domTable, maxDomains, count, bOut } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
-import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit } from "./pte";
-import { hostWalk, setWalkResult, walkEntry, walkPerm } from "./walk";
+import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, SIZES_MASK, OUT_BITS_SHIFT } from "./pte";
+import { hostWalk, setWalkResult, walkEntry, walkPerm, aboveWidth } from "./walk";
 import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
 import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nPerm, nLevel, nDirty } from "./nested";
 
@@ -64,9 +65,24 @@ function freeTable(did: u32, table: u64): void {
   store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) - 1);
 }
 
-/** Create an empty table of format `fmt`, `levels` levels, allowing the leaf sizes `sizes`. Returns the domain id. */
+/**
+ * Create an empty table of format `fmt`, `levels` levels, allowing the leaf
+ * sizes in bits 2:0 of `sizes` (SZ_*). Returns the domain id.
+ * Levels: VT-d 3..5 (VT-d 3.7: 39-, 48- and 57-bit AGAW), ARM stage 2 3..5
+ * (4 KiB granule: start level 1, 0 or -1), AMD v1 1..6 (the DTE's Mode,
+ * AMD IOMMU spec 2.2.2; 6 levels translate all 64 bits). Every leaf size
+ * allowed must fit the levels (a 1 GiB leaf needs 3).
+ * Bits 15:8 of `sizes`, VT-d only: the host address width HAW (32..52;
+ * 0 = 52): entry address bits 51:HAW are reserved (VT-d 9.8) and a map past
+ * 2^HAW is EINVAL. It is kept in bits 15:8 of the domain's sizes word.
+ */
 export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
-  if (levels < 3 || levels > 5 || (sizes & 1) == 0 || sizes > 7 || fmt > FMT_AMD_V1) return ERR_INVAL;
+  const leafSizes = sizes & SIZES_MASK;
+  const outBits = (sizes >> OUT_BITS_SHIFT) & 0xff;
+  if (fmt > FMT_AMD_V1 || (leafSizes & 1) == 0 || (sizes & ~(SIZES_MASK | (0xff << OUT_BITS_SHIFT))) != 0) return ERR_INVAL;
+  if (fmt == FMT_AMD_V1 ? levels < 1 || levels > 6 : levels < 3 || levels > 5) return ERR_INVAL;
+  if (leafSizes >> levels != 0) return ERR_INVAL; // a leaf above the root
+  if (outBits != 0 && (fmt != FMT_VTD_SL || outBits < 32 || outBits > 52)) return ERR_INVAL;
   for (let did: u32 = 1; did < maxDomains; did++) {
     const d = dom(did);
     if (load<u32>(d + DOM_ROOT) != 0) continue;
@@ -129,10 +145,13 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   if (format() >= FMT_NESTED) return ERR_INVAL; // a nested domain's table is the guest's
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
-  const sizes = load<u32>(d + DOM_SIZES);
+  const word = load<u32>(d + DOM_SIZES);
+  const sizes = word & SIZES_MASK;
+  const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
   const end = iova + len;
   if (len == 0 || !aligned(iova | pa | len, 12) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
-      end < iova || (end - 1) >> shiftOf(levels + 1) != 0 || !physRangeOk(pa, len)) return ERR_INVAL;
+      end < iova || aboveWidth(end - 1, levels) || !physRangeOk(pa, len)) return ERR_INVAL;
+  if (outBits != 0 && ((pa + len - 1) >> outBits) != 0) return ERR_INVAL; // past the host address width
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   const start = iova;
   let err: i32 = 0;
@@ -210,7 +229,7 @@ function fillLeaves(did: u32, table: u64, level: u32, pa: u64, perm: u32, flags:
  * All or nothing: false (nothing changed) if the memory is not there.
  */
 function split(did: u32, e: usize, level: u32): bool {
-  const sizes = load<u32>(dom(did) + DOM_SIZES);
+  const sizes = load<u32>(dom(did) + DOM_SIZES) & SIZES_MASK;
   if (framesAvailable() < splitCost(sizes, level)) return false;
   const pte = load<u64>(e);
   const t = allocTable(did);
@@ -295,7 +314,7 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
-  if (len == 0 || !aligned(iova | len, 12) || last < iova || last >> shiftOf(levels + 1) != 0) return ERR_INVAL;
+  if (len == 0 || !aligned(iova | len, 12) || last < iova || aboveWidth(last, levels)) return ERR_INVAL;
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   if (!splitAt(did, root, levels, iova) || !splitAt(did, root, levels, last + 1)) return ERR_NOMEM;
   clearRange(did, root, levels, iova, last);
@@ -456,7 +475,9 @@ function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
 function readDirtyTable(table: u64, level: u32, base: u64): void {
   const shift = shiftOf(level);
   const lo = max(rdBase, base);
-  const hi = min(rdEnd, base + (<u64>512 << shift)) - 1;
+  // The table's end; 0 when it reaches 2^64 (a 6-level AMD table's top).
+  const tableEnd = shift + 9 >= 64 ? 0 : base + (<u64>512 << shift);
+  const hi = (tableEnd == 0 || rdEnd < tableEnd ? rdEnd : tableEnd) - 1;
   const i1 = <u32>((hi - base) >> shift);
   for (let i = <u32>((lo - base) >> shift); i <= i1; i++) {
     const e = <usize>table + (<usize>i << 3);
@@ -488,7 +509,8 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
-  if (!aligned(iova | len, pageShift) || last < iova || last >> shiftOf(levels + 1) != 0) return ERR_INVAL;
+  // A range ending at 2^64 (6-level AMD) would wrap the piece's end: refused.
+  if (!aligned(iova | len, pageShift) || last < iova || last == <u64>-1 || aboveWidth(last, levels)) return ERR_INVAL;
   const pages = len >> pageShift;
   const n = pages < DIRTY_BITS_MAX ? pages : DIRTY_BITS_MAX;
   rdBase = iova;

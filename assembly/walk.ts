@@ -3,12 +3,15 @@
 // as stage 2, by the nested walk.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, PERM_R, PERM_W,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, PERM_R, PERM_W, FMT_VTD_SL, FMT_AMD_V1,
   F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
-import { useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit } from "./pte";
+import {
+  useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
+  SIZES_MASK, OUT_BITS_SHIFT, VTD_ADDR, AMD_ADDR_FIELD,
+} from "./pte";
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
@@ -27,19 +30,33 @@ export let walkLevel: u32 = 0;
 /** Address (segment 0) of the leaf entry the last successful walk ended on. */
 export let walkEntry: usize = 0;
 
+/** Is iova above the width of a `levels`-level table (12 + 9 * levels bits; 6 levels cover all 64)? */
+// @ts-ignore: decorator
+@inline export function aboveWidth(iova: u64, levels: u32): bool {
+  return levels < 6 && (iova >> shiftOf(levels + 1)) != 0;
+}
+
 /**
  * Walk the table of did for iova. Returns F_NONE with walkPa (the leaf's
  * first byte), walkShift, walkPerm and walkEntry, or a fault with walkLevel.
  * Sets no A/D flag: the translation paths do that through ptTouch.
+ * At most `levels` entries are read (a level only goes down), each inside
+ * a table page of segment 0.
  */
 export function hostWalk(did: u32, iova: u64): u32 {
   const d = dom(did);
-  useFormat(load<u32>(d + DOM_FORMAT));
+  const fmt = load<u32>(d + DOM_FORMAT);
+  useFormat(fmt);
   const levels = load<u32>(d + DOM_LEVELS);
-  const sizes = load<u32>(d + DOM_SIZES);
+  const word = load<u32>(d + DOM_SIZES);
   count(CTRL_STAT_WALKS);
   walkLevel = levels;
-  if (iova >> shiftOf(levels + 1) != 0) return F_ADDR_WIDTH;
+  if (aboveWidth(iova, levels)) return F_ADDR_WIDTH;
+  if (fmt == FMT_AMD_V1) return amdWalk(d, iova, levels);
+  const sizes = word & SIZES_MASK;
+  // VT-d 9.8: address bits 51:HAW of every entry are reserved (0 = none: 52).
+  const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
+  const outRsvd: u64 = fmt == FMT_VTD_SL && outBits != 0 ? VTD_ADDR & ~((<u64>1 << outBits) - 1) : 0;
   let table = <u64>load<u32>(d + DOM_ROOT) << 12;
   let perm: u32 = PERM_R | PERM_W;
   const memEnd = <u64>memory.size() << 16;
@@ -48,11 +65,12 @@ export function hostWalk(did: u32, iova: u64): u32 {
     const e = slot(table, iova, l);
     const pte = load<u64>(e);
     if (!present(pte)) return F_NOT_PRESENT;
+    if ((pte & outRsvd) != 0) return F_RESERVED;
     perm &= permOf(pte, l);
     if (isLeaf(pte, l)) {
       const shift = shiftOf(l);
       // Sizes the table lacks, address bits below the leaf's size, format
-      // rules (VT-d 9.8; Arm ARM D8.3; AMD 2.2.3): reserved, not translated.
+      // rules (VT-d 9.8; Arm ARM D8.3): reserved, not translated.
       if (leafReserved(pte, l, sizes, shift)) return F_RESERVED;
       if (accessFlagFault(pte)) return F_ACCESS;
       const pa = addrOf(pte);
@@ -69,6 +87,83 @@ export function hostWalk(did: u32, iova: u64): u32 {
     if (table + 4096 > memEnd) return F_TABLE_ADDR;
   }
   return F_NOT_PRESENT; // unreachable: level 1 always returns
+}
+
+/**
+ * The AMD v1 walk (AMD IOMMU spec 2.2.3, "I/O Page Tables for Host
+ * Translations"; the entry format is in pte.ts). From the root at level
+ * `levels` (the DTE's Mode, 1..6), each present entry is:
+ *   - Next Level 0: a PTE of this level's page size (not at level 6, whose
+ *     entries are PDEs only: the spec's table of page-table level
+ *     parameters; Linux generic_pt/fmt/amdv1.h amdv1pt_can_have_leaf);
+ *   - Next Level 7: a PTE whose page size is in its address field: the
+ *     lowest clear bit at or above bit 12 is bit s - 1 of a 2^s page
+ *     (the spec's example page-size encodings; Linux PTE_PAGE_SIZE,
+ *     amdv1pt_entry_num_contig_lg2); software replicates it over the
+ *     2^(s - level shift) entries the page covers, so s lies between this
+ *     level's page size and 256 times it; anything else is reserved here;
+ *   - Next Level 1..level-1: a PDE naming the level of the table it points
+ *     to. Below level - 1 the levels between are skipped, and the IOVA bits
+ *     that would have indexed them must be 0, else an I/O page fault
+ *     (2.2.3, level skipping). The engine reports that as F_ADDR_WIDTH at
+ *     the skipping PDE's level: bits the tables do not translate are set,
+ *     as for an IOVA above the DTE's Mode. QEMU (hw/i386/amd_iommu.c
+ *     amdvi_page_walk) indexes the lower table without the check; Linux
+ *     (fetch_pte) builds no skipping tables. A Next Level at or above the
+ *     entry's own level cannot be walked: F_RESERVED, so every walk ends
+ *     within `levels` reads.
+ * IR and IW of every entry on the way are ANDed (2.2.3).
+ *
+ * A page larger than the IOTLB's size classes (4 KiB, 2 MiB, 1 GiB) is
+ * reported as the largest class-sized slice of it holding iova: a smaller
+ * leaf, but the same translation for every byte of it.
+ */
+function amdWalk(d: usize, iova: u64, levels: u32): u32 {
+  let table = <u64>load<u32>(d + DOM_ROOT) << 12;
+  let perm: u32 = PERM_R | PERM_W;
+  const memEnd = <u64>memory.size() << 16;
+  let l = levels;
+  while (true) {
+    walkLevel = l;
+    // Level 6 indexes with bits 63:57 only: entries 0..127.
+    const e = slot(table, iova, l);
+    const pte = load<u64>(e);
+    if ((pte & 1) == 0) return F_NOT_PRESENT;
+    perm &= permOf(pte, l);
+    const nl = <u32>(pte >> 9) & 7;
+    if (nl == 0 || nl == 7) {
+      if (l == 6) return F_RESERVED;
+      const base = shiftOf(l);
+      let s = base;
+      if (nl == 7) {
+        // 1 + the index of the lowest clear bit of the address field.
+        const clear = ~(pte | 0xfff) & AMD_ADDR_FIELD;
+        if (clear == 0) return F_RESERVED;
+        s = <u32>ctz(clear) + 1;
+        if (s < base || s > base + 8) return F_RESERVED;
+      } else if ((pte & AMD_ADDR_FIELD & ((<u64>1 << s) - 1)) != 0) {
+        return F_RESERVED; // address bits below a default-size page
+      }
+      const page = pte & AMD_ADDR_FIELD & ~((<u64>1 << s) - 1);
+      if (!physRangeOk(page, <u64>1 << s)) return F_OUT_OF_SEGMENT;
+      const r: u32 = s >= 30 ? 30 : s >= 21 ? 21 : 12;
+      walkPa = page + (iova & ((<u64>1 << s) - 1) & ~((<u64>1 << r) - 1));
+      walkShift = r;
+      walkPerm = perm;
+      walkEntry = e;
+      return F_NONE;
+    }
+    if (nl >= l) return F_RESERVED;
+    if (nl < l - 1) {
+      // The skipped levels' index bits: from bit shiftOf(nl + 1) to below shiftOf(l).
+      const skipped = (iova >> shiftOf(nl + 1)) & ((<u64>1 << (9 * (l - 1 - nl))) - 1);
+      if (skipped != 0) return F_ADDR_WIDTH;
+    }
+    table = pte & AMD_ADDR_FIELD;
+    if (table + 4096 > memEnd) return F_TABLE_ADDR;
+    l = nl;
+  }
+  return F_NOT_PRESENT; // unreachable
 }
 
 /** The result of a walk found in a cache (nested.ts's stage-2 walk cache). */

@@ -154,7 +154,7 @@ describe('AMD v1 I/O page table entries (AMD IOMMU spec 2.2.3)', () => {
     expect((path[2].pte >> 61n) & 3n).toBe(1n);
   });
 
-  it('faults: IR/IW cleared on a table entry deny through it; a Next Level that skips is reserved here', () => {
+  it('faults: IR/IW cleared on a table entry deny through it; a Next Level not below the entry\'s level cannot be walked', () => {
     const { e, did, pa } = setup('amd');
     e.ptMap(did, 0x1000n, pa(0x1000n), 0x1000n, RW);
     const path = walk(e, 'amd', did, 4, 0x1000n);
@@ -163,8 +163,14 @@ describe('AMD v1 I/O page table entries (AMD IOMMU spec 2.2.3)', () => {
     e.flushAll();
     dv.setBigUint64(root, path[0].pte & ~(1n << 62n), true); // the level-4 entry loses IW
     expect(e.ptWalk(did, 0x1000n)).toMatchObject({ ok: true, perm: 1 });
-    dv.setBigUint64(root, (path[0].pte & ~(7n << 9n)) | (1n << 9n), true); // Next Level 1 from level 4
+    // 2.2.3: a PDE points down (Next Level 1..level-1; 0 and 7 are PTEs).
+    // Next Level 4 at level 4 would not go down: no walk through it.
+    dv.setBigUint64(root, (path[0].pte & ~(7n << 9n)) | (4n << 9n), true);
     expect(e.ptWalk(did, 0x1000n)).toMatchObject({ ok: false, fault: e.layout.F_RESERVED, level: 4 });
+    // Next Level 1 from level 4 skips levels 3 and 2 (test/engine-amd-v1.test.ts has the rules):
+    // the level-3 table is read as a level-1 table, whose entry 1 is empty.
+    dv.setBigUint64(root, (path[0].pte & ~(7n << 9n)) | (1n << 9n), true);
+    expect(e.ptWalk(did, 0x1000n)).toMatchObject({ ok: false, fault: e.layout.F_NOT_PRESENT, level: 1 });
   });
 
   it('a DMA write through a tracking domain sets HD (bit 6) and HA (bit 5) in the leaf', () => {
