@@ -11,7 +11,7 @@
 // header at the tail. Sequences wrap at INT_MAX.
 
 import {
-  CTRL_BASE, CTRL_RINGS, RING_MAX, RING_SIZE, RING_LOCK, RING_BASE, RING_DEPTH, RING_HEAD, RING_COUNT, RING_SEQ,
+  CTRL_BASE, CTRL_INST_COUNT, CTRL_RINGS, RING_MAX, RING_SIZE, RING_LOCK, RING_BASE, RING_DEPTH, RING_HEAD, RING_COUNT, RING_SEQ,
   RING_LOST, RING_LOST_SEQ, RING_HEADER, CTX_SIZE, CTX_RING, CTX_TAG, F_STAGE2, F_BLOCKED, F_NOT_PRESENT, F_ADDR_WIDTH,
   F_RESERVED, F_READ, F_WRITE, F_ACCESS, F_ADDR_SIZE, F_TABLE_ADDR, F_OUT_OF_SEGMENT, PERM_W, ERR_INVAL, ERR_FULL,
 } from "./layout";
@@ -22,11 +22,19 @@ const INT_MAX: u32 = 0x7fffffff;
 // @ts-ignore: decorator
 @inline function ring(id: u32): usize { return <usize>(CTRL_BASE + CTRL_RINGS + (id - 1) * RING_SIZE); }
 
-/** Take a ring's lock: producers in other instances and the host's reader use it too. */
+/**
+ * Take a ring's lock: producers in worker instances and the host's reader
+ * use it too. With no worker registered the owner's thread is the only one
+ * that pushes or reads: no lock (its atomics cost a fault storm a third).
+ */
 // @ts-ignore: decorator
-@inline function lock(r: usize): void { while (atomic.cmpxchg<u32>(r + RING_LOCK, 0, 1) != 0) {} }
+@inline function lock(r: usize): bool {
+  if (load<u32>(CTRL_BASE + CTRL_INST_COUNT) == 0) return false;
+  while (atomic.cmpxchg<u32>(r + RING_LOCK, 0, 1) != 0) {}
+  return true;
+}
 // @ts-ignore: decorator
-@inline function unlock(r: usize): void { atomic.store<u32>(r + RING_LOCK, 0); }
+@inline function unlock(r: usize, held: bool): void { if (held) atomic.store<u32>(r + RING_LOCK, 0); }
 
 /**
  * A ring of `depth` records with `dataBytes` of event data each, in the
@@ -60,7 +68,7 @@ export function ringDestroy(id: u32): i32 {
 /** Record one event (its data: four u64 words, of which the ring keeps its data bytes). */
 export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): void {
   const r = ring(id);
-  lock(r);
+  const held = lock(r);
   const depth = load<u32>(r + RING_DEPTH);
   const lw = load<u32>(r + RING_LOST);
   const bytes = lw >> 8;
@@ -86,7 +94,7 @@ export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): void {
     if (bytes >= 32) store<u64>(d, w3, 24);
     store<u32>(r + RING_COUNT, count + 1);
   }
-  unlock(r);
+  unlock(r, held);
 }
 
 /** Route context c's refused translations to ring `id` (0: none) with StreamID `tag`. */

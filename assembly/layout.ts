@@ -95,6 +95,8 @@ export const CTRL_EPOCH: u32 = 0x100;
 // its translation (and the copy that uses it) is done. So once an unmap
 // returns, no worker holds or can find the old translation.
 export const CTRL_INSTANCES: u32 = 0x140;
+/** u32 at 0x13c: how many worker instances are registered (0: the owner is alone, no ring needs its lock). */
+export const CTRL_INST_COUNT: u32 = 0x13c;
 export const INST_MAX: u32 = 16;
 export const CTRL_LOCK_WRITER: u32 = 0x200;
 export const CTRL_LOCK_INFLIGHT: u32 = 0x240;

@@ -7,7 +7,7 @@ import {
   CTRL_IOTLB_WAYS, CTRL_REFCOUNT, CTRL_DOMAINS, CTRL_CONTEXTS, TABLES_BASE,
   SEG_MAX, SEG_SIZE, DOM_SIZE, CTX_SIZE, TLBE_SIZE, FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL,
   MAILBOX, BATCH_IN, BATCH_OUT, CTRL_STAT_HITS, PRIV_STATS, PRIV_BYTES, PRIV_S2C, PRIV_RC, PRIV_SCRATCH,
-  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH,
+  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH, CTRL_INST_COUNT,
 } from "./layout";
 
 export let segTable: usize = 0;
@@ -131,6 +131,9 @@ export function attach(region: usize): i32 {
 export function instanceSet(slot: u32, base: usize): i32 {
   if (slot >= INST_MAX) return ERR_INVAL;
   store<u32>(CTRL_BASE + CTRL_INSTANCES + (slot << 2), <u32>base);
+  let n: u32 = 0;
+  for (let i: u32 = 0; i < INST_MAX; i++) if (load<u32>(CTRL_BASE + CTRL_INSTANCES + (i << 2)) != 0) n++;
+  store<u32>(CTRL_BASE + CTRL_INST_COUNT, n);
   return 0;
 }
 

@@ -63,14 +63,17 @@ let rLevel: u32 = 0;
 }
 const ACCESS_INVALID: u32 = 8;
 
-/** Translate one IOVA for an access (accessOf: PERM_R and/or PERM_W); F_NONE or a fault. */
+/**
+ * Translate one IOVA for an access (accessOf: PERM_R and/or PERM_W); F_NONE
+ * or a fault. `missed`: the caller's probe found no entry (no second probe).
+ */
 // @ts-ignore: decorator
-@inline function translate1(c: u32, iova: u64, access: u32): u32 {
+@inline function translate1(c: u32, iova: u64, access: u32, missed: bool = false): u32 {
   // A context id past the table has no entry: blocked, and nothing is read.
   const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
   if (did == 0) { rLevel = 0; return F_BLOCKED; }
   const pasid = load<u32>(ctx(c) + CTX_PASID);
-  if (iotlbLookup(did, pasid, iova)) {
+  if (!missed && iotlbLookup(did, pasid, iova)) {
     count(CTRL_STAT_HITS);
     rPa = hitPa; rShift = hitShift; rPerm = hitPerm;
   } else {
@@ -188,7 +191,7 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       hits++;
       continue;
     }
-    const st = translate1(c, iova, access);
+    const st = translate1(c, iova, access, e == 0);
     if (did != 0) sizes = iotlbSizes(did);
     if (st == F_NONE) {
       store<u64>(bOut + p, rPa);
@@ -274,7 +277,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
       pa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
       hits++;
     } else {
-      const st = translate1(c, iova, access);
+      const st = translate1(c, iova, access, e == 0);
       if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(c, st, iova, access); }
       if (did != 0) sizes = iotlbSizes(did);
       pa = rPa; shift = rShift;
