@@ -20,6 +20,8 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { stagePackage, repoRoot, type Stage } from './support/browser-stage.js';
 import { serveStatic, type StaticServer } from './support/browser-server.js';
+import { makeEngine, segPa, SZ_2M, SZ_1G } from './support/engine.js';
+import { Rng } from './reference/rng.js';
 
 function findChromium(): string | null {
   const env = process.env.CHROMIUM_PATH;
@@ -195,6 +197,60 @@ describe.skipIf(!executablePath)('the browser page in Chromium', () => {
       expect(plain.requests.filter((p) => p.endsWith('.wasm')).slice(before)).toEqual(['/dist/release.wasm']);
     } finally {
       await page.close();
+    }
+  });
+});
+
+// The page's walker (examples/browser/inspect.js), in Node, needs no browser:
+// it reads the engine's tables itself, so it is checked against the engine's
+// own walk (pt_walk) over random mappings in every host format.
+describe('the page\'s table walker (examples/browser/inspect.js) against the engine', () => {
+  it('finds the same leaf, size and permissions as pt_walk, and stops where it faults', async () => {
+    const inspect = await import(new URL('../examples/browser/inspect.js', import.meta.url).href as string);
+    const engine = makeEngine({ memoryLimit: 64 << 20 });
+    const L = engine.layout;
+    const rng = new Rng(0x1b7);
+    const sizes = L.SZ_4K | L.SZ_2M | L.SZ_1G;
+    const seg = engine.addSegment(4 * 2 ** 30); // 4 GiB known by size only: any physical address in it maps
+    for (const format of [L.FMT_VTD_SL, L.FMT_ARM_S2, L.FMT_AMD_V1]) {
+      const did = engine.ptCreate(4, sizes, format);
+      const iovas: bigint[] = [];
+      for (let m = 0; m < 40; m++) {
+        // 4 KiB runs, 2 MiB and 1 GiB leaves, at random 48-bit IOVAs, to random (unbacked) physical addresses
+        const kind = rng.below(3);
+        const unit = kind === 0 ? 4096n : kind === 1 ? SZ_2M : SZ_1G;
+        const pages = kind === 0 ? BigInt(1 + rng.below(8)) : 1n;
+        const iova = (BigInt(rng.below(1 << 16)) << 32n | BigInt(rng.below(2 ** 32))) & ~(unit - 1n) & ((1n << 48n) - 1n);
+        const pa = segPa(seg, (BigInt(rng.below(2 ** 20)) << 12n) & ~(unit - 1n));
+        try {
+          engine.ptMap(did, iova, pa, unit * pages, rng.chance(0.3) ? L.PERM_R : L.PERM_R | L.PERM_W);
+        } catch (e) {
+          if ((e as { code?: string }).code === 'EEXIST') continue; // overlaps an earlier mapping
+          throw e;
+        }
+        iovas.push(iova + BigInt(rng.below(Number(unit * pages))), iova - 8n, iova + unit * pages);
+      }
+      let leaves = 0;
+      for (const iova of iovas) {
+        if (iova < 0n) continue;
+        const want = engine.ptWalk(did, iova);
+        const got = inspect.walkIova(engine, did, iova);
+        expect(got.ok, `format ${format}, IOVA 0x${iova.toString(16)}`).toBe(want.ok);
+        if (want.ok && got.ok) {
+          leaves++;
+          // pt_walk answers the leaf's output address; the page adds the IOVA's offset in it
+          const offset = iova & BigInt(want.size - 1);
+          expect({ pa: got.pa, size: got.size, r: got.read, w: got.write }).toEqual({
+            pa: (want.pa & ~BigInt(want.size - 1)) + offset, size: want.size, r: (want.perm & L.PERM_R) !== 0, w: (want.perm & L.PERM_W) !== 0,
+          });
+          expect(got.steps.at(-1).level).toBe((Math.log2(want.size) - 12) / 9 + 1); // the leaf's level
+        } else if (!want.ok) {
+          expect(got.steps.at(-1).level).toBe(want.level);
+        }
+      }
+      expect(leaves).toBeGreaterThan(20);
+      const dom = inspect.listDomains(engine).find((d: { did: number }) => d.did === did);
+      expect(dom).toMatchObject({ did, format, levels: 4, nested: false });
     }
   });
 });

@@ -109,9 +109,20 @@ export function decodePte(engine, format, pte, level) {
   }
   if (format === L.FMT_AMD_V1) {
     // 62 IW | 61 IR | 60 FC | 59 U | 51:12 address | 11:9 NextLevel | 6 HD | 5 HA | 0 PR
+    // Next Level 0: a leaf of this level's size; 7: a leaf whose size the
+    // address encodes (the run of 1s from bit 12); else the level of the
+    // table it points to, which may skip levels.
     const present = bit(pte, 0);
     const next = bits(pte, 11, 9);
-    const leaf = present && next === 0;
+    const leaf = present && (next === 0 || next === 7);
+    let addr = pte & 0x000ffffffffff000n;
+    let size;
+    if (present && next === 7) {
+      let n = 0;
+      while (n < 40 && bit(pte, 12 + n)) n++;
+      size = 1n << BigInt(13 + n);
+      addr &= ~(size - 1n);
+    }
     const flags = [];
     if (present) flags.push('PR');
     if (bit(pte, 61)) flags.push('IR');
@@ -121,7 +132,7 @@ export function decodePte(engine, format, pte, level) {
     if (bit(pte, 5)) flags.push('HA');
     if (bit(pte, 6)) flags.push('HD');
     flags.push(`NextLevel=${next}`);
-    return { present, leaf, addr: pte & 0x000ffffffffff000n, flags, read: bit(pte, 61), write: bit(pte, 62) };
+    return { present, leaf, addr, size, next: leaf ? 0 : next, flags, read: bit(pte, 61), write: bit(pte, 62) };
   }
   return { present: false, leaf: false, addr: 0n, flags: ['(no host table: a nested domain)'], read: false, write: false };
 }
@@ -142,7 +153,7 @@ export function walkIova(engine, did, iova) {
   const dv = new DataView(engine.bytes.buffer);
   const steps = [];
   let table = dom.root;
-  for (let level = dom.levels; level >= 1; level--) {
+  for (let level = dom.levels; level >= 1;) {
     const shift = 12 + 9 * (level - 1);
     const index = Number((iova >> BigInt(shift)) & 511n);
     const at = table + index * 8;
@@ -152,12 +163,16 @@ export function walkIova(engine, did, iova) {
     steps.push(step);
     if (!d.present) return { ok: false, error: `not present at level ${level}`, domain: dom, steps };
     if (d.leaf) {
-      const size = 1n << BigInt(shift);
+      const size = d.size ?? 1n << BigInt(shift);
       const pa = d.addr + (iova & (size - 1n));
       return { ok: true, domain: dom, steps, pa, size: Number(size), read: d.read, write: d.write };
     }
     if (d.addr >> 32n) return { ok: false, error: `level ${level} points outside linear memory`, domain: dom, steps };
     table = Number(d.addr);
+    // AMD v1 names the next table's level (it may skip levels); the others go down one.
+    const next = d.next ?? level - 1;
+    if (!(next < level && next >= 1)) return { ok: false, error: `level ${level}: next level ${next} cannot be walked`, domain: dom, steps };
+    level = next;
   }
   return { ok: false, error: 'no leaf at level 1', domain: dom, steps };
 }
