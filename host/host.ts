@@ -16,7 +16,7 @@ import { PinAccount } from './iommufd/pages.js';
 import { KFile, POLLIN, POLLNVAL } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './kernel/mm.js';
-import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri } from './kernel/pci.js';
+import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri, type DmaFault } from './kernel/pci.js';
 import type { Ats } from './kernel/ats.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import type { WorkerInit } from './worker.js';
@@ -57,6 +57,8 @@ export interface DeviceHandle {
   readonly pri: Pri;
   /** The ATS capability: translation requests and the function's translation cache (when created with `ats: true`). */
   readonly ats: Ats;
+  /** Hear every DMA the IOMMU refuses this function, as it is refused (before the DmaFault is thrown); returns the function that stops it. */
+  onFault(listener: (fault: DmaFault) => void): () => void;
 }
 
 /**
@@ -356,7 +358,7 @@ export class Host {
     const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
     const dev = new PciFunction(this.devices.length, driver, opts, this.engine, this.contexts, this.phys);
     this.devices.push(dev);
-    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri, ats: dev.ats };
+    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri, ats: dev.ats, onFault: (l) => dev.watchFaults(l) };
   }
 }
 

@@ -206,7 +206,15 @@ export class PciFunction {
   /** The IOMMU records a refused DMA (an event), then the device sees it: returns the fault to throw. */
   fault(f: DmaFault): DmaFault {
     this.faultSinks.get(f.pasid)?.(f);
+    for (const w of this.watchers) w(f);
     return f;
+  }
+
+  private readonly watchers = new Set<DmaFaultSink>();
+  /** Hear every refused DMA of this function (a device model's fault reporting); returns the function that stops it. */
+  watchFaults(w: DmaFaultSink): () => void {
+    this.watchers.add(w);
+    return () => { this.watchers.delete(w); };
   }
 
   /** The engine context of a PASID, or -1 (blocked). */

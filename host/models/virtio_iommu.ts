@@ -80,14 +80,14 @@ export interface VirtioIommuOptions {
   vendorId?: number;
 }
 
-/** What addEndpoint hands back: the endpoint's DMA, through the IOMMU, with faults reported. */
+/** What addEndpoint hands back: the endpoint and its DMA (the device's own, through the IOMMU). */
 export interface VirtioIommuEndpoint {
   readonly id: number;
   readonly device: DeviceHandle;
   readonly dma: EndpointDma;
 }
 
-/** The device's DMA (Dma of host/kernel/pci.ts) seen through the virtio-iommu: refused DMAs are reported, then thrown. */
+/** The device's DMA (Dma of host/kernel/pci.ts): a refused DMA is reported on the event queue, then thrown. */
 export interface EndpointDma {
   read(iova: number | bigint, length: number, opts?: DmaOptions): Uint8Array;
   readInto(iova: number | bigint, dst: Uint8Array, opts?: DmaOptions): void;
@@ -241,7 +241,8 @@ export class VirtioIommu implements VirtioDevice {
    * device is bound to the model's iommufd; its host reserved IOVA ranges
    * are learnt by attaching it to a scratch IOAS (IOMMU_IOAS_IOVA_RANGES),
    * and it starts in bypass or blocked, as config.bypass says. DMA of the
-   * endpoint must go through the returned `dma` for faults to be reported.
+   * endpoint's refused DMAs are reported on the event queue, whichever of
+   * its DMA paths they took.
    */
   addEndpoint(id: number, device: DeviceHandle): VirtioIommuEndpoint {
     if (!Number.isInteger(id) || id < 0 || id > U32_MAX) throw new RangeError(`endpoint id ${id}`);
@@ -268,7 +269,9 @@ export class VirtioIommu implements VirtioDevice {
     }
     this.endpoints.set(id, ep);
     this.placeUnattached(ep);
-    return { id, device, dma: this.endpointDma(ep) };
+    // Every refused DMA of the device is reported, whatever path it took.
+    device.onFault((f) => this.reportFault(ep, f));
+    return { id, device, dma: device.dma };
   }
 
   /**
@@ -693,24 +696,6 @@ export class VirtioIommu implements VirtioDevice {
   }
 
   // ---- Faults -------------------------------------------------------------
-
-  private endpointDma(ep: Endpoint): EndpointDma {
-    const dma = ep.handle.dma;
-    const guard = <T>(fn: () => T): T => {
-      try {
-        return fn();
-      } catch (e) {
-        if (e instanceof DmaFault) this.reportFault(ep, e);
-        throw e;
-      }
-    };
-    return {
-      read: (iova, length, opts) => guard(() => dma.read(iova, length, opts)),
-      readInto: (iova, dst, opts) => guard(() => dma.readInto(iova, dst, opts)),
-      write: (iova, bytes, opts) => guard(() => dma.write(iova, bytes, opts)),
-      translate: (iova, opts) => guard(() => dma.translate(iova, opts)),
-    };
-  }
 
   /** A refused DMA as a virtio_iommu_fault ([VIRTIO] 5.13.6.9): the closest reason, the access, the address. */
   private reportFault(ep: Endpoint, f: DmaFault): void {
