@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
-// Node tests only for now; a browser project (test/browser/**, real Chromium)
-// comes with a later issue.
+// Node tests; the browser test (test/browser.test.ts) drives Debian's
+// Chromium through playwright-core from here.
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],

@@ -40,7 +40,8 @@
 /** Replaced by esbuild's `define` in the bundle ("./"); undefined in source. */
 declare const __WASM_BASE__: string | undefined;
 
-export type WasmVariant = 'release' | 'debug';
+/** release / debug import an unshared memory; shared imports a shared one (shared-memory mode). */
+export type WasmVariant = 'release' | 'debug' | 'shared';
 
 /** Everything `compileEngine` accepts as the engine's wasm. */
 export type WasmSource =
@@ -71,7 +72,9 @@ export function defaultWasmUrl(variant: WasmVariant = 'release'): URL {
       // Literal specifiers: bundlers of the consuming app rewrite and copy these.
       return variant === 'debug'
         ? new URL('./debug.wasm', import.meta.url)
-        : new URL('./release.wasm', import.meta.url);
+        : variant === 'shared'
+          ? new URL('./shared.wasm', import.meta.url)
+          : new URL('./release.wasm', import.meta.url);
     }
     return new URL(`${__WASM_BASE__}${variant}.wasm`, import.meta.url);
   } else {
@@ -166,9 +169,9 @@ export async function instantiateEngine(
 // ---------------------------------------------------------------------------
 
 function checkVariant(variant: string): asserts variant is WasmVariant {
-  if (variant !== 'release' && variant !== 'debug') {
+  if (variant !== 'release' && variant !== 'debug' && variant !== 'shared') {
     throw new EngineLoadError(
-      `wasm-viommu: unknown engine variant ${JSON.stringify(variant)}; expected "release" or "debug"`,
+      `wasm-viommu: unknown engine variant ${JSON.stringify(variant)}; expected "release", "debug" or "shared"`,
       String(variant),
     );
   }

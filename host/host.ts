@@ -364,7 +364,8 @@ export class Host {
 
 /** Create a host: compile (or take) the engine, instantiate it, lay out its memory. */
 export async function createHost(options: HostOptions = {}): Promise<Host> {
-  const module = await compileEngine(options.wasm, options.variant);
+  // A shared memory needs the engine's shared build: the default when no build is named.
+  const module = await compileEngine(options.wasm, options.variant ?? (options.shared ? 'shared' : undefined));
   const engine = Engine.create(module, options);
   return new Host(engine, options, module);
 }

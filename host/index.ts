@@ -12,7 +12,7 @@ export type { Segment, SegmentSource } from './kernel/phys.js';
 export { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } from './kernel/mm.js';
 export { POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM } from './kernel/file.js';
 export type { EngineOptions } from './engine/engine.js';
-export { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
+export { compileEngine, defaultWasmUrl, EngineLoadError, type WasmSource, type WasmVariant } from '../bindings/index.js';
 export * as uapi from './uapi/index.js';
 export { Iommufd, VfioDevice, type IoasMapArgs, type IovaRange, type IommufdCalls, type VfioCalls } from './client.js';
 export type { GuestMemory, GuestRamRegion, MmioRegion, MmioSize, IrqLine } from './models/interfaces.js';

@@ -4,6 +4,7 @@
 //   host/index.ts  --esbuild-->  dist/index.js (+ .map)   one ESM build for Node, browsers, workers
 //   build/release.wasm      -->  dist/release.wasm       (npm run build:wasm makes build/)
 //   build/debug.wasm        -->  dist/debug.wasm
+//   build/shared.wasm       -->  dist/shared.wasm        (over a SharedArrayBuffer)
 //   dist/index.d.ts            re-exports ./host/index.js; tsc -p tsconfig.build.json
 //                              (npm run build:types) writes dist/host/ and dist/bindings/
 //
@@ -28,7 +29,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = outdirArg();
 const dist = outdir ?? join(root, 'dist');
 const entry = join(root, 'host', 'index.ts');
-const variants = ['release', 'debug'];
+const variants = ['release', 'debug', 'shared'];
 
 function fail(message) {
   console.error(`build.mjs: ${message}`);
