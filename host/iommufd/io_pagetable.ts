@@ -339,28 +339,32 @@ export class IoPagetable {
       this.unreserve(d);
       throw e;
     }
+    // An area's pages are pinned once while the IOAS has any domain (as
+    // fillDomains and unfillDomains count them): only the first domain pins.
+    const pin = this.domains.length === 0;
     const filled: Area[] = [];
     try {
       for (const a of this.areas) {
-        a.pages.pin(...pageRange(a));
+        if (pin) a.pages.pin(...pageRange(a));
         filled.push(a);
         this.mapInto(d, a);
       }
     } catch (e) {
-      for (const a of filled) { this.ptUnmap(d, a.iova, a.last - a.iova + 1n); a.pages.unpin(...pageRange(a)); }
+      for (const a of filled) { this.ptUnmap(d, a.iova, a.last - a.iova + 1n); if (pin) a.pages.unpin(...pageRange(a)); }
       this.unreserve(d);
       throw e;
     }
     this.domains.push(d);
   }
 
-  /** iopt_table_remove_domain: unmap everything from it and unpin what no domain needs. */
+  /** iopt_table_remove_domain: unmap everything from it; the last domain unpins the areas' pages. */
   removeDomain(d: Domain): void {
     const i = this.domains.indexOf(d);
     if (i < 0) return;
+    const last = this.domains.length === 1;
     for (const a of this.areas) {
       this.ptUnmap(d, a.iova, a.last - a.iova + 1n);
-      a.pages.unpin(...pageRange(a));
+      if (last) a.pages.unpin(...pageRange(a));
     }
     this.domains.splice(i, 1);
     this.unreserve(d);
