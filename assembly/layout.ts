@@ -139,15 +139,15 @@ export const RING_HEADER: u32 = 8;
 //
 //   +0      stage-2 walk cache (nested.ts)     PRIV_S2C_BYTES
 //   +0x4000 DMA range cache (translate.ts)     PRIV_RC_BYTES
-//   +0x5000 scratch of the nested walks        128 bytes
-//   +0x5080 a worker's counters (u64 hits, misses, walks, faults,
+//   +0x5000 scratch of the nested walks        256 bytes (nested.ts)
+//   +0x5100 a worker's counters (u64 hits, misses, walks, faults,
 //           invalidations: the CTRL_STAT_* words, moved)
 export const PRIV_S2C: u32 = 0;
 export const PRIV_S2C_BYTES: u32 = 0x4000;
 export const PRIV_RC: u32 = 0x4000;
 export const PRIV_RC_BYTES: u32 = 0x1000;
 export const PRIV_SCRATCH: u32 = 0x5000;
-export const PRIV_STATS: u32 = 0x5080;
+export const PRIV_STATS: u32 = 0x5100;
 export const PRIV_BYTES: u32 = 0x6000;
 /** A worker's I/O block: mailbox, batch in, batch out, at their offsets from MAILBOX. */
 export const IO_BYTES: u32 = 0x11000;

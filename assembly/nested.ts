@@ -14,8 +14,9 @@
 // part), so every level must allow user access (U/S), and writes need R/W at
 // every level. The walk sets A in every entry it uses and D in the leaf of a
 // write, as the hardware does (3.6.2), through stage 2, which must allow the
-// write. Guest tables must lie in the engine's own memory (segment 0): a
-// table in an embedder segment is not readable from here yet (F_TABLE_ADDR).
+// write. Guest tables may lie in the engine's memory or in an embedder's
+// segment (an emulator's own memory), read and written back through the
+// host's seg_load / seg_store imports, 8 bytes at a time.
 
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, DOM_FLAGS, DOM_MAPPED, DOM_S1_ROOT, DOM_PARENT,
@@ -145,27 +146,58 @@ function s2Walk(parent: u32, gpa: u64): u32 {
   return F_NONE;
 }
 
-/** The engine address of the last s2Read, whether stage 2 lets it be written, and its stage-2 leaf entry. */
+/**
+ * Tables in an embedder's segment (not the engine's memory, which wasm
+ * cannot reach): the host copies an entry into the engine's memory
+ * (seg_load: 1, or 0 when the offset is past the segment) and back after an
+ * update (seg_store). No 64-bit value crosses: the entry travels in memory.
+ */
+// @ts-ignore: decorator
+@external("env", "seg_load") declare function segLoad(seg: u32, off: u32, dst: usize): u32;
+// @ts-ignore: decorator
+@external("env", "seg_store") declare function segStore(seg: u32, off: u32, src: usize): void;
+
+/**
+ * The engine address of the last s2Read (the entry, or its copy for a table
+ * in an embedder's segment), whether stage 2 lets it be written, its
+ * stage-2 leaf entry, and the entry's physical address when it is a copy
+ * (else 0: write-back is needed only then, extWriteBack).
+ */
 export let s2Hpa: usize = 0;
 export let s2Writable: bool = false;
 export let s2Entry: usize = 0;
+export let s2Ext: u64 = 0;
 
 /**
  * Stage 2 of a stage-1 table read: the u64 at `gpa` through the parent
- * domain. F_NONE with s2Hpa / s2Writable / s2Entry, a stage-2 fault |
- * F_STAGE2 with nLevel, or F_TABLE_ADDR for a table outside the engine's
- * own memory.
+ * domain. F_NONE with s2Hpa / s2Writable / s2Entry / s2Ext, a stage-2 fault
+ * | F_STAGE2 with nLevel, or F_TABLE_ADDR for an entry the host cannot
+ * read. `slot` (0..7) names the copy an embedder segment's entry goes to.
  */
-export function s2Read(parent: u32, gpa: u64): u32 {
+export function s2Read(parent: u32, gpa: u64, slot: u32): u32 {
   const st = s2Walk(parent, gpa);
   if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
   if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
   const hpa = walkPa + (gpa & ((<u64>1 << walkShift) - 1));
-  if ((hpa >> 32) != 0 || (gpa & 7) != 0) return F_TABLE_ADDR;
-  s2Hpa = <usize>hpa;
+  if ((gpa & 7) != 0) return F_TABLE_ADDR;
+  if ((hpa >> 32) != 0) {
+    const copy = scratchBase + SCRATCH_COPIES + (<usize>slot << 3);
+    if (segLoad(<u32>(hpa >> 32), <u32>hpa, copy) == 0) return F_TABLE_ADDR;
+    s2Hpa = copy;
+    s2Ext = hpa;
+  } else {
+    s2Hpa = <usize>hpa;
+    s2Ext = 0;
+  }
   s2Writable = (walkPerm & PERM_W) != 0;
   s2Entry = walkEntry;
   return F_NONE;
+}
+
+/** After an update of an entry's copy: back to the embedder's segment (ext 0: the entry itself was updated). */
+// @ts-ignore: decorator
+@inline export function extWriteBack(ext: u64, copy: usize): void {
+  if (ext != 0) segStore(<u32>(ext >> 32), <u32>ext, copy);
 }
 
 /**
@@ -207,6 +239,11 @@ export function setNestedResult(pa: u64, shift: u32, perm: u32, dirty: bool): vo
 @inline function entryWritable(): usize { return scratchBase + 5 * 8; }
 // @ts-ignore: decorator
 @inline function entryS2(): usize { return scratchBase + 5 * 8 + 8; }
+/** The entries' physical addresses when they are copies (s2Ext), 5 x u64. */
+// @ts-ignore: decorator
+@inline function entryExt(): usize { return scratchBase + 0x48; }
+/** Where entries of an embedder's segment are copied to (s2Read's slots), 8 x u64. */
+const SCRATCH_COPIES: usize = 0x70;
 
 /**
  * Walk the nested domain `did` for `iova` and an access (PERM_R/W, or 0 for
@@ -231,13 +268,14 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   let leafShift: u32 = 0;
   for (let l = levels; l >= 1; l--) {
     nLevel = l;
-    const st = s2Read(parent, table + (((iova >> shiftOf(l)) & 511) << 3));
+    const st = s2Read(parent, table + (((iova >> shiftOf(l)) & 511) << 3), n);
     if (st != F_NONE) return st;
     const pte = load<u64>(s2Hpa);
     if ((pte & P) == 0) return F_NOT_PRESENT;
     store<u64>(entries() + (<usize>n << 3), s2Hpa);
     store<u8>(entryWritable() + n, s2Writable ? 1 : 0);
     store<u32>(entryS2() + (<usize>n << 2), <u32>s2Entry);
+    store<u64>(entryExt() + (<usize>n << 3), s2Ext);
     n++;
     if ((pte & RW) == 0) write = false;
     if ((pte & US) == 0) user = false;
@@ -274,6 +312,7 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
       if ((pte & set) == set) continue;
       if (load<u8>(entryWritable() + i) == 0) { nLevel = levels - i; return F_WRITE | F_STAGE2; }
       atomic.or<u64>(e, set); // other instances may set flags in the same entry
+      extWriteBack(load<u64>(entryExt() + (<usize>i << 3)), e);
       s2Dirty(parent, <usize>load<u32>(entryS2() + (<usize>i << 2)), PERM_W);
     }
     leafPte = load<u64>(<usize>load<u64>(entries() + (<usize>(n - 1) << 3)));

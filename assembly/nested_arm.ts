@@ -36,7 +36,7 @@ import {
 } from "./layout";
 import { domTable, count } from "./state";
 import { walkPa, walkShift, walkPerm, walkEntry } from "./walk";
-import { nestedSlot, s2Read, s2Output, s2Dirty, parentTracks, s2Hpa, s2Writable, s2Entry, iotlbShift, setNestedResult, setNestedLevel } from "./nested";
+import { nestedSlot, s2Read, s2Output, s2Dirty, parentTracks, s2Hpa, s2Writable, s2Entry, s2Ext, extWriteBack, iotlbShift, setNestedResult, setNestedLevel } from "./nested";
 
 const V: u64 = 1;
 const T: u64 = 1 << 1;
@@ -98,12 +98,12 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
   let el0 = true;
   let writable = true;
   let leafPte: u64 = 0, leafOa: u64 = 0, leafShift: u32 = 0, leafLevel: u32 = 0;
-  let leafEntry: usize = 0, leafWritable = false, leafS2: usize = 0;
+  let leafEntry: usize = 0, leafWritable = false, leafS2: usize = 0, leafExt: u64 = 0;
   for (let l = start; l <= 3; l++) {
     setNestedLevel(l);
     const shift = g + s * (3 - l);
     const idx = (iova >> shift) & ((<u64>1 << (l == start ? topBits : s)) - 1);
-    const st = s2Read(parent, table + (idx << 3));
+    const st = s2Read(parent, table + (idx << 3), l);
     if (st != F_NONE) return st;
     const pte = load<u64>(s2Hpa);
     if ((pte & V) == 0) return F_NOT_PRESENT;
@@ -126,6 +126,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
     leafEntry = s2Hpa;
     leafWritable = s2Writable;
     leafS2 = s2Entry;
+    leafExt = s2Ext;
     break;
   }
   // Access flag (D8.4.5): HA sets it below, else a fault unless AFFD.
@@ -155,6 +156,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
         // Atomic: other instances may update the same descriptor.
         atomic.or<u64>(leafEntry, upd & AF);
         if ((upd & AP_RO) == 0) atomic.and<u64>(leafEntry, ~AP_RO);
+        extWriteBack(leafExt, leafEntry);
         s2Dirty(parent, leafS2, PERM_W);
         leafPte = upd;
       }

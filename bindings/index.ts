@@ -163,7 +163,9 @@ export async function instantiateEngine(
       'WebAssembly.Module',
     );
   }
-  return WebAssembly.instantiate(module, imports);
+  // Embedder segments are unknown to a bare instance: its table reads there fail (seg_load 0).
+  const env = { seg_load: () => 0, seg_store: () => {}, ...(imports?.env ?? {}) };
+  return WebAssembly.instantiate(module, { ...imports, env });
 }
 
 // ---------------------------------------------------------------------------

@@ -42,6 +42,7 @@ export class WorkerHost {
     this.engine = Engine.attach(init.module, init.share);
     for (const s of init.segments) this.segs.set(s.id, s.source);
     for (const d of init.devices) this.devs.set(d.path, new WorkerDevice(this, new Int32Array(d.contexts)));
+    this.engine.setSegmentView((seg) => (seg !== 0 && this.segs.has(seg) ? this.view(seg, 0, 0) : null));
   }
 
   /** A shared function by its VFIO path. */

@@ -167,9 +167,30 @@ function halves(v: number | bigint): void {
   HI = hi >>> 0;
 }
 
-function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): WebAssembly.Instance {
+/**
+ * The engine's window on embedder segments (assembly/nested.ts seg_load /
+ * seg_store): guest tables in an emulator's memory are read and written
+ * back 8 bytes at a time. `view` is set by whoever knows the segments.
+ */
+class SegmentAccess {
+  view: (seg: number) => Uint8Array | null = () => null;
+  engineBytes: () => Uint8Array = () => new Uint8Array(0);
+  /** Copy 8 bytes at (seg, off) to engine memory at dst: 1, or 0 past the segment. */
+  load = (seg: number, off: number, dst: number): number => {
+    const v = this.view(seg);
+    if (!v || off + 8 > v.length) return 0;
+    this.engineBytes().set(v.subarray(off, off + 8), dst);
+    return 1;
+  };
+  store = (seg: number, off: number, src: number): void => {
+    const v = this.view(seg);
+    if (v && off + 8 <= v.length) v.set(this.engineBytes().subarray(src, src + 8), off);
+  };
+}
+
+function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory, ext: SegmentAccess): WebAssembly.Instance {
   try {
-    return new WebAssembly.Instance(module, { env: { memory } });
+    return new WebAssembly.Instance(module, { env: { memory, seg_load: ext.load, seg_store: ext.store } });
   } catch (e) {
     // A memory import must match in sharedness: build/shared.wasm for a shared memory.
     if (e instanceof WebAssembly.LinkError) {
@@ -203,7 +224,9 @@ export class Engine {
   /** Owner: worker slots in use, and their frames. */
   private readonly workers = new Map<number, { region: number; pages: number }>();
 
-  private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number, slot: number, region: number) {
+  private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number, slot: number, region: number,
+    private readonly ext: SegmentAccess) {
+    ext.engineBytes = () => this.bytes;
     this.memory = memory;
     this.limitBytes = limitBytes;
     this.shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
@@ -238,7 +261,8 @@ export class Engine {
     if (!Number.isInteger(setsLog2)) throw new RangeError('iotlbEntries / iotlbWays must be a power of two');
     const limitPages = Math.floor(limit / 65536);
     const memory = new WebAssembly.Memory({ initial: 1, maximum: limitPages, shared: opts.shared === true });
-    const engine = new Engine(instantiate(module, memory), memory, limitPages * 65536, -1, 0);
+    const ext = new SegmentAccess();
+    const engine = new Engine(instantiate(module, memory, ext), memory, limitPages * 65536, -1, 0, ext);
     const r = engine.x.init(limitPages, setsLog2, ways, opts.domains ?? 4096, opts.contexts ?? 4096);
     if (r !== 0) engine.fail(r, 'engine init');
     engine.refresh();
@@ -252,8 +276,15 @@ export class Engine {
    * every use of its result (a DMA's copy), goes between enter() and leave().
    */
   static attach(module: WebAssembly.Module, share: WorkerShare): Engine {
-    return new Engine(instantiate(module, share.memory), share.memory, share.limitBytes, share.slot, share.region);
+    const ext = new SegmentAccess();
+    return new Engine(instantiate(module, share.memory, ext), share.memory, share.limitBytes, share.slot, share.region, ext);
   }
+
+  /**
+   * Where the bytes of embedder segment `seg` are (null: unknown), for walks
+   * of guest tables that lie there (PhysMem and WorkerHost set it).
+   */
+  setSegmentView(view: (seg: number) => Uint8Array | null): void { this.ext.view = view; }
 
   // ---- Shared-memory mode (assembly/layout.ts: the writer flag and in-flight words) ----
 

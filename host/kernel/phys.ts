@@ -25,7 +25,10 @@ interface SegEntry { source: SegmentSource; size: number; view: Uint8Array; pins
 export class PhysMem {
   private readonly segs = new Map<number, SegEntry>();
 
-  constructor(readonly engine: Engine) {}
+  constructor(readonly engine: Engine) {
+    // Guest tables in an embedder's segment are walked through these views.
+    engine.setSegmentView((seg) => (seg !== 0 && this.segs.has(seg) ? this.view(seg) : null));
+  }
 
   /** Register an embedder buffer; its current length is the segment size. */
   addSegment(source: SegmentSource): Segment {
