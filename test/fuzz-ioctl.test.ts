@@ -26,15 +26,17 @@ const PER_SEED = Math.ceil(TOTAL / SEEDS.length);
 const LONG = TOTAL > 100_000;
 
 /** Run one seed: `calls` calls, a fresh host every `hostEvery` calls. */
-async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: number; ms: number; errnos: Map<string, number> }> {
+async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: number; ms: number; errnos: Map<string, number>; byOp: Map<string, { calls: number; ok: number }> }> {
   const rng0 = new Rng(seed);
   const t0 = performance.now();
   let done = 0, ok = 0;
   const errnos = new Map<string, number>();
+  const byOp = new Map<string, { calls: number; ok: number }>();
   const hostEvery = 20_000;
   while (done < calls) {
     const host = await newHost();
     const rng = rng0.fork();
+    const checkRng = rng0.fork(); // the checks' own stream: VIOMMU_FUZZ_CHECK does not change the calls
     const fz = new IoctlFuzzer(host, rng);
     const n = Math.min(hostEvery, calls - done);
     withSeed(seed, () => {
@@ -44,7 +46,7 @@ async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: n
         if (finding !== undefined) throw new Error(`${at}: ${finding}\nlast calls:\n  ${fz.history.join('\n  ')}`);
         if ((done + i) % CHECK_EVERY === 0 || i === n - 1) {
           try {
-            checkInvariants(host, { rng });
+            checkInvariants(host, { rng: checkRng });
           } catch (e) {
             if (e instanceof Error) e.message = `after ${at}: ${e.message}\nlast calls:\n  ${fz.history.join('\n  ')}`;
             throw e;
@@ -55,8 +57,12 @@ async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: n
     done += n;
     ok += fz.stats.ok;
     for (const [k, v] of fz.stats.errnos) errnos.set(k, (errnos.get(k) ?? 0) + v);
+    for (const [k, v] of fz.stats.byOp) {
+      const b = byOp.get(k) ?? { calls: 0, ok: 0 };
+      byOp.set(k, { calls: b.calls + v.calls, ok: b.ok + v.ok });
+    }
   }
-  return { calls: done, ok, ms: performance.now() - t0, errnos };
+  return { calls: done, ok, ms: performance.now() - t0, errnos, byOp };
 }
 
 describe('ioctl fuzzer', () => {
@@ -65,6 +71,7 @@ describe('ioctl fuzzer', () => {
       const r = await fuzz(seed, PER_SEED);
       if (LONG || process.env.VIOMMU_FUZZ_VERBOSE) {
         console.log(`seed ${seed}: ${r.calls} calls in ${(r.ms / 1000).toFixed(1)} s (${Math.round(r.calls / (r.ms / 1000))} calls/s), ${r.ok} succeeded; errnos ${JSON.stringify(Object.fromEntries(r.errnos))}`);
+        if (process.env.VIOMMU_FUZZ_VERBOSE) console.log([...r.byOp].sort().map(([k, v]) => `  ${k} ${v.ok}/${v.calls}`).join('\n'));
       }
       expect(r.calls).toBe(PER_SEED);
       // The fuzzer must get past the checks often enough to build state.

@@ -35,18 +35,26 @@ const inner = (host: Host): Any => host as Any;
 /** The open files of the process, by fd. */
 export function fdTable(host: Host): Map<number, Any> { return inner(host).fds; }
 
+/** Every file the checks have seen, per host: a file the process can no longer reach may live on. */
+const filesSeen = new WeakMap<Host, Set<Any>>();
+
 /**
- * Every open file the process can still reach: the fd table, files behind
- * VMAs, and what those hold in turn (an event queue's or a VFIO file's
- * iommufd, the file an IOMMU_IOAS_MAP_FILE area maps).
+ * Every file still alive (its reference count above 0): those of the fd
+ * table, behind VMAs, and what those hold in turn (an event queue's or a
+ * VFIO file's iommufd, the file an IOMMU_IOAS_MAP_FILE area maps), plus
+ * every file seen before that is still referenced from somewhere the
+ * process cannot reach (an iommufd whose IOAS maps a file holding the
+ * iommufd: a cycle, kept alive as Linux keeps it).
  */
 export function liveFiles(host: Host): Set<Any> {
+  let seen = filesSeen.get(host);
+  if (!seen) filesSeen.set(host, (seen = new Set()));
   const out = new Set<Any>();
-  const todo: Any[] = [...fdTable(host).values()];
+  const todo: Any[] = [...fdTable(host).values(), ...seen];
   for (const v of inner(host).mm.vmas as Any[]) if (v.backing.file) todo.push(v.backing.file);
   while (todo.length > 0) {
     const f = todo.pop();
-    if (!f || out.has(f)) continue;
+    if (!f || out.has(f) || !(f.refs > 0)) continue;
     out.add(f);
     if (f.ictx) todo.push(f.ictx);
     if (f.objects) {
@@ -55,6 +63,8 @@ export function liveFiles(host: Host): Set<Any> {
       }
     }
   }
+  seen.clear();
+  for (const f of out) seen.add(f);
   return out;
 }
 
