@@ -36,7 +36,11 @@
 //   3) must have T = 1. 5 levels start at ARM level -1 (FEAT_LPA2, 52-bit
 //   IPA). S2AP[6] read, [7] write.
 //   AF must be set (else an Access flag fault). Tables carry no permission
-//   at stage 2. MemAttr 0b1111: Normal, write-back.
+//   at stage 2. MemAttr 0b1111: Normal, write-back. Cont (52) is a hint the
+//   walk does not use: every entry translates alone, which is also the
+//   translation of a misprogrammed contiguous set (an implementation may
+//   ignore the hint); in a table descriptor bit 52 is ignored. The root may
+//   be 2..16 concatenated tables (radix.ts ptCreate, walk.ts hostWalk).
 //
 // AMD I/O page table v1 (AMD IOMMU spec 2.2.3, "I/O Page Tables for Host
 // Translations"), 1 to 6 levels (the DTE's Mode):
@@ -69,6 +73,8 @@ const VTD_TABLE_RSVD: u64 = (<u64>1 << 11) | (<u64>1 << 62);
 /** The domain's sizes word (DOM_SIZES): leaf sizes in bits 2:0, the VT-d output width (HAW) in 15:8. */
 export const SIZES_MASK: u32 = 7;
 export const OUT_BITS_SHIFT: u32 = 8;
+/** ARM stage 2: log2 of the tables concatenated at the root (0..4), bits 19:16 of the sizes word. */
+export const CONCAT_SHIFT: u32 = 16;
 const ARM_T: u64 = 1 << 1;
 const ARM_AF: u64 = 1 << 10;
 const ARM_S2AP_R: u64 = 1 << 6;

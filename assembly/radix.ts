@@ -19,7 +19,7 @@
 // copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_VTD_SL, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -27,7 +27,7 @@ import { domTable, maxDomains, count, bOut } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
-import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, SIZES_MASK, OUT_BITS_SHIFT } from "./pte";
+import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT } from "./pte";
 import { hostWalk, setWalkResult, walkEntry, walkPerm, aboveWidth } from "./walk";
 import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
 import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nPerm, nLevel, nDirty } from "./nested";
@@ -38,11 +38,16 @@ import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nP
 // @ts-ignore: decorator
 @inline function shiftOf(level: u32): u32 { return 12 + 9 * (level - 1); }
 // @ts-ignore: decorator
-@inline function slot(table: u64, iova: u64, level: u32): usize {
-  return <usize>table + (<usize>((iova >> shiftOf(level)) & 511) << 3);
-}
-// @ts-ignore: decorator
 @inline function sizeBit(level: u32): u32 { return 1 << (level - 1); }
+/** ARM stage 2: log2 of the tables concatenated at the root (0 for one table, and for other formats). */
+// @ts-ignore: decorator
+@inline function concatOf(did: u32): u32 { return (load<u32>(dom(did) + DOM_SIZES) >> CONCAT_SHIFT) & 0xf; }
+/** The entry for iova in the table at `level`; the root (level == levels) has 512 << concat entries. */
+// @ts-ignore: decorator
+@inline function slotIn(table: u64, iova: u64, level: u32, levels: u32, concat: u32): usize {
+  const mask: u64 = level == levels ? (<u64>512 << concat) - 1 : 511;
+  return <usize>table + (<usize>((iova >> shiftOf(level)) & mask) << 3);
+}
 
 /** Does did name a table? If so its format becomes the current one. */
 function validDomain(did: u32): bool {
@@ -51,18 +56,19 @@ function validDomain(did: u32): bool {
   return true;
 }
 
-function allocTable(did: u32): u64 {
-  const pfn = framesAlloc(1, 1);
+/** A zeroed table of `n` pages (a concatenated root: n a power of two, aligned to its size), or 0. */
+function allocTable(did: u32, n: u32 = 1): u64 {
+  const pfn = framesAlloc(n, n);
   if (pfn < 0) return 0;
   const d = dom(did);
-  store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) + 1);
+  store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) + n);
   return <u64>pfn << 12;
 }
 
-function freeTable(did: u32, table: u64): void {
-  framesPut(<u32>(table >> 12), 1);
+function freeTable(did: u32, table: u64, n: u32 = 1): void {
+  framesPut(<u32>(table >> 12), n);
   const d = dom(did);
-  store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) - 1);
+  store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) - n);
 }
 
 /**
@@ -75,18 +81,27 @@ function freeTable(did: u32, table: u64): void {
  * Bits 15:8 of `sizes`, VT-d only: the host address width HAW (32..52;
  * 0 = 52): entry address bits 51:HAW are reserved (VT-d 9.8) and a map past
  * 2^HAW is EINVAL. It is kept in bits 15:8 of the domain's sizes word.
+ * Bits 19:16 of `sizes`, ARM stage 2 with 3 or 4 levels only: log2 of the
+ * tables concatenated at the initial lookup level (0..4: 1 to 16 tables,
+ * the root then 2^n contiguous pages aligned to their size; Arm ARM D8.2,
+ * "Concatenated translation tables for the initial stage 2 lookup"; KVM
+ * concatenates up to 16 at start level 1 or 0): the input is 12 + 9 *
+ * levels + n bits wide (40..43 bits from level 1, 49..52 from level 0,
+ * which FEAT_LPA2 needs past 48). Kept in bits 19:16 of the sizes word.
  */
 export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   const leafSizes = sizes & SIZES_MASK;
   const outBits = (sizes >> OUT_BITS_SHIFT) & 0xff;
-  if (fmt > FMT_AMD_V1 || (leafSizes & 1) == 0 || (sizes & ~(SIZES_MASK | (0xff << OUT_BITS_SHIFT))) != 0) return ERR_INVAL;
+  const concat = (sizes >> CONCAT_SHIFT) & 0xf;
+  if (fmt > FMT_AMD_V1 || (leafSizes & 1) == 0 || (sizes & ~(SIZES_MASK | (0xff << OUT_BITS_SHIFT) | (0xf << CONCAT_SHIFT))) != 0) return ERR_INVAL;
+  if (concat != 0 && (fmt != FMT_ARM_S2 || concat > 4 || (levels != 3 && levels != 4))) return ERR_INVAL;
   if (fmt == FMT_AMD_V1 ? levels < 1 || levels > 6 : levels < 3 || levels > 5) return ERR_INVAL;
   if (leafSizes >> levels != 0) return ERR_INVAL; // a leaf above the root
   if (outBits != 0 && (fmt != FMT_VTD_SL || outBits < 32 || outBits > 52)) return ERR_INVAL;
   for (let did: u32 = 1; did < maxDomains; did++) {
     const d = dom(did);
     if (load<u32>(d + DOM_ROOT) != 0) continue;
-    const root = allocTable(did);
+    const root = allocTable(did, 1 << concat);
     if (root == 0) return ERR_NOMEM;
     store<u32>(d + DOM_ROOT, <u32>(root >> 12));
     store<u32>(d + DOM_LEVELS, levels);
@@ -102,22 +117,22 @@ export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   return ERR_FULL;
 }
 
-/** Free every table page of a subtree whose root table sits at `level`. */
-function freeSubtree(did: u32, table: u64, level: u32): void {
+/** Free every table page of a subtree whose root table (of `n` pages) sits at `level`. */
+function freeSubtree(did: u32, table: u64, level: u32, n: u32 = 1): void {
   if (level > 1) {
-    for (let i: u32 = 0; i < 512; i++) {
+    for (let i: u32 = 0; i < 512 * n; i++) {
       const pte = load<u64>(<usize>table + (<usize>i << 3));
       if (present(pte) && !isLeaf(pte, level)) freeSubtree(did, addrOf(pte), level - 1);
     }
   }
-  freeTable(did, table);
+  freeTable(did, table, n);
 }
 
 export function ptDestroy(did: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
   if (format() >= FMT_NESTED) { nestedDestroy(did); return 0; }
   const d = dom(did);
-  freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
+  freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), 1 << concatOf(did));
   iotlbFlushDomain(did);
   store<u32>(d + DOM_ROOT, 0);
   store<u64>(d + DOM_MAPPED, 0);
@@ -148,9 +163,10 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   const word = load<u32>(d + DOM_SIZES);
   const sizes = word & SIZES_MASK;
   const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
+  const concat = (word >> CONCAT_SHIFT) & 0xf;
   const end = iova + len;
   if (len == 0 || !aligned(iova | pa | len, 12) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
-      end < iova || aboveWidth(end - 1, levels) || !physRangeOk(pa, len)) return ERR_INVAL;
+      end < iova || aboveWidth(end - 1, levels, concat) || !physRangeOk(pa, len)) return ERR_INVAL;
   if (outBits != 0 && ((pa + len - 1) >> outBits) != 0) return ERR_INVAL; // past the host address width
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   const start = iova;
@@ -159,7 +175,7 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
     const lvl = leafLevel(sizes, iova, pa, end - iova);
     let table = root;
     for (let l = levels; l > lvl; l--) {
-      const e = slot(table, iova, l);
+      const e = slotIn(table, iova, l, levels, concat);
       let pte = load<u64>(e);
       if (!present(pte)) {
         const t = allocTable(did);
@@ -173,8 +189,8 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
     // Fill consecutive entries of this table while the leaf size holds.
     const sz = <u64>1 << shiftOf(lvl);
 
-    let e = slot(table, iova, lvl);
-    const tableEnd = <usize>table + 4096;
+    let e = slotIn(table, iova, lvl, levels, concat);
+    const tableEnd = <usize>table + (lvl == levels ? <usize>4096 << concat : 4096);
     while (true) {
       const old = load<u64>(e);
       if (present(old)) {
@@ -242,8 +258,10 @@ function split(did: u32, e: usize, level: u32): bool {
 /** Split every large leaf that `boundary` cuts (boundary is not its first byte). */
 function splitAt(did: u32, root: u64, levels: u32, boundary: u64): bool {
   let table = root;
+  const concat = concatOf(did);
+  if (aboveWidth(boundary, levels, concat)) return true; // the end of the address space: nothing cut
   for (let l = levels; l >= 2; l--) {
-    const e = slot(table, boundary, l);
+    const e = slotIn(table, boundary, l, levels, concat);
     const pte = load<u64>(e);
     if (!present(pte)) return true;
     if (isLeaf(pte, l)) {
@@ -314,7 +332,7 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
-  if (len == 0 || !aligned(iova | len, 12) || last < iova || aboveWidth(last, levels)) return ERR_INVAL;
+  if (len == 0 || !aligned(iova | len, 12) || last < iova || aboveWidth(last, levels, concatOf(did))) return ERR_INVAL;
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   if (!splitAt(did, root, levels, iova) || !splitAt(did, root, levels, last + 1)) return ERR_NOMEM;
   clearRange(did, root, levels, iova, last);
@@ -381,10 +399,10 @@ function touchLeaf(did: u32, access: u32): u32 {
   return (pte & dirtyBit()) != 0 ? PERM_W : 0;
 }
 
-/** Clear D in every leaf under the table at `level`. Returns true if any was set. */
-function clearDirtyAll(table: u64, level: u32): bool {
+/** Clear D in every leaf under the table (of `n` pages) at `level`. Returns true if any was set. */
+function clearDirtyAll(table: u64, level: u32, n: u32 = 1): bool {
   let any = false;
-  for (let i: usize = 0; i < 512; i++) {
+  for (let i: usize = 0; i < <usize>512 * n; i++) {
     const e = <usize>table + (i << 3);
     const pte = load<u64>(e);
     if (!present(pte)) continue;
@@ -410,7 +428,7 @@ export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   // track, nor can a nested domain (its first-stage A/D are the guest's).
   if (enable > 1 || dirtyBit() == 0 || format() >= FMT_NESTED) return ERR_INVAL;
   const d = dom(did);
-  if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS));
+  if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), 1 << concatOf(did));
   const flags = load<u32>(d + DOM_FLAGS);
   store<u32>(d + DOM_FLAGS, enable != 0 ? flags | DOMF_DIRTY : flags & ~DOMF_DIRTY);
   iotlbFlushDomain(did);
@@ -472,11 +490,11 @@ function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
   }
 }
 
-function readDirtyTable(table: u64, level: u32, base: u64): void {
+function readDirtyTable(table: u64, level: u32, base: u64, entriesLog2: u32 = 9): void {
   const shift = shiftOf(level);
   const lo = max(rdBase, base);
   // The table's end; 0 when it reaches 2^64 (a 6-level AMD table's top).
-  const tableEnd = shift + 9 >= 64 ? 0 : base + (<u64>512 << shift);
+  const tableEnd = shift + entriesLog2 >= 64 ? 0 : base + (<u64>1 << (shift + entriesLog2));
   const hi = (tableEnd == 0 || rdEnd < tableEnd ? rdEnd : tableEnd) - 1;
   const i1 = <u32>((hi - base) >> shift);
   for (let i = <u32>((lo - base) >> shift); i <= i1; i++) {
@@ -510,7 +528,8 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
   // A range ending at 2^64 (6-level AMD) would wrap the piece's end: refused.
-  if (!aligned(iova | len, pageShift) || last < iova || last == <u64>-1 || aboveWidth(last, levels)) return ERR_INVAL;
+  const concat = concatOf(did);
+  if (!aligned(iova | len, pageShift) || last < iova || last == <u64>-1 || aboveWidth(last, levels, concat)) return ERR_INVAL;
   const pages = len >> pageShift;
   const n = pages < DIRTY_BITS_MAX ? pages : DIRTY_BITS_MAX;
   rdBase = iova;
@@ -522,7 +541,7 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   rdClrFirst = 0;
   rdClrEnd = 0;
   memory.fill(bOut, 0, <usize>((n + 63) >> 6) << 3);
-  readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0);
+  readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0, 9 + concat);
   if (rdClrEnd != 0) { iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst); flushChildren(did); }
   return <i32>((rdEnd - rdBase) >> pageShift);
 }

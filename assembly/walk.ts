@@ -10,7 +10,7 @@ import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
 import {
   useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
-  SIZES_MASK, OUT_BITS_SHIFT, VTD_ADDR, AMD_ADDR_FIELD,
+  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, VTD_ADDR, AMD_ADDR_FIELD,
 } from "./pte";
 
 // @ts-ignore: decorator
@@ -30,10 +30,13 @@ export let walkLevel: u32 = 0;
 /** Address (segment 0) of the leaf entry the last successful walk ended on. */
 export let walkEntry: usize = 0;
 
-/** Is iova above the width of a `levels`-level table (12 + 9 * levels bits; 6 levels cover all 64)? */
+/**
+ * Is iova above the width of a `levels`-level table whose root is 2^concat
+ * concatenated tables (12 + 9 * levels + concat bits; 6 levels cover all 64)?
+ */
 // @ts-ignore: decorator
-@inline export function aboveWidth(iova: u64, levels: u32): bool {
-  return levels < 6 && (iova >> shiftOf(levels + 1)) != 0;
+@inline export function aboveWidth(iova: u64, levels: u32, concat: u32 = 0): bool {
+  return levels < 6 && (iova >> (shiftOf(levels + 1) + concat)) != 0;
 }
 
 /**
@@ -51,8 +54,16 @@ export function hostWalk(did: u32, iova: u64): u32 {
   const word = load<u32>(d + DOM_SIZES);
   count(CTRL_STAT_WALKS);
   walkLevel = levels;
-  if (aboveWidth(iova, levels)) return F_ADDR_WIDTH;
-  if (fmt == FMT_AMD_V1) return amdWalk(d, iova, levels);
+  if (fmt == FMT_AMD_V1) {
+    if (aboveWidth(iova, levels)) return F_ADDR_WIDTH;
+    return amdWalk(d, iova, levels);
+  }
+  // ARM stage 2: 2^concat tables concatenated at the initial lookup level
+  // (Arm ARM D8.2, "Concatenated translation tables for the initial stage 2
+  // lookup"): the root index has 9 + concat bits.
+  const concat = (word >> CONCAT_SHIFT) & 0xf;
+  if (aboveWidth(iova, levels, concat)) return F_ADDR_WIDTH;
+  const rootMask: u64 = (<u64>512 << concat) - 1;
   const sizes = word & SIZES_MASK;
   // VT-d 9.8: address bits 51:HAW of every entry are reserved (0 = none: 52).
   const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
@@ -62,7 +73,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
   const memEnd = <u64>memory.size() << 16;
   for (let l = levels; l >= 1; l--) {
     walkLevel = l;
-    const e = slot(table, iova, l);
+    const e = <usize>table + (<usize>((iova >> shiftOf(l)) & (l == levels ? rootMask : 511)) << 3);
     const pte = load<u64>(e);
     if (!present(pte)) return F_NOT_PRESENT;
     if ((pte & outRsvd) != 0) return F_RESERVED;
