@@ -187,8 +187,10 @@ export const SEG_PRESENT: u32 = 1;
 //   |        |        | (nested, u64)    | did    | flags  | kids   |      |
 //   +--------+--------+------------------+--------+--------+--------+------+
 //
-//   +0  root pfn (0 = free slot)   +4  levels (3..5)
-//   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G)
+//   +0  root pfn (0 = free slot)   +4  levels (3..5; AMD v1 1..6)
+//   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G) in bits 2:0; VT-d: the host
+//       address width in 15:8 (0 = 52); ARM stage 2: log2 of the root's
+//       concatenated tables in 19:16 (radix.ts ptCreate)
 //   +12 generation (16 bits: the IOTLB tag; bumped to flush the domain)
 //   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
 //   +20 table pages held          +24 leaf bytes mapped (u64)
