@@ -451,7 +451,13 @@ export class Engine {
 
   // ---- I/O page tables ------------------------------------------------------
 
-  /** A new empty table in entry format `format` (FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1); returns its domain id. */
+  /**
+   * A new empty table in entry format `format` (FMT_VTD_SL, FMT_ARM_S2,
+   * FMT_AMD_V1); returns its domain id. `levels`: 3..5 (AMD v1: 1..6).
+   * `sizes`: bits 2:0 the leaf sizes (SZ_4K | SZ_2M | SZ_1G); bits 15:8 the
+   * VT-d host address width (0: 52; address bits above it are reserved);
+   * bits 19:16 log2 of the ARM stage-2 root tables concatenated (0..4).
+   */
   ptCreate(levels: number, sizes: number, format = this.layout.FMT_VTD_SL): number {
     return this.check(this.x.pt_create(levels, sizes, format), 'pt_create');
   }
