@@ -56,6 +56,7 @@ interface PageResult {
   };
   bench: { id: string; value: number; ratio?: number }[] | null;
   worker: { ok: boolean; error?: string; isolated: boolean; ms: number; summary: PageResult['scenario'] } | null;
+  shared: { ok: boolean; length: number; ms: number; workers: { ok: boolean; reads: number; bad: number; after: string; error?: string }[] } | null;
 }
 
 async function openPage(browser: Browser, url: string): Promise<{ page: Page; result: PageResult; errors: string[] }> {
@@ -153,8 +154,14 @@ describe.skipIf(!executablePath)('the browser page in Chromium', () => {
       expect(result.worker?.isolated).toBe(true);
       expect(await page.textContent('#worker-status')).toMatch(/^✓ scenario in a Worker/);
 
-      // The engine came from the URL the page gave, fetched once (the worker got the Module).
-      expect(isolated.requests.filter((p) => p.endsWith('.wasm'))).toEqual(['/dist/release.wasm']);
+      // Shared-memory mode: two Workers DMA through the page's engine; after the page's unmap, each faults.
+      expect(result.shared?.ok, JSON.stringify(result.shared)).toBe(true);
+      expect(result.shared?.workers.map((w) => w.after)).toEqual(['not-present', 'not-present']);
+      expect(result.shared?.workers.every((w) => w.reads > 0 && w.bad === 0)).toBe(true);
+      expect(await page.textContent('#shared-status')).toMatch(/^✓ 2 workers over one shared engine/);
+
+      // The engine came from the URLs the page gave, each fetched once (the worker got the Module).
+      expect(isolated.requests.filter((p) => p.endsWith('.wasm'))).toEqual(['/dist/release.wasm', '/dist/shared.wasm']);
       expect(isolated.requests).toContain('/dist/index.js');
 
       const dir = join(repoRoot, 'test-results');
@@ -174,6 +181,8 @@ describe.skipIf(!executablePath)('the browser page in Chromium', () => {
       expect(result.scenario.ok).toBe(true);
       expect(result.worker?.summary.ok).toBe(true);
       expect(result.worker?.isolated).toBe(false);
+      expect(result.shared).toBeNull(); // no SharedArrayBuffer: single-thread mode only
+      expect(await page.textContent('#shared-status')).toMatch(/not cross-origin isolated/);
       expect(await page.textContent('#status')).toBe('done: every check passed');
 
       // With no wasm given, the bundle finds release.wasm next to itself (new URL('./release.wasm', import.meta.url)).

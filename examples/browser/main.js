@@ -257,9 +257,61 @@ async function main() {
     $('#worker-status').textContent = 'skipped (?worker=0)';
   }
 
-  document.body.dataset.state = result.scenario.ok && (!result.worker || result.worker.summary.ok) ? 'done' : 'failed';
+  result.shared = null;
+  if (params.get('shared') !== '0' && crossOriginIsolated) {
+    $('#shared-status').textContent = 'running…';
+    result.shared = await runShared();
+    const r = result.shared;
+    $('#shared-status').dataset.ok = r.ok;
+    $('#shared-status').textContent = `${r.ok ? '✓' : '✗'} ${r.workers.length} workers over one shared engine: ` +
+      `${r.workers.map((w) => w.reads).join(' + ')} DMAs of ${kib(r.length)} in ${r.ms.toFixed(0)} ms, ${r.workers.reduce((n, w) => n + w.bad, 0)} wrong; ` +
+      `after IOAS_UNMAP: ${r.workers.map((w) => w.after).join(', ')}`;
+  } else {
+    $('#shared-status').textContent = crossOriginIsolated ? 'skipped (?shared=0)' : 'skipped: not cross-origin isolated (no SharedArrayBuffer)';
+  }
+
+  document.body.dataset.state = result.scenario.ok && (!result.worker || result.worker.summary.ok) && (!result.shared || result.shared.ok) ? 'done' : 'failed';
   $('#status').textContent = document.body.dataset.state === 'done' ? 'done: every check passed' : 'finished with failed checks';
   return result;
+}
+
+/**
+ * Shared-memory mode: a host over a SharedArrayBuffer (the engine's shared
+ * build), one device's DMA shared with two module workers that read a
+ * buffer at once for a while; then the page unmaps it and each worker's
+ * next DMA must fault (invalidation reaches every worker).
+ */
+async function runShared() {
+  const t0 = performance.now();
+  const module = await lib.compileEngine(new URL('../../dist/shared.wasm', import.meta.url));
+  const host = await lib.createHost({ shared: true, wasm: module, memoryLimit: 64 << 20 });
+  const iommufd = new lib.Iommufd(host);
+  const ioas = iommufd.ioasAlloc();
+  const dev = host.addDevice({ iommu: 'intel-vtd' });
+  const vfio = new lib.VfioDevice(host, dev.path);
+  vfio.bind(iommufd);
+  vfio.attach(ioas);
+  const length = 64 << 10, iova = 0x1000_0000;
+  const va = host.mmap(length);
+  host.mem.write(va, Uint8Array.from({ length }, (_, i) => (i >> 9) % 251));
+  iommufd.ioasMap({ ioasId: ioas, userVa: va, length, iova: BigInt(iova) });
+  const control = new SharedArrayBuffer(16);
+  const ctl = new Int32Array(control);
+  const replies = [0, 1].map(() => new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./shared-worker.js', import.meta.url), { type: 'module' });
+    w.onmessage = (e) => { w.terminate(); resolve(e.data); };
+    w.onerror = (e) => reject(new Error(`shared worker: ${e.message}`));
+    w.postMessage({ init: host.shareWorker([dev.path]), path: dev.path, iova, length, control });
+  }));
+  await new Promise((r) => setTimeout(r, 300)); // both read while the page waits
+  Atomics.store(ctl, 0, 1);
+  while (Atomics.load(ctl, 1) < 2) await new Promise((r) => setTimeout(r, 1));
+  iommufd.ioasUnmap(ioas, BigInt(iova), length); // returns once no worker is inside a DMA
+  Atomics.store(ctl, 2, 1);
+  Atomics.notify(ctl, 2);
+  const workers = await Promise.all(replies);
+  const ok = workers.every((w) => w.ok && w.reads > 0 && w.bad === 0 && w.after === 'not-present');
+  return { ok, workers, length, ms: performance.now() - t0 };
 }
 
 const done = main();
