@@ -435,7 +435,7 @@ const FLAG_BITS: Record<string, number> = {
 const WEIGHT: Record<string, number> = {
   IOMMU_IOAS_ALLOC: 4, IOMMU_IOAS_MAP: 10, IOMMU_IOAS_MAP_FILE: 4, IOMMU_IOAS_UNMAP: 6, IOMMU_IOAS_COPY: 4, IOMMU_DESTROY: 5,
   IOMMU_HWPT_ALLOC: 5, VFIO_DEVICE_BIND_IOMMUFD: 5, VFIO_DEVICE_ATTACH_IOMMUFD_PT: 8, VFIO_DEVICE_DETACH_IOMMUFD_PT: 3,
-  IOMMU_VIOMMU_ALLOC: 2, IOMMU_VDEVICE_ALLOC: 2, IOMMU_VEVENTQ_ALLOC: 2, IOMMU_FAULT_QUEUE_ALLOC: 2,
+  IOMMU_VIOMMU_ALLOC: 3, IOMMU_VDEVICE_ALLOC: 3, IOMMU_VEVENTQ_ALLOC: 2, IOMMU_FAULT_QUEUE_ALLOC: 2, IOMMU_HWPT_INVALIDATE: 2,
 };
 
 interface Region { va: number; length: number }
@@ -465,6 +465,8 @@ export class IoctlFuzzer {
   private readonly cookies: number[] = [];
   /** The iommufd fd the current call's ids belong to. */
   private cur = -1;
+  /** The path of the VFIO file the current bind is on. */
+  private bindingPath: string | undefined;
   /** Which iommufd fd each VFIO fd was bound to. */
   private readonly boundTo = new Map<number, number>();
   /** IOVA ranges handed out, with their IOAS. */
@@ -503,8 +505,14 @@ export class IoctlFuzzer {
 
   private pickId(kinds: string[] = []): number {
     const r = this.rng;
+    // Mostly a live object of the kind wanted, read from the current iommufd's table.
+    const ictx = fdTable(this.host).get(this.cur);
+    if (kinds.length > 0 && ictx?.objects && r.chance(0.7)) {
+      const live = [...ictx.objects.values()].filter((o: Any) => kinds.some((k) => matchKind(o, k)));
+      if (live.length > 0) return r.pick(live).id;
+    }
     const pool = kinds.flatMap((k) => this.typed.get(`${this.cur}:${k}`) ?? []);
-    if (pool.length > 0 && r.chance(0.85)) return r.pick(pool.slice(-12));
+    if (pool.length > 0 && r.chance(0.85)) return r.pick(pool.slice(r.chance(0.6) ? -3 : -12));
     if (this.ids.length > 0 && r.chance(0.85)) return r.pick(this.ids.slice(-24));
     return r.pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 0xffff_ffff, r.u32()]);
   }
@@ -680,11 +688,13 @@ export class IoctlFuzzer {
         break;
       }
       case 'IOMMU_HWPT_ALLOC': {
-        values.flags = r.weighted([[5, 0], [2, 1], [1, 2], [2, 8], [1, 4], [1, 12]]);
+        values.flags = r.weighted([[5, 0], [3, 1], [1, 2], [2, 8], [1, 4], [1, 12]]);
+        if (values.flags & 1 && r.chance(0.7)) values.dev_id = this.pickId(['DEVICE_arm-smmuv3']);
+        if (values.flags & 2 && r.chance(0.7)) values.dev_id = this.pickId(['DEVICE_amd-vi', 'DEVICE_intel-vtd']);
         values.data_type = 0; values.data_len = 0; values.data_uptr = 0n;
         if (r.chance(0.3)) {
           // A nested HWPT: VT-d first stage or an SMMUv3 vSTE in the scratch buffer.
-          values.pt_id = this.pickId(r.chance(0.5) ? ['HWPT'] : ['VIOMMU']);
+          values.pt_id = this.pickId(r.chance(0.5) ? ['HWPT_NEST_PARENT'] : ['VIOMMU']);
           values.flags &= 12;
           const vtd = r.chance(0.5);
           values.data_type = vtd ? 1 : 2;
@@ -702,9 +712,11 @@ export class IoctlFuzzer {
         break;
       }
       case 'IOMMU_VIOMMU_ALLOC':
+        values.dev_id = this.pickId(['DEVICE_arm-smmuv3']);
+        values.hwpt_id = this.pickId(['HWPT_NEST_PARENT']);
         values.flags = 0; values.type = r.chance(0.9) ? 1 : r.below(3); values.data_len = 0; values.data_uptr = 0n;
         break;
-      case 'IOMMU_VDEVICE_ALLOC': values.virt_id = BigInt(r.below(8)); break;
+      case 'IOMMU_VDEVICE_ALLOC': values.dev_id = this.pickId(['DEVICE_arm-smmuv3']); values.virt_id = BigInt(r.below(8)); break;
       case 'IOMMU_VEVENTQ_ALLOC': values.flags = 0; values.type = r.chance(0.9) ? 1 : r.below(3); break;
       case 'IOMMU_GET_HW_INFO': values.flags = 0; values.data_len = r.pick([0, 32, 64, 128]); values.data_uptr = BigInt(this.scratch); values.in_data_type = 0; break;
       case 'IOMMU_HWPT_GET_DIRTY_BITMAP': {
@@ -719,6 +731,7 @@ export class IoctlFuzzer {
         values.pasid = values.flags ? r.int(1, 3) : 0;
         break;
       case 'IOMMU_DESTROY': values.id = this.pickId(r.pick([['IOAS'], ['HWPT'], ['FAULT'], ['VIOMMU'], ['VDEVICE'], ['VEVENTQ'], ['DEVICE']])); break;
+      case 'IOMMU_HWPT_SET_DIRTY_TRACKING': values.hwpt_id = this.pickId(['HWPT_DIRTY']); break;
       default: break;
     }
   }
@@ -801,6 +814,21 @@ export class IoctlFuzzer {
       }
       if (k.startsWith('out_') && k.endsWith('_id') && typeof val === 'number' && val > 0) this.ids.push(val);
       if (k === 'out_devid' && val > 0) this.ids.push(val);
+    }
+    const pool = (t: string, id: number) => {
+      const key = `${this.cur}:${t}`;
+      let l = this.typed.get(key);
+      if (!l) this.typed.set(key, (l = []));
+      l.push(id);
+      if (l.length > 16) l.shift();
+    };
+    if (desc === T.IOMMU_HWPT_ALLOC && out.out_hwpt_id > 0) {
+      if (out.flags & 1) pool('HWPT_NEST_PARENT', out.out_hwpt_id);
+      if (out.flags & 2) pool('HWPT_DIRTY', out.out_hwpt_id);
+    }
+    if (desc === V.VFIO_DEVICE_BIND_IOMMUFD && out.out_devid > 0 && this.bindingPath) {
+      const kind = this.host && pciFunctions(this.host).find((p) => p.path === this.bindingPath)?.driver.kind;
+      if (kind) pool(`DEVICE_${kind}`, out.out_devid);
     }
     const mapped = (ioas: number, iova: bigint, length: bigint) => {
       this.iovas.push({ iova, length });
@@ -887,6 +915,7 @@ export class IoctlFuzzer {
       : r.chance(0.95) && this.devFds.length > 0 ? r.pick(this.devFds) : this.pickFd();
     this.cur = desc === V.VFIO_DEVICE_BIND_IOMMUFD ? (r.chance(0.85) ? this.iommufds[0] : r.pick(this.iommufds)) : this.boundTo.get(fd) ?? this.iommufds[0];
     const arg = this.buildArg(desc, 'argsz');
+    this.bindingPath = fdTable(this.host).get(fd)?.pci?.path;
     const shown = describe(desc, arg);
     return this.run(`${desc.name} fd=${fd} ${shown}`, () => {
       this.host.ioctl(fd, desc.request, arg);
@@ -1007,10 +1036,21 @@ export class IoctlFuzzer {
     const fns = pciFunctions(this.host);
     if (fns.length === 0) return undefined;
     const pci = r.pick(fns);
-    const m = this.maps.length > 0 && r.chance(0.7) ? r.pick(this.maps) : undefined;
-    const iova = m ? m.iova + r.bigint(0n, m.length) : this.pickIova();
-    const pasid = r.chance(0.8) ? 0 : r.below(4);
-    const n = r.pick([1, 8, 64, 4096, 8192]);
+    // Mostly an IOVA its attachment maps (read from the inside), else anything.
+    let pasid = r.chance(0.8) ? 0 : r.below(4);
+    let iova = this.pickIova();
+    let n = r.pick([1, 8, 64, 4096, 8192]);
+    const idev = allObjects(this.host).find(({ obj }) => obj.type === 'DEVICE' && obj.pci === pci)?.obj;
+    if (idev && idev.attached.size > 0 && r.chance(0.8)) {
+      const [p, h] = r.pick([...(idev.attached as Map<number, Any>)]);
+      const areas: Any[] = h.type === 'HWPT_PAGING' ? h.ioas.iopt.areas : [];
+      if (areas.length > 0) {
+        const a = r.pick(areas);
+        pasid = p;
+        iova = a.iova + r.bigint(0n, BigInt(a.bytes));
+        if (r.chance(0.8)) n = Math.max(1, Math.min(n, Number(a.last - iova + 1n)));
+      }
+    }
     if (r.chance(0.1) && pci.options.pri) {
       return this.run(`pri.request ${pci.path} addr=0x${iova.toString(16)}`, () => {
         const addr = Number(iova & 0xffff_ffff_f000n);
@@ -1027,17 +1067,30 @@ export class IoctlFuzzer {
     const r = this.rng;
     const roll = r.below(6);
     if (roll === 0 && this.iommufds.length < 3) return this.run('open /dev/iommu', () => { this.iommufds.push(this.host.open('/dev/iommu')); });
-    if (roll === 1 && this.devPaths.length > 0 && this.devFds.length < 10) return this.run('open vfio', () => { this.devFds.push(this.host.open(r.pick(this.devPaths))); });
-    const lists = [this.iommufds, this.devFds, this.memfds, this.eventFds].filter((l) => l.length > 0);
+    if ((roll === 1 || this.devFds.length < this.devPaths.length) && this.devPaths.length > 0 && this.devFds.length < 10) return this.run('open vfio', () => { this.devFds.push(this.host.open(r.pick(this.devPaths))); });
+    // The first iommufd (where most calls go) is closed rarely.
+    const lists = [this.iommufds, this.devFds, this.memfds, this.eventFds].filter((l) => l.length > (l === this.iommufds && r.chance(0.9) ? 1 : 0));
     if (lists.length === 0) return undefined;
     const list = r.pick(lists);
-    const i = r.below(list.length);
+    const i = list === this.iommufds && list.length > 1 ? r.int(1, list.length - 1) : r.below(list.length);
     const fd = list[i];
     return this.run(`close fd=${fd}`, () => {
       this.deadFds.push(fd);
       if (this.deadFds.length > 8) this.deadFds.shift();
       this.host.close(fd);
     });
+  }
+}
+
+/** Whether an object is of a kind the fuzzer names ('HWPT', 'HWPT_NEST_PARENT', 'DEVICE_arm-smmuv3', ...). */
+function matchKind(o: Any, k: string): boolean {
+  switch (k) {
+    case 'HWPT': return o.type === 'HWPT_PAGING' || o.type === 'HWPT_NESTED';
+    case 'HWPT_NEST_PARENT': return o.type === 'HWPT_PAGING' && o.flags.nestParent;
+    case 'HWPT_DIRTY': return o.type === 'HWPT_PAGING' && o.flags.dirtyTracking;
+    default:
+      if (k.startsWith('DEVICE_')) return o.type === 'DEVICE' && o.pci.driver.kind === k.slice(7);
+      return o.type === k;
   }
 }
 
