@@ -251,7 +251,7 @@ function run(host: Host, rng: Rng, steps: number): { dmas: number; faults: numbe
     }
     if (s % CHECK_EVERY === 0) checkInvariants(host, { rng: checkRng, samples: 1 });
   }
-  checkInvariants(host, { rng: checkRng });
+  checkInvariants(host, { rng: checkRng, full: true });
   return { dmas, faults, maps };
 }
 

@@ -46,7 +46,7 @@ async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: n
         if (finding !== undefined) throw new Error(`${at}: ${finding}\nlast calls:\n  ${fz.history.join('\n  ')}`);
         if ((done + i) % CHECK_EVERY === 0 || i === n - 1) {
           try {
-            checkInvariants(host, { rng: checkRng });
+            checkInvariants(host, { rng: checkRng, full: i === n - 1 });
           } catch (e) {
             if (e instanceof Error) e.message = `after ${at}: ${e.message}\nlast calls:\n  ${fz.history.join('\n  ')}`;
             throw e;

@@ -164,3 +164,38 @@ test('IOMMU_OPTION_RLIMIT_MODE: get, set only on an empty iommufd (EBUSY), 0 or 
   expect(opt(w, uapi.IOMMU_OPTION_OP_GET)).toBe(0n);
   expectErrno(() => opt(w, uapi.IOMMU_OPTION_OP_SET, 1), 'EPERM');
 });
+
+test('engine memory limit with two domains on the IOAS: ENOMEM in the second domain undoes the first (IOAS_MAP, IOAS_COPY)', async () => {
+  const host = await newHost({ memoryLimit: 8 << 20 });
+  const ictx = new Iommufd(host);
+  const ioas = ictx.ioasAlloc();
+  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
+  const b = new VfioDevice(host, host.addDevice({ iommu: 'amd-vi' }));
+  a.bind(ictx.fd);
+  b.bind(ictx.fd);
+  a.attach(ioas);
+  b.attach(ioas);
+  const va = host.mmap(4 * PAGE);
+  host.mem.write(va, new Uint8Array([4, 5, 6]));
+  ictx.map(ioas, va, 4 * PAGE, 0x100000n, RW | FIXED);
+  const filler = fill(host);
+  let fails = 0;
+  // Free frames one by one: at some point the first domain's tables fit and the second's do not.
+  for (let free = 0; free < 8; free++) {
+    const iova = BigInt(free + 1) << 39n;
+    const before = state(host);
+    const got = outcome(() => ictx.map(ioas, va, PAGE, iova, RW | FIXED));
+    const copied = outcome(() => ictx.ioctl(T.IOMMU_IOAS_COPY, { flags: RW | FIXED, dst_ioas_id: ioas, src_ioas_id: ioas, length: PAGE, dst_iova: iova + (1n << 30n), src_iova: 0x100000 }));
+    for (const r of [got, copied]) expect(['OK', 'ENOMEM']).toContain(r);
+    if (got === 'ENOMEM' && copied === 'ENOMEM') { expect(state(host)).toEqual(before); fails++; }
+    checkInvariants(host);
+    for (const d of [a, b]) {
+      for (const [r, at] of [[got, iova], [copied, iova + (1n << 30n)]] as const) {
+        if (r === 'OK') expect(d.dma.read(at, 3)).toEqual(new Uint8Array([4, 5, 6]));
+        else expect(() => d.dma.read(at, 1)).toThrow(DmaFault);
+      }
+    }
+    host.munmap(filler.pop()!, PAGE);
+  }
+  expect(fails).toBeGreaterThan(0);
+});

@@ -107,6 +107,8 @@ export interface CheckOptions {
   rng?: Rng;
   /** Also DMA-read the bytes of each sampled page and compare with physical memory (default true). */
   dma?: boolean;
+  /** Translate every page of every area (up to 4096 per attachment), not a sample. */
+  full?: boolean;
 }
 
 /**
@@ -332,9 +334,11 @@ export function checkTranslations(host: Host, opts: CheckOptions = {}): void {
       if (h.type !== 'HWPT_PAGING') continue;
       const areas = h.ioas.iopt.areas as Any[];
       const add = (iova: bigint) => toCheck.set(`${pasid}:${iova}`, { pasid, iova });
+      let budget = 4096;
       for (const a of areas) {
         add(a.iova);
         add(a.last & ~0xfffn);
+        if (opts.full) for (let at = a.iova & ~0xfffn; at <= a.last && budget > 0; at += 4096n, budget--) add(at < a.iova ? a.iova : at);
       }
       if (rng && areas.length > 0) {
         for (let s = 0; s < samples; s++) {
