@@ -585,3 +585,34 @@ describe('seeded random DMA against a byte-array model', () => {
     });
   }
 });
+
+describe('zero-copy views (issue 5: "zero-copy views where that is safe")', () => {
+  it('a range that is one physical range is a view of the process memory: CPU stores show through it, stores through it show at the VA', async () => {
+    const host = await newHost();
+    const va = host.mmap(HPAGE); // anonymous memory of 2 MiB or more is one physically contiguous run (README)
+    host.mem.write(va + 0x1ff0, pattern(64, 3));
+    const io = new AttachedIoas(host);
+    io.map(va, HPAGE, 0x4000_0000n);
+    const dev = io.attach();
+    const v = dev.dma.view(0x4000_1ff0n, 64, { write: true })!;
+    expect(v).not.toBeNull();
+    expectBytes(v, pattern(64, 3)); // crosses a 4 KiB page: still one range
+    v[0] = 0x5a;
+    expect(host.mem.read(va + 0x1ff0, 1)[0]).toBe(0x5a);
+    host.mem.write(va + 0x1ff1, Uint8Array.of(0x6b));
+    expect(v[1]).toBe(0x6b);
+  });
+
+  it('a range over two physical ranges has no view (null: copy instead); a refused access throws DmaFault as read and write do', async () => {
+    const host = await newHost();
+    const a = host.mmap(PAGE), b = host.mmap(PAGE);
+    const io = new AttachedIoas(host);
+    io.map(a, PAGE, 0x1000_0000n);
+    io.map(b, PAGE, 0x1000_1000n, uapi.IOMMU_IOAS_MAP_READABLE);
+    const dev = io.attach();
+    const contiguous = dev.dma.translate(0x1000_0000n).pa + PAGE === dev.dma.translate(0x1000_1000n).pa;
+    expect(dev.dma.view(0x1000_0ff0n, 32) === null).toBe(!contiguous);
+    expect(dmaFault(() => dev.dma.view(0x1000_1000n, 16, { write: true })).reason).toBe('write-denied');
+    expect(dmaFault(() => dev.dma.view(0x2000_0000n, 16)).reason).toBe('not-present');
+  });
+});

@@ -370,6 +370,31 @@ export class Dma {
     return { pa: this.engine.lastPaHi * SEG_SPAN + this.engine.lastPaLo, size: 2 ** this.engine.lastShift, perm: this.engine.lastPerm };
   }
 
+  /**
+   * Zero-copy: [iova, iova + length) as a view of the memory it lives in,
+   * when its translation is one physically contiguous range in one segment
+   * (else null: copy with read / write). A refused access throws DmaFault as
+   * read / write would (no page request). Safe only until the next change of
+   * translations (an unmap may hand the pages to someone else) or growth of
+   * the engine's memory (which detaches an unshared buffer): use it at once
+   * and keep nothing. Not offered to workers, whose DMA must stay inside
+   * enter() / leave().
+   */
+  view(iova: number | bigint, length: number, opts?: DmaOptions & { write?: boolean }): Uint8Array | null {
+    const pasid = opts?.pasid ?? 0;
+    const write = opts?.write ?? false;
+    checkIova(iova);
+    if (!Number.isSafeInteger(length) || length <= 0 || length >= TWO32) throw new RangeError(`a DMA view is 1 byte to 4 GiB - 1, not ${length}`);
+    const ctx = this.dev.context(pasid);
+    const L = this.engine.layout;
+    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
+    const r = this.engine.dmaRanges(ctx, iova, length, write ? L.PERM_W : L.PERM_R);
+    if (!Array.isArray(r)) throw this.dev.fault(new DmaFault(r.fault, r.iova, pasid, write ? 'write' : 'read', r.level));
+    if (r.length !== 1) return null;
+    const { seg, offset } = r[0]!;
+    return this.phys.view(seg).subarray(offset, offset + length);
+  }
+
   /** Page requests outstanding, by PASID (-1: none) and page: the DMAs that wait for each. */
   private readonly outstanding = new Map<string, PendingPageRequest>();
   /** Page Request Group Indexes in use by outstanding requests, per PASID key. */
