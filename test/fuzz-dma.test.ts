@@ -188,7 +188,7 @@ function run(host: Host, rng: Rng, steps: number): { dmas: number; faults: numbe
       // mmap may reuse the VAs and a later pin would take the new pages, as
       // Linux would. The model keeps it simple: used regions stay mapped.)
       const free = regions.map((g, i) => (g.pages.some((p) => p.used) ? -1 : i)).filter((i) => i >= 0);
-      if (free.length === 0 || regions.length > 24) { newRegion(); return; }
+      if (free.length === 0) { if (regions.length < 24) newRegion(); return; }
       const i = rng.pick(free);
       host.munmap(regions[i].va, regions[i].pages.length * PAGE);
       for (const p of regions[i].pages) p.gone = true;

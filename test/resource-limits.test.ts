@@ -199,3 +199,30 @@ test('engine memory limit with two domains on the IOAS: ENOMEM in the second dom
   }
   expect(fails).toBeGreaterThan(0);
 });
+
+test('engine memory limit: a memfd whose pages are allocated when pinned (IOAS_MAP_FILE) runs out part way: ENOMEM, no pin kept, memory never past the limit', async () => {
+  const LIMIT = 8 << 20;
+  const host = await newHost({ memoryLimit: LIMIT });
+  const ictx = new Iommufd(host);
+  const ioas = ictx.ioasAlloc();
+  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
+  a.bind(ictx.fd);
+  a.attach(ioas);
+  const mfd = host.memfdCreate('limit');
+  host.ftruncate(mfd, 64 * PAGE); // holes: pages come on first touch
+  const filler = fill(host);
+  expect(host.engine.memory.buffer.byteLength).toBeLessThanOrEqual(LIMIT);
+  for (let i = 0; i < 8; i++) host.munmap(filler.pop()!, PAGE); // room for some of the file's pages, not all
+  const before = state(host);
+  expectErrno(() => ictx.ioctl(T.IOMMU_IOAS_MAP_FILE, { flags: RW | FIXED, ioas_id: ioas, fd: mfd, start: 0, length: 64 * PAGE, iova: 0x100000 }), 'ENOMEM');
+  expect(state(host)).toEqual(before);
+  checkInvariants(host);
+  expect(() => a.dma.read(0x100000, 1)).toThrow(DmaFault);
+  // The pages the failed pin allocated stay in the file (page cache, as Linux keeps them); with room
+  // for the page tables too, a smaller map of the file fits.
+  for (let i = 0; i < 8; i++) host.munmap(filler.pop()!, PAGE);
+  ictx.ioctl(T.IOMMU_IOAS_MAP_FILE, { flags: RW | FIXED, ioas_id: ioas, fd: mfd, start: 0, length: 2 * PAGE, iova: 0x100000 });
+  expect(host.lockedPages).toBe(2);
+  checkInvariants(host);
+  expect(host.engine.memory.buffer.byteLength).toBeLessThanOrEqual(LIMIT);
+});

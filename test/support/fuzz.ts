@@ -177,6 +177,18 @@ export function checkObjects(host: Host): void {
       case 'VIOMMU':
         bump(obj.hwpt);
         break;
+      case 'FAULT': {
+        // Every group waiting (unread or unanswered) is of an attachment that still reports to this FAULT:
+        // a detach or replace answers its groups (iommufd_auto_response_faults).
+        const q = obj.deliver;
+        const groups: Any[] = [...q.items.slice(q.head), ...obj.response.values()];
+        for (const g of groups) {
+          const dev = g.handle.dev;
+          const h = dev.attached?.get(g.handle.pasid);
+          if (!h || h.fault !== obj) fail(`FAULT ${obj.id}: a page-request group of device ${dev.id} pasid ${g.handle.pasid} waits, but that attachment no longer reports here`);
+        }
+        break;
+      }
       case 'VDEVICE':
         bump(obj.viommu);
         if (obj.viommu.vdevs.get(obj.virtId) !== obj) fail(`VDEVICE ${obj.id}: not in its vIOMMU's table`);
