@@ -4,15 +4,19 @@
  * built from the uapi table, with the host's invariants checked after every
  * call (test/support/fuzz.ts: object graph, pins, translations, errnos).
  *
- * `npm test` runs a short run: FUZZ_SEEDS seeds of VIOMMU_FUZZ_CALLS calls
- * (default 4 x 1,000). The long run, on demand:
+ * `npm test` runs a short run: VIOMMU_FUZZ_SEEDS seeds (default 4) sharing
+ * VIOMMU_FUZZ_CALLS calls (default 4,000), a few seconds. The long run, on
+ * demand (about 1,000 calls/s with the invariants after each call):
  *
  *   VIOMMU_FUZZ_CALLS=1000000 npx vitest run test/fuzz-ioctl.test.ts
  *
- * (the calls are split over the seeds; a failure prints the seed, the call
- * number and the last calls; replay with VIOMMU_SEED=<seed>, plus
- * VIOMMU_FUZZ_CALLS for the same length.) VIOMMU_FUZZ_CHECK=<n> checks the
- * invariants every n calls instead of after each (faster long runs).
+ * Each seed gets a fresh host every 20,000 calls. A failure prints the
+ * seed, the call number, the call and the 20 before it; replay it with
+ * VIOMMU_SEED=<seed> VIOMMU_FUZZ_CALLS=<the calls that seed ran> (with
+ * VIOMMU_SEED set there is one seed, which gets all the calls). The checks
+ * draw from their own random stream, so VIOMMU_FUZZ_CHECK=<n> (check every
+ * n calls: faster, finds the same failures later) replays the same calls.
+ * VIOMMU_FUZZ_VERBOSE=1 prints calls/s, errno counts and per-call successes.
  */
 import { describe, expect, test } from 'vitest';
 import { newHost } from './support/host.js';
