@@ -10,7 +10,9 @@
  *
  *   VIOMMU_FUZZ_CALLS=1000000 npx vitest run test/fuzz-ioctl.test.ts
  *
- * Each seed gets a fresh host every 20,000 calls. A failure prints the
+ * Each seed gets a fresh host every 20,000 calls, one of three machines
+ * (default limits, RLIMIT_MEMLOCK of 48 pages, an 8 MiB engine), so the
+ * ENOMEM paths are fuzzed too. A failure prints the
  * seed, the call number, the call and the 20 before it; replay it with
  * VIOMMU_SEED=<seed> VIOMMU_FUZZ_CALLS=<the calls that seed ran> (with
  * VIOMMU_SEED set there is one seed, which gets all the calls). The checks
@@ -38,10 +40,14 @@ async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: n
   const byOp = new Map<string, { calls: number; ok: number }>();
   const hostEvery = 20_000;
   while (done < calls) {
-    const host = await newHost();
+    // Each host is one of three machines: plenty of everything, a small
+    // RLIMIT_MEMLOCK (pins fail ENOMEM), or a small engine (frames and page
+    // tables fail ENOMEM).
+    const kind = rng0.below(3);
+    const host = await newHost(kind === 1 ? { credentials: { rlimitMemlock: 48 * 4096 } } : kind === 2 ? { memoryLimit: 8 << 20 } : {});
     const rng = rng0.fork();
     const checkRng = rng0.fork(); // the checks' own stream: VIOMMU_FUZZ_CHECK does not change the calls
-    const fz = new IoctlFuzzer(host, rng);
+    const fz = new IoctlFuzzer(host, rng, kind === 2 ? { maxMapped: 8 << 20 } : {});
     const n = Math.min(hostEvery, calls - done);
     withSeed(seed, () => {
       for (let i = 0; i < n; i++) {
