@@ -66,8 +66,9 @@ export function ringDestroy(id: u32): i32 {
 }
 
 /** Record one event (its data: four u64 words, of which the ring keeps its data bytes). */
-export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): void {
+export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): i32 {
   const r = ring(id);
+  if (load<u32>(r + RING_BASE) == 0) return ERR_INVAL; // a free slot: nowhere to write
   const held = lock(r);
   const depth = load<u32>(r + RING_DEPTH);
   const lw = load<u32>(r + RING_LOST);
@@ -95,6 +96,7 @@ export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): void {
     store<u32>(r + RING_COUNT, count + 1);
   }
   unlock(r, held);
+  return 0;
 }
 
 /** Route context c's refused translations to ring `id` (0: none) with StreamID `tag`. */

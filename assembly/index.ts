@@ -32,8 +32,7 @@ export function ring_destroy(id: u32): i32 { return ringDestroy(id); }
 /** Record an event the host made: four u64 words of data as (lo, hi) halves. */
 export function ring_push(id: u32, a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, h: u32): i32 {
   if (id == 0 || id > RING_MAX) return ERR_INVAL;
-  ringPush(id, u64of(a, b), u64of(c, d), u64of(e, f), u64of(g, h));
-  return 0;
+  return ringPush(id, u64of(a, b), u64of(c, d), u64of(e, f), u64of(g, h));
 }
 /** Route context c's refused translations to ring id (0: none), recorded with StreamID `tag`. */
 export function ctx_route(c: u32, id: u32, tag: u32): i32 { return ctxRoute(c, id, tag); }

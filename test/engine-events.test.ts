@@ -125,6 +125,8 @@ describe('event rings', () => {
     e.ringDestroy(ring);
     e.translate(3, 0x9000, 0, R); // nothing to write to, nothing written
     expect(() => e.ctxRoute(3, ring, 1)).toThrow(/EINVAL/);
+    expect(() => e.ringPush(ring, [1n, 0n, 0n, 0n])).toThrow(/EINVAL/); // a freed ring takes nothing
+    expect(() => e.ringPush(65, [1n, 0n, 0n, 0n])).toThrow(/EINVAL/);
     expect(() => e.ringCreate(0, 4, 32)).toThrow(/EINVAL/);
   });
 });
