@@ -47,6 +47,7 @@ const filesSeen = new WeakMap<Host, Set<Any>>();
  * iommufd: a cycle, kept alive as Linux keeps it).
  */
 export function liveFiles(host: Host): Set<Any> {
+  if (cached?.host === host) return cached.files;
   let seen = filesSeen.get(host);
   if (!seen) filesSeen.set(host, (seen = new Set()));
   const out = new Set<Any>();
@@ -127,10 +128,18 @@ function probeSet(host: Host, pci: Any): Set<string> {
 
 /** Check every invariant; throws InvariantError naming the first one broken. */
 export function checkInvariants(host: Host, opts: CheckOptions = {}): void {
-  checkObjects(host);
-  checkPins(host);
-  checkTranslations(host, opts);
+  // One walk of the live files for the three checks (nothing changes in between).
+  cached = { host, files: liveFiles(host) };
+  try {
+    checkObjects(host);
+    checkPins(host);
+    checkTranslations(host, opts);
+  } finally {
+    cached = null;
+  }
 }
+
+let cached: { host: Host; files: Set<Any> } | null = null;
 
 /** Ids, users counts, attachments, DESTROY rule, contexts. */
 export function checkObjects(host: Host): void {
