@@ -66,6 +66,7 @@ async function fuzz(seed: number, calls: number): Promise<{ calls: number; ok: n
     });
     done += n;
     ok += fz.stats.ok;
+    if (LONG) console.log(`seed ${seed}: ${done} calls, ${Math.round(done / ((performance.now() - t0) / 1000))} calls/s so far`);
     for (const [k, v] of fz.stats.errnos) errnos.set(k, (errnos.get(k) ?? 0) + v);
     for (const [k, v] of fz.stats.byOp) {
       const b = byOp.get(k) ?? { calls: 0, ok: 0 };
