@@ -17,7 +17,7 @@ import {
   AMD_IR, AMD_IW, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
 } from './reference/amd_v1.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
-import { ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, MiB, segPa } from './support/engine.js';
+import { engineMemory, ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, MiB, segPa } from './support/engine.js';
 
 const AMD = 2; // layout.ts FMT_AMD_V1
 const RW = 3;
@@ -37,21 +37,6 @@ function setup(mode: number, sizes = mode >= 3 ? 7 : mode === 2 ? 3 : 1) {
   return { e, seg, seg2, did, root, set, get, table, segs };
 }
 
-/** The engine's memory as the reference walker sees it (assembly/segments.ts rules). */
-function memoryOf(e: Engine, segs: Map<number, bigint>): AmdMemory {
-  const frameBase = BigInt(ctrlWord(e, e.layout.CTRL_FRAME_BASE)) * 4096n;
-  return {
-    read64: (addr) => new DataView(e.bytes.buffer).getBigUint64(Number(addr), true),
-    tableOk: (addr) => addr + 4096n <= BigInt(e.memory.buffer.byteLength),
-    physOk: (pa, len) => {
-      const seg = Number(pa >> 32n);
-      const off = pa & 0xffff_ffffn;
-      if (seg === 0) return off >= frameBase && off + len <= BigInt(e.memory.buffer.byteLength);
-      const size = segs.get(seg);
-      return size !== undefined && off + len <= size;
-    },
-  };
-}
 
 function fmtRef(w: AmdWalk): string {
   return w.ok ? `page ${hex(w.page)} 2^${w.pageShift} perm ${w.perm}` : `fault ${w.fault} at level ${w.level}`;
@@ -307,7 +292,7 @@ describe('AMD v1 hostile tables (DESIGN 3)', () => {
 function hostileRun(rng: Rng, mode: number, walks: number, stats: Map<string, number>): number {
   const s = setup(mode);
   const { e, did, root, set, segs, seg } = s;
-  const mem = memoryOf(e, segs);
+  const mem: AmdMemory = engineMemory(e, segs);
   // Table pages meant for each level (the root for Mode); entries mostly
   // point where they should, but any page may be reached at any level.
   const byLevel: bigint[][] = [[]];

@@ -16,7 +16,7 @@ import {
   vtdSlWalkRaw, type RawMemory, type RawWalk, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
 } from './reference/vtd_sl_raw.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
-import { ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, segPa } from './support/engine.js';
+import { engineMemory, ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, segPa } from './support/engine.js';
 
 const VTD = 0;
 const RW = 3;
@@ -51,20 +51,6 @@ function idx(iova: bigint, level: number): number {
   return Number((iova >> BigInt(12 + 9 * (level - 1))) & 511n);
 }
 
-function memoryOf(e: Engine, segs: Map<number, bigint>): RawMemory {
-  const frameBase = BigInt(ctrlWord(e, e.layout.CTRL_FRAME_BASE)) * 4096n;
-  return {
-    read64: (addr) => new DataView(e.bytes.buffer).getBigUint64(Number(addr), true),
-    tableOk: (addr) => addr + 4096n <= BigInt(e.memory.buffer.byteLength),
-    physOk: (pa, len) => {
-      const seg = Number(pa >> 32n);
-      const off = pa & 0xffff_ffffn;
-      if (seg === 0) return off >= frameBase && off + len <= BigInt(e.memory.buffer.byteLength);
-      const size = segs.get(seg);
-      return size !== undefined && off + len <= size;
-    },
-  };
-}
 
 describe('VT-d second stage: reserved bits that depend on the host address width (VT-d 9.8)', () => {
   it('pt_create takes a HAW of 32..52 for VT-d only; 0 means 52', () => {
@@ -195,7 +181,7 @@ describe('VT-d second stage: non-leaf and leaf bits (VT-d 9.8)', () => {
 function hostileRun(rng: Rng, levels: number, sizes: number, haw: number, walks: number, stats: Map<string, number>): void {
   const s = setup(levels, sizes, haw);
   const { e, did, root, set, segs, seg } = s;
-  const mem = memoryOf(e, segs);
+  const mem: RawMemory = engineMemory(e, segs);
   const byLevel: bigint[][] = [[]];
   for (let l = 1; l <= levels; l++) byLevel.push(l === levels ? [root] : [s.table(), s.table(), s.table()]);
   const pool = byLevel.flat();

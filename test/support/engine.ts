@@ -122,3 +122,26 @@ export function domainRoot(engine: Engine, did: number): number {
   const pfn = new DataView(engine.bytes.buffer).getUint32(domTable + did * L.DOM_SIZE + L.DOM_ROOT, true);
   return pfn * 4096;
 }
+
+/**
+ * The engine's memory as the tests' reference walkers see it (the rules of
+ * assembly/segments.ts): u64 reads, a table inside linear memory, a leaf
+ * inside the frame area of segment 0 or inside a registered segment of
+ * `segs` (segment -> size).
+ */
+export function engineMemory(e: Engine, segs: Map<number, bigint>): {
+  read64(addr: bigint): bigint; tableOk(addr: bigint): boolean; physOk(pa: bigint, len: bigint): boolean;
+} {
+  const frameBase = BigInt(ctrlWord(e, e.layout.CTRL_FRAME_BASE)) * 4096n;
+  return {
+    read64: (addr) => new DataView(e.bytes.buffer).getBigUint64(Number(addr), true),
+    tableOk: (addr) => addr + 4096n <= BigInt(e.memory.buffer.byteLength),
+    physOk: (pa, len) => {
+      const seg = Number(pa >> 32n);
+      const off = pa & 0xffff_ffffn;
+      if (seg === 0) return off >= frameBase && off + len <= BigInt(e.memory.buffer.byteLength);
+      const size = segs.get(seg);
+      return size !== undefined && off + len <= size;
+    },
+  };
+}
