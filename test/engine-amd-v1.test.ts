@@ -17,7 +17,7 @@ import {
   AMD_IR, AMD_IW, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
 } from './reference/amd_v1.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
-import { engineMemory, ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, MiB, segPa } from './support/engine.js';
+import { engineMemory, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, MiB, segPa } from './support/engine.js';
 
 const AMD = 2; // layout.ts FMT_AMD_V1
 const RW = 3;

@@ -16,7 +16,7 @@ import {
   vtdSlWalkRaw, type RawMemory, type RawWalk, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
 } from './reference/vtd_sl_raw.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
-import { engineMemory, ctrlWord, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, segPa } from './support/engine.js';
+import { engineMemory, domainRoot, errnoOf, framePa, GiB, hex, makeEngine, segPa } from './support/engine.js';
 
 const VTD = 0;
 const RW = 3;
