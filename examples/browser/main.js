@@ -295,7 +295,8 @@ async function runShared() {
   const va = host.mmap(length);
   host.mem.write(va, Uint8Array.from({ length }, (_, i) => (i >> 9) % 251));
   iommufd.ioasMap({ ioasId: ioas, userVa: va, length, iova: BigInt(iova) });
-  const control = new SharedArrayBuffer(16);
+  // [0] stop, [1] workers stopped, [2] unmapped, [4 + slot] reads by that worker.
+  const control = new SharedArrayBuffer(64);
   const ctl = new Int32Array(control);
   const replies = [0, 1].map(() => new Promise((resolve, reject) => {
     const w = new Worker(new URL('./shared-worker.js', import.meta.url), { type: 'module' });
@@ -303,7 +304,13 @@ async function runShared() {
     w.onerror = (e) => reject(new Error(`shared worker: ${e.message}`));
     w.postMessage({ init: host.shareWorker([dev.path]), path: dev.path, iova, length, control });
   }));
-  await new Promise((r) => setTimeout(r, 300)); // both read while the page waits
+  // Both read at once for a while (a module worker may take a moment to start).
+  const started = performance.now();
+  while (Atomics.load(ctl, 4) === 0 || Atomics.load(ctl, 5) === 0) {
+    if (performance.now() - started > 20_000) throw new Error('shared workers did not start');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await new Promise((r) => setTimeout(r, 200));
   Atomics.store(ctl, 0, 1);
   while (Atomics.load(ctl, 1) < 2) await new Promise((r) => setTimeout(r, 1));
   iommufd.ioasUnmap(ioas, BigInt(iova), length); // returns once no worker is inside a DMA

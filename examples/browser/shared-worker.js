@@ -16,6 +16,7 @@ self.onmessage = (e) => {
       dma.readInto(iova, buf);
       for (let i = 0; i < length; i += 512) if (buf[i] !== (i >> 9) % 251) { bad++; break; }
       reads++;
+      Atomics.add(ctl, 4 + init.share.slot, 1); // the page waits until every worker reads
     }
     Atomics.add(ctl, 1, 1);
     Atomics.notify(ctl, 1);
