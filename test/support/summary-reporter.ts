@@ -1,8 +1,9 @@
 /**
  * Prints one machine-readable line at the very end of a run:
  *
- *   N passed, N failed            (", N skipped" added only when non-zero)
+ *   N passed, N failed
  *
+ * (preceded by "N skipped" on a line of its own when tests were skipped).
  * Counts test cases. A test file that failed outside of any test (an import or
  * syntax error, a failing beforeAll/afterAll) counts as one failed test when no
  * test of it failed already, and every unhandled error counts as one failure,
@@ -13,7 +14,7 @@
 import type { Reporter, SerializedError, TestModule, TestRunEndReason } from 'vitest/node';
 
 export function summaryLine(passed: number, failed: number, skipped: number): string {
-  return `${passed} passed, ${failed} failed` + (skipped > 0 ? `, ${skipped} skipped` : '');
+  return (skipped > 0 ? `${skipped} skipped\n` : '') + `${passed} passed, ${failed} failed`;
 }
 
 export default class SummaryReporter implements Reporter {
