@@ -91,12 +91,18 @@ export class WorkerDma {
 
   write(iova: number | bigint, bytes: Uint8Array, opts?: DmaOptions): void { this.transfer(iova, bytes, opts?.pasid ?? 0, true); }
 
+  /** The PASID's context from the owner's directory; none is blocked (DmaFault). */
+  private contextOf(iova: number | bigint, pasid: number, write: boolean): number {
+    const ctx = directoryLookup(this.contexts, pasid);
+    if (ctx < 0) throw new DmaFault(this.host.engine.layout.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    return ctx;
+  }
+
   /** The translation of one address, as Dma.translate. */
   translate(iova: number | bigint, opts?: DmaOptions & { write?: boolean }): { pa: number; size: number; perm: number } {
     const e = this.host.engine, L = e.layout;
     const pasid = opts?.pasid ?? 0, write = opts?.write ?? false;
-    const ctx = directoryLookup(this.contexts, pasid);
-    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    const ctx = this.contextOf(iova, pasid, write);
     const v = BigInt(iova);
     e.enter();
     try {
@@ -111,8 +117,7 @@ export class WorkerDma {
   /** Translate every page, then copy: all between enter() and leave(), so no unmap can land in between. */
   private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {
     const e = this.host.engine, L = e.layout;
-    const ctx = directoryLookup(this.contexts, pasid);
-    if (ctx < 0) throw new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0);
+    const ctx = this.contextOf(iova, pasid, write);
     e.enter();
     try {
       const r = e.dmaRanges(ctx, iova, buf.length, write ? L.PERM_W : L.PERM_R);

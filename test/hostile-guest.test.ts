@@ -59,6 +59,25 @@ function outcome<T>(fn: () => T): T | SysError | DmaFault {
   }
 }
 
+/**
+ * Eight DMA translations of the attached device at random IOVAs (often the
+ * page the well-formed chains map): each a DmaFault, never an errno, or a
+ * physical page of guest RAM. Returns how many translated.
+ */
+function probe(r: Rng, dev: VfioDevice, pages: Set<number>): number {
+  let reached = 0;
+  for (let k = 0; k < 8; k++) {
+    const iova = r.chance(0.5) ? 0x5000n + BigInt(r.below(PAGE)) : r.chance(0.6) ? BigInt(r.below(1 << 30)) : word(r) & ((1n << 64n) - 1n);
+    const t = outcome(() => dev.dma.translate(iova, { write: r.chance(0.3) }));
+    if (t instanceof SysError) throw t; // a DMA never ends in an errno
+    if (!(t instanceof DmaFault)) {
+      expect(pages.has(Math.floor(t.pa / PAGE)), `IOVA 0x${iova.toString(16)} reached PA 0x${t.pa.toString(16)}`).toBe(true);
+      reached++;
+    }
+  }
+  return reached;
+}
+
 describe('hostile guest input ends in an errno or a fault, and never reaches past guest RAM', () => {
   for (const seed of testSeeds(1)) {
     it(`SMMUv3 nesting: random vSTEs, CDs and stage-1 tables (seed ${seed})`, async () => {
@@ -85,15 +104,7 @@ describe('hostile guest input ends in an errno or a fault, and never reaches pas
           }).out_hwpt_id);
           if (typeof hwpt !== 'number') continue;
           if (typeof outcome(() => dev.attach(hwpt)) !== 'number') { ictx.destroy(hwpt); continue; }
-          for (let k = 0; k < 8; k++) {
-            const iova = r.chance(0.5) ? 0x5000n + BigInt(r.below(PAGE)) : r.chance(0.6) ? BigInt(r.below(1 << 30)) : word(r) & ((1n << 64n) - 1n);
-            const t = outcome(() => dev.dma.translate(iova, { write: r.chance(0.3) }));
-            if (t instanceof SysError) throw t; // a DMA never ends in an errno
-            if (!(t instanceof DmaFault)) {
-              expect(pages.has(Math.floor(t.pa / PAGE)), `IOVA 0x${iova.toString(16)} reached PA 0x${t.pa.toString(16)}`).toBe(true);
-              reached++;
-            }
-          }
+          reached += probe(r, dev, pages);
           outcome(() => host.read(q, new Uint8Array(64 * 40))); // drain; never more than a read rule's errno
           dev.detach();
           ictx.destroy(hwpt);
@@ -132,15 +143,7 @@ describe('hostile guest input ends in an errno or a fault, and never reaches pas
           }).out_hwpt_id);
           if (typeof hwpt !== 'number') continue;
           if (typeof outcome(() => dev.attach(hwpt)) !== 'number') { ictx.destroy(hwpt); continue; }
-          for (let k = 0; k < 8; k++) {
-            const iova = r.chance(0.5) ? 0x5000n + BigInt(r.below(PAGE)) : r.chance(0.6) ? BigInt(r.below(1 << 30)) : word(r) & ((1n << 64n) - 1n);
-            const t = outcome(() => dev.dma.translate(iova, { write: r.chance(0.3) }));
-            if (t instanceof SysError) throw t;
-            if (!(t instanceof DmaFault)) {
-              expect(pages.has(Math.floor(t.pa / PAGE)), `IOVA 0x${iova.toString(16)} reached PA 0x${t.pa.toString(16)}`).toBe(true);
-              reached++;
-            }
-          }
+          reached += probe(r, dev, pages);
           dev.detach();
           ictx.destroy(hwpt);
         }

@@ -130,8 +130,6 @@ export interface PageRequestInit {
 /** Where an attachment's page requests go: the iommufd FAULT path, or nowhere. */
 export type PageRequestSink = (pasid: number, pasidValid: boolean, requests: PageRequestInit[], respond: (code: number) => void) => void;
 
-/** A request nobody handles is answered IOMMUFD_PAGE_RESP_INVALID (iopf_error_response). */
-
 /**
  * The function's Page Request Interface. Requests of one group collect until
  * the one flagged last, then the whole group is reported to the IOMMU (as
@@ -157,7 +155,7 @@ export class Pri {
       const respond = (code: number) => { for (const w of g.waiters) w(code); };
       const sink = this.dev.pageRequestSink(pasid);
       if (sink) sink(pasid, pasidValid, g.reqs, respond);
-      else respond(IOMMUFD_PAGE_RESP_INVALID);
+      else respond(IOMMUFD_PAGE_RESP_INVALID); // nobody handles it (iopf_error_response)
     }
     return done;
   }
@@ -357,14 +355,20 @@ export class Dma {
     await this.transferAsync(iova, bytes, opts, true);
   }
 
+  /** The PASID's engine context; a PASID with none is blocked: that DmaFault, reported, is thrown. */
+  private contextOf(iova: number | bigint, pasid: number, write: boolean): number {
+    const ctx = this.dev.context(pasid);
+    if (ctx < 0) throw this.dev.fault(new DmaFault(this.engine.layout.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
+    return ctx;
+  }
+
   /** Translate one IOVA as the device would (through the IOTLB). */
   translate(iova: number | bigint, opts?: DmaOptions & { write?: boolean }): { pa: number; size: number; perm: number } {
     const pasid = opts?.pasid ?? 0;
     const write = opts?.write ?? false;
     const [lo, hi] = split64(checkIova(iova));
-    const ctx = this.dev.context(pasid);
+    const ctx = this.contextOf(iova, pasid, write);
     const L = this.engine.layout;
-    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
     const st = this.engine.translate(ctx, lo, hi, write ? L.PERM_W : L.PERM_R);
     if (st !== 0) throw this.dev.fault(new DmaFault(st, this.engine.lastFaultIova, pasid, write ? 'write' : 'read', this.engine.lastLevel));
     return { pa: this.engine.lastPaHi * SEG_SPAN + this.engine.lastPaLo, size: 2 ** this.engine.lastShift, perm: this.engine.lastPerm };
@@ -385,9 +389,8 @@ export class Dma {
     const write = opts?.write ?? false;
     checkIova(iova);
     if (!Number.isSafeInteger(length) || length <= 0 || length >= TWO32) throw new RangeError(`a DMA view is 1 byte to 4 GiB - 1, not ${length}`);
-    const ctx = this.dev.context(pasid);
+    const ctx = this.contextOf(iova, pasid, write);
     const L = this.engine.layout;
-    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
     const r = this.engine.dmaRanges(ctx, iova, length, write ? L.PERM_W : L.PERM_R);
     if (!Array.isArray(r)) throw this.dev.fault(new DmaFault(r.fault, r.iova, pasid, write ? 'write' : 'read', r.level));
     if (r.length !== 1) return null;
