@@ -11,7 +11,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
-import { createHost, Iommufd, VfioDevice, type Host } from '../host/index.js';
+import { createHost, Iommufd, VfioDevice, DmaFault, uapi, type Host } from '../host/index.js';
 import { engineModule } from './support/engine.js';
 
 let workerUrl: URL;
@@ -93,4 +93,39 @@ describe('shared-memory mode through the host', () => {
       expect(r.faults).toBeGreaterThan(0);
     }
   }, 60_000);
+
+  it('a shared function keeps its context when its vSTE\'s CD goes bad: the blocked DMA is still an event (C_BAD_CD, SMMUv3 7.3), made by the host, not the engine', async () => {
+    const host = await createHost({ shared: true, wasm: engineModule('shared'), memoryLimit: 64 << 20 });
+    const io = host.iommufd(host.open('/dev/iommu'));
+    const ioas = io.ioasAlloc({}).out_ioas_id;
+    const arm = host.addDevice({ iommu: 'arm-smmuv3' });
+    const vfio = new VfioDevice(host, arm.path);
+    const devid = vfio.bind(io.fd);
+    const ram = host.mmap(1 << 20);
+    io.ioasMap({ flags: uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE, ioas_id: ioas, user_va: ram, length: 1 << 20, iova: 0 });
+    const parent = io.hwptAlloc({ dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_ALLOC_NEST_PARENT }).out_hwpt_id;
+    const viommu = io.viommuAlloc({ type: uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: devid, hwpt_id: parent }).out_viommu_id;
+    io.vdeviceAlloc({ viommu_id: viommu, dev_id: devid, virt_id: 0x42n });
+    const q = io.veventqAlloc({ viommu_id: viommu, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 8 }).out_veventq_fd;
+    const put64 = (ipa: number, v: bigint) => { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, v, true); host.mem.write(ram + ipa, b); };
+    // A valid CD (SMMUv3 5.4: T0SZ 16, 4 KiB, V, IPS 48, AA64) at IPA 0x1000 whose tables map IOVA 0x5000.
+    put64(0x1000, 16n | (1n << 31n) | (0b101n << 32n) | (1n << 41n));
+    put64(0x1008, 0x2000n);
+    put64(0x2000, 0x3003n); put64(0x3000, 0x4003n); put64(0x4000, 0x5003n);
+    put64(0x5000 + 5 * 8, 0x8000n | 3n | (1n << 10n) | (1n << 6n));
+    const ste = host.mmap(4096);
+    host.mem.write(ste, uapi.iommu_hwpt_arm_smmuv3.encode({ ste: [1n | (5n << 1n) | 0x1000n, 0n] }));
+    vfio.attach(io.hwptAlloc({ dev_id: devid, pt_id: viommu, data_type: uapi.IOMMU_HWPT_DATA_ARM_SMMUV3, data_len: 16, data_uptr: ste }).out_hwpt_id);
+    expect(arm.dma.read(0x5000n, 1)).toHaveLength(1);
+    host.shareWorker([arm.path]); // from now on the function's contexts are never freed
+    put64(0x1000, 0n); // the guest breaks the CD, then says CFGI_CD
+    const cmd = host.mmap(4096);
+    host.mem.write(cmd, uapi.iommu_viommu_arm_smmuv3_invalidate.encode({ cmd: [0x05n | (0x42n << 32n), 0n] }));
+    io.hwptInvalidate({ hwpt_id: viommu, data_uptr: cmd, data_type: uapi.IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entry_len: 16, entry_num: 1 });
+    expect(() => arm.dma.read(0x5000n, 1)).toThrow(DmaFault);
+    const H = uapi.iommufd_vevent_header.size, R = uapi.iommu_vevent_arm_smmuv3.size;
+    const buf = new Uint8Array(8 * (H + R));
+    expect(host.read(q, buf)).toBe(H + R);
+    expect(Number(uapi.iommu_vevent_arm_smmuv3.decode(buf, H).evt[0] & 0xffn)).toBe(0x0a);
+  });
 });

@@ -245,8 +245,10 @@ export class IommufdDevice extends IommufdObject {
     if (hwpt.type !== 'HWPT_NESTED' || !hwpt.viommu || !hwpt.vsmmu) return null;
     const { viommu, vsmmu } = hwpt;
     return (f) => {
-      // A routed PASID's translation faults are in the ring already: only tell the readers.
-      if (this.routed.has(f.pasid)) viommu.veventqs.get(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3)?.signal();
+      // The engine records a routed PASID's refused translations in the ring
+      // itself, all but a blocked context's (its reason, a bad CD and the
+      // like, is the host's): those are only signalled to the readers.
+      if (this.routed.has(f.pasid) && f.reason !== 'blocked') viommu.veventqs.get(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3)?.signal();
       else viommu.reportDmaFault(this, vsmmu, f);
     };
   }
