@@ -18,7 +18,7 @@
 // growth would have put it keeps the placement, and so reuse of freed frames
 // before fresh ones (the process's footprint follows what it uses), as it was.
 
-import { FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL } from "./layout";
+import { FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL, CTRL_BASE, CTRL_FRAMES } from "./layout";
 import { refBase, frameBase, limitFrames } from "./state";
 
 let cursor: u32 = 0;
@@ -40,6 +40,33 @@ export function framesInit(): void {
   cursor = frameBase;
   zeroFrom = frameBase;
   freeCount = end - frameBase;
+}
+
+/** Write the cursors into the control block (a snapshot copies memory, not globals). */
+export function framesSave(): void {
+  const at = CTRL_BASE + CTRL_FRAMES;
+  store<u32>(at, cursor);
+  store<u32>(at + 4, freeCount);
+  store<u32>(at + 8, zeroFrom);
+  store<u32>(at + 12, end);
+}
+
+/**
+ * Take the cursors back from a restored memory (framesSave wrote them).
+ * False if they cannot be an allocator's over this memory: the host then
+ * refuses the snapshot instead of handing out frames it does not own.
+ */
+export function framesResume(): bool {
+  const at = CTRL_BASE + CTRL_FRAMES;
+  const c = load<u32>(at), f = load<u32>(at + 4), z = load<u32>(at + 8), e = load<u32>(at + 12);
+  const mem = <u32>memory.size() * FRAMES_PER_WASM_PAGE;
+  if (e < frameBase || e > mem || e > limitFrames || c < frameBase || c > e || z < frameBase || f > e - frameBase) return false;
+  memFrames = mem;
+  end = e;
+  cursor = c;
+  zeroFrom = z;
+  freeCount = f;
+  return true;
 }
 
 /** First pfn >= from, aligned to `align`, starting a free run of n below `to`; or 0. */

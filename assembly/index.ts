@@ -4,8 +4,8 @@
 
 export * from "./layout";
 
-import { init as stateInit, maxDomains, mbx, bIn, bOut, statsBase, attach as stateAttach, instanceBytes, instanceSet } from "./state";
-import { framesInit, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
+import { init as stateInit, maxDomains, mbx, bIn, bOut, statsBase, attach as stateAttach, resume as stateResume, instanceBytes, instanceSet } from "./state";
+import { framesInit, framesSave, framesResume, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
@@ -22,6 +22,17 @@ export function init(limitPages: u32, iotlbSetsLog2: u32, iotlbWays: u32, domain
   const r = stateInit(limitPages, iotlbSetsLog2, iotlbWays, domains, contexts);
   if (r == 0) framesInit();
   return r;
+}
+
+// ---- Snapshots (host/snapshot.ts): linear memory is the engine's whole state once the globals are in it.
+
+/** Write the globals a restored instance needs into the control block; memory is then a complete copy. */
+export function snapshot_prepare(): void { framesSave(); }
+/** In a new instance over a copy of a snapshot's memory: take it as the owner. 0 or ERR_INVAL. */
+export function resume(): i32 {
+  const r = stateResume();
+  if (r != 0) return r;
+  return framesResume() ? 0 : ERR_INVAL;
 }
 
 // ---- Event rings (events.ts): vEVENTQs the engine fills on the fault path.

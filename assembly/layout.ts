@@ -82,6 +82,15 @@ export const CTRL_STAT_INVALIDATIONS: u32 = 88;
  * memory, not a wasm global, so that every instance sees the owner's bumps.
  */
 export const CTRL_EPOCH: u32 = 0x100;
+/**
+ * The frame allocator's cursors (frames.ts), u32 each, written by
+ * `snapshot_prepare` so that a copy of linear memory carries them and
+ * `resume` can take them back:
+ *
+ *   +0x110 next-fit cursor  +0x114 free frames below end
+ *   +0x118 zeroFrom         +0x11c end
+ */
+export const CTRL_FRAMES: u32 = 0x110;
 // Shared-memory mode (DESIGN 2: one owner, several translating workers).
 //
 //   +0x140 INST_MAX u32: the IOTLB base of each worker instance (0 = none);

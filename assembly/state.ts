@@ -127,6 +127,29 @@ export function attach(region: usize): i32 {
   return 0;
 }
 
+/**
+ * Make this instance the owner of a memory copied from another owner (a
+ * snapshot): the region bases from the control block, as attach reads
+ * them, and the owner's own areas where init put them.
+ */
+export function resume(): i32 {
+  if (load<u32>(CTRL_BASE) != CTRL_MAGIC || load<u32>(CTRL_BASE + 4) != LAYOUT_VERSION) return ERR_INVAL;
+  frameBase = load<u32>(CTRL_BASE + CTRL_FRAME_BASE);
+  limitFrames = load<u32>(CTRL_BASE + CTRL_LIMIT_FRAMES);
+  segTable = load<u32>(CTRL_BASE + CTRL_SEG_TABLE);
+  domTable = load<u32>(CTRL_BASE + CTRL_DOM_TABLE);
+  ctxTable = load<u32>(CTRL_BASE + CTRL_CTX_TABLE);
+  iotlbSetsLog2 = load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2);
+  iotlbWays = load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS);
+  refBase = load<u32>(CTRL_BASE + CTRL_REFCOUNT);
+  maxDomains = load<u32>(CTRL_BASE + CTRL_DOMAINS);
+  maxContexts = load<u32>(CTRL_BASE + CTRL_CONTEXTS);
+  iotlbBase = load<u32>(CTRL_BASE + CTRL_IOTLB);
+  if (iotlbSetsLog2 > 20 || iotlbWays == 0 || iotlbWays > 16 || limitFrames > 65536 * FRAMES_PER_WASM_PAGE) return ERR_INVAL;
+  setPriv(iotlbBase + (<usize>1 << iotlbSetsLog2) * iotlbWays * TLBE_SIZE);
+  return 0;
+}
+
 /** Register (owner side) worker `slot`'s IOTLB at `base`, or 0 to remove it: the owner's invalidations sweep it. */
 export function instanceSet(slot: u32, base: usize): i32 {
   if (slot >= INST_MAX) return ERR_INVAL;

@@ -24,6 +24,7 @@ import { SysError } from './uapi/errno.js';
 import { MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID, MOCK_PASID_WIDTH } from './uapi/iommufd.js';
 import { iommufdCalls, vfioCalls, type IommufdCalls, type VfioCalls } from './client.js';
 import { VfioDeviceFile } from './vfio/device_cdev.js';
+import { loadGraph, parseSnapshot, saveSnapshot, unpackMemory, type ParsedSnapshot } from './snapshot.js';
 
 /** What the simulated process may do (Linux capabilities and limits). */
 export interface HostCredentials {
@@ -34,6 +35,9 @@ export interface HostCredentials {
   /** RLIMIT_MEMLOCK in bytes, for pinned pages (default: unlimited). */
   rlimitMemlock?: number;
 }
+
+/** The embedder's buffers for a snapshot's external segments, by segment id. */
+export type RestoreSegments = Record<number, SegmentSource> | Map<number, SegmentSource>;
 
 export interface HostOptions extends EngineOptions {
   credentials?: HostCredentials;
@@ -46,6 +50,15 @@ export interface HostOptions extends EngineOptions {
    * and the mock IOMMU exists (`addDevice({ iommu: 'mock' })`). Default false.
    */
   iommufdTest?: boolean;
+  /**
+   * Bytes from `host.snapshot()`: the new host has that state (its engine
+   * shape, credentials and iommufdTest come from the snapshot; the options
+   * above that say otherwise are ignored). EINVAL for bytes that are not a
+   * snapshot of this version.
+   */
+  restore?: Uint8Array;
+  /** With `restore`: the buffers of the snapshot's external segments, by id (same sizes). */
+  segments?: RestoreSegments;
 }
 
 /** What addDevice returns: the function's VFIO path and its DMA. */
@@ -101,11 +114,12 @@ const FIRST_FD = 3;
 
 export class Host {
   readonly engine: Engine;
-  private readonly phys: PhysMem;
-  private readonly mm: AddressSpace;
-  private readonly fds = new Map<number, KFile>();
-  private readonly devices: PciFunction[] = [];
-  private readonly contexts: ContextPool;
+  // Not readonly: a restored snapshot replaces them (adopt).
+  private phys: PhysMem;
+  private mm: AddressSpace;
+  private fds = new Map<number, KFile>();
+  private devices: PciFunction[] = [];
+  private contexts: ContextPool;
   private readonly units = new Map<IommuKind, IommuDriver>();
   /** IOMMU_TEST_CMD's view of the machine, with CONFIG_IOMMUFD_TEST. */
   private readonly test: TestEnv | null;
@@ -116,7 +130,7 @@ export class Host {
   /** Byte access to the process's memory at a VA (EFAULT where unmapped or not permitted). */
   readonly mem: { read(va: number, length: number): Uint8Array; write(va: number, bytes: Uint8Array): void };
 
-  private readonly creds: Credentials;
+  private creds: Credentials;
 
   /** The engine's compiled module (shared-memory mode posts it to workers). */
   private readonly module: WebAssembly.Module | null;
@@ -138,7 +152,50 @@ export class Host {
       read: (va, length) => this.mm.read(va, length),
       write: (va, bytes) => this.mm.write(va, bytes),
     };
+    this.mockNoDirty = mockIommu(engine, { noDirty: true });
     this.test = options.iommufdTest ? this.testEnv() : null;
+  }
+
+  /**
+   * The whole state as bytes (host/snapshot.ts has the format): objects and
+   * their ids, fds, mappings, pins, page tables, the IOTLB, queues with
+   * their pending records, dirty bits, device state. `createHost({ restore })`
+   * makes a host that behaves the same. Not in it: what belongs to the
+   * calling program (callbacks, doorbells, waitReadable and readAsync
+   * promises) and the bytes of external segments (the embedder keeps its
+   * own memory, and hands the buffers back to restore: `segments`). EBUSY
+   * while workers share the engine.
+   */
+  snapshot(): Uint8Array {
+    const externals = new Map<object, string>([[this.engine, 'engine'], [this.engine.layout, 'layout'], [this.fdTable, 'fdTable'], [this.mockNoDirty, 'unit:mock-nodirty']]);
+    if (this.test) externals.set(this.test, 'test');
+    for (const [kind, d] of this.units) externals.set(d, `unit:${kind}`);
+    const root = { fds: this.fds, devices: this.devices, contexts: this.contexts, phys: this.phys, mm: this.mm, creds: this.creds, mockDevices: this.mockDevices };
+    return saveSnapshot(this.engine, root, externals, {
+      options: { iommufdTest: this.test !== null },
+      units: [...this.units.keys()],
+      segments: this.phys.segments().map((s) => [s.id, s.size] as const),
+    }, this.engine.layout.LAYOUT_VERSION);
+  }
+
+  /** Take a parsed snapshot's state (createHost with `restore`): this host was made over its engine memory. */
+  private adopt(p: ParsedSnapshot, segments: RestoreSegments): void {
+    const externals = new Map<string, unknown>([['engine', this.engine], ['layout', this.engine.layout], ['fdTable', this.fdTable], ['unit:mock-nodirty', this.mockNoDirty], ['test', this.test]]);
+    for (const kind of p.header.units) {
+      if (kind !== 'intel-vtd' && kind !== 'arm-smmuv3' && kind !== 'amd-vi' && kind !== 'mock') throw new SysError('EINVAL', `snapshot: unknown unit ${String(kind)}`);
+      externals.set(`unit:${kind}`, this.unit(kind));
+    }
+    const root = loadGraph(p, {
+      host: this,
+      engine: this.engine,
+      segment: (id, size) => {
+        const source = segments instanceof Map ? segments.get(id) : segments?.[id];
+        if (!source) throw new SysError('EINVAL', `snapshot: external segment ${id} (${size} bytes) was not given (restore option segments)`);
+        if (PhysMem.sizeOf(source) !== size) throw new SysError('EINVAL', `snapshot: segment ${id} is ${size} bytes, the buffer given is not`);
+        return source;
+      },
+    }, externals, {}) as Host;
+    Object.assign(this, root);
   }
 
   /**
@@ -147,18 +204,21 @@ export class Host {
    * for the DMA and page-request machinery, but no VFIO device file.
    */
   private testEnv(): TestEnv {
-    const noDirty = mockIommu(this.engine, { noDirty: true });
-    let made = 0;
+    const host = this;
     return {
-      phys: this.phys,
+      get phys() { return host.phys; },
       memoryLimit: 65536,
       createMockDevice: (flags) => {
-        const driver = flags & MOCK_FLAGS_DEVICE_NO_DIRTY ? noDirty : this.unit('mock');
+        const driver = flags & MOCK_FLAGS_DEVICE_NO_DIRTY ? this.mockNoDirty : this.unit('mock');
         const opts: Required<DeviceOptions> = { iommu: 'mock', pasidBits: flags & MOCK_FLAGS_DEVICE_PASID ? MOCK_PASID_WIDTH : 0, ats: false, pri: true };
-        return new PciFunction(MOCK_DEVICE_INDEX + made++, driver, opts, this.engine, this.contexts, this.phys);
+        return new PciFunction(MOCK_DEVICE_INDEX + this.mockDevices++, driver, opts, this.engine, this.contexts, this.phys);
       },
     };
   }
+
+  /** The mock unit of IOMMU_TEST_CMD's MOCK_FLAGS_DEVICE_NO_DIRTY devices, and how many mock devices were made. */
+  private readonly mockNoDirty: IommuDriver;
+  private mockDevices = 0;
 
   /** The fd table as kernel objects see it (fdget, fd_install). */
   private readonly fdTable = { get: (fd: number) => this.fds.get(fd), install: (file: KFile) => this.install(file) };
@@ -365,6 +425,16 @@ export class Host {
 /** Create a host: compile (or take) the engine, instantiate it, lay out its memory. */
 export async function createHost(options: HostOptions = {}): Promise<Host> {
   // A shared memory needs the engine's shared build: the default when no build is named.
+  if (options.restore) {
+    const p = parseSnapshot(options.restore);
+    const shared = options.shared ?? p.header.engine.shared;
+    const module = await compileEngine(options.wasm, options.variant ?? (shared ? 'shared' : undefined));
+    const e = p.header.engine;
+    const engine = Engine.restore(module, e.limitBytes, e.bytes, shared, (mem) => unpackMemory(p.blobs[0], mem));
+    const host = new Host(engine, { ...options, iommufdTest: p.header.options.iommufdTest === true }, module);
+    host['adopt'](p, options.segments ?? {});
+    return host;
+  }
   const module = await compileEngine(options.wasm, options.variant ?? (options.shared ? 'shared' : undefined));
   const engine = Engine.create(module, options);
   return new Host(engine, options, module);

@@ -25,6 +25,8 @@ interface Exports {
   ring_destroy(id: number): number;
   ring_push(id: number, a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number): number;
   ctx_route(ctx: number, id: number, tag: number): number;
+  snapshot_prepare(): void;
+  resume(): number;
   instance_bytes(): number;
   attach(region: number): number;
   instance_set(slot: number, iotlb: number): number;
@@ -267,6 +269,36 @@ export class Engine {
     if (r !== 0) engine.fail(r, 'engine init');
     engine.refresh();
     return engine;
+  }
+
+  /**
+   * An owner over a copy of another owner's memory (host/snapshot.ts):
+   * a memory of `bytes` (the snapshot's length, a multiple of 64 KiB) that
+   * `fill` writes, then `resume` takes the tables, IOTLB, rings and
+   * allocator as they were. EINVAL if the memory holds no engine of this
+   * layout version.
+   */
+  static restore(module: WebAssembly.Module, limitBytes: number, bytes: number, shared: boolean, fill: (mem: Uint8Array) => void): Engine {
+    const limitPages = Math.floor(limitBytes / 65536);
+    if (!(bytes % 65536 === 0 && bytes >= 65536 && bytes <= limitPages * 65536)) throw new SysError('EINVAL', 'snapshot: bad engine memory size');
+    const memory = new WebAssembly.Memory({ initial: bytes / 65536, maximum: limitPages, shared });
+    fill(new Uint8Array(memory.buffer));
+    const ext = new SegmentAccess();
+    const engine = new Engine(instantiate(module, memory, ext), memory, limitPages * 65536, -1, 0, ext);
+    if (engine.x.resume() !== 0) throw new SysError('EINVAL', 'snapshot: the memory holds no engine of this layout version');
+    return engine;
+  }
+
+  /**
+   * The bytes a snapshot copies: linear memory, with the allocator's
+   * globals written into it first. EBUSY while workers share the engine
+   * (their translations and private regions are theirs, not state to keep).
+   * Copy the view before the engine runs again.
+   */
+  snapshotBytes(): Uint8Array {
+    if (this.slot >= 0 || this.workers.size > 0) throw new SysError('EBUSY', 'snapshot: release the workers first');
+    this.x.snapshot_prepare();
+    return this.bytes;
   }
 
   /**

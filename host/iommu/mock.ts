@@ -191,6 +191,13 @@ export class MockPagingTable {
 /** The tables of the mock domains of an engine, by domain id. */
 const TABLES = new WeakMap<Engine, Map<number, MockPagingTable>>();
 
+/** A restored MockPagingTable (host/snapshot.ts) made the table of its domain in `engine`. */
+export function adoptMockTable(engine: Engine, t: MockPagingTable): void {
+  let m = TABLES.get(engine);
+  if (!m) TABLES.set(engine, (m = new Map()));
+  m.set(t.did, t);
+}
+
 /** The MockPagingTable of a mock domain. */
 export function mockTable(engine: Engine, did: number): MockPagingTable | undefined {
   return TABLES.get(engine)?.get(did);
@@ -284,6 +291,9 @@ export function mockDevCreate(pci: PciFunction, flags: number): MockDev {
   return mdev;
 }
 
+/** A restored function's struct mock_dev (host/snapshot.ts). */
+export function setMockDev(pci: PciFunction, mdev: MockDev): void { MOCK_DEVS.set(pci, mdev); }
+
 /** The struct mock_dev of a function the selftest made (undefined for any other). */
 export function mockDev(pci: PciFunction): MockDev | undefined { return MOCK_DEVS.get(pci); }
 
@@ -375,75 +385,88 @@ function mockViommuInit(ctx: ViommuInitCtx, viommu: Viommu, user: UserData | nul
     }
     mmap = { pages, offset };
   }
+  return new MockViommuOps(ctx, viommu, mmap);
+}
+
+/** struct mock_viommu: its mmap region and HW queues, and the ops over them. */
+export class MockViommuOps implements ViommuOps {
   /** mock_viommu->hw_queue[] */
-  const queues: (MockHwQueue | null)[] = new Array<MockHwQueue | null>(IOMMU_TEST_HW_QUEUE_MAX).fill(null);
-  return {
-    /** mock_viommu_destroy: the mmap region and its pages go. */
-    destroy(): void {
-      if (!mmap) return;
-      ctx.destroyMmap(mmap.offset);
-      mmap.pages.drop();
-      mmap = null;
-    },
-    /** mock_viommu_alloc_domain_nested: flags other than PASID EOPNOTSUPP. */
-    allocDomainNested(flags: number, data: UserData, mm: AddressSpace): MockNestedDomain {
-      if (flags & ~IOMMU_HWPT_ALLOC_PASID) throw new SysError('EOPNOTSUPP');
-      return mockAllocNested(viommu, data, mm);
-    },
-    /**
-     * mock_viommu_cache_invalidate: no entry of the right type is fine; the
-     * array copied whole (iommu_copy_struct_from_full_user_array); then per
-     * entry flags other than FLAG_ALL EOPNOTSUPP, cache_id > 3 EINVAL, a
-     * vdev_id no vDEVICE of this vIOMMU has EINVAL; FLAG_ALL clears the
-     * device's 4 cache slots, else the one.
-     */
-    cacheInvalidate(mm: AddressSpace, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null } {
-      if (cmd.entry_num === 0 && cmd.data_type === IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST) return { handled: 0, error: null };
-      let cmds: Decoded<typeof iommu_viommu_invalidate_selftest>[];
-      try {
-        cmds = copyFullUserArray(mm, iommu_viommu_invalidate_selftest, cmd, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST);
-      } catch (e) {
-        if (!(e instanceof SysError)) throw e;
-        return { handled: 0, error: e };
-      }
-      for (let i = 0; i < cmds.length; i++) {
-        const cur = cmds[i];
-        if (cur.flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) return { handled: i, error: new SysError('EOPNOTSUPP') };
-        if (cur.cache_id > MOCK_DEV_CACHE_ID_MAX) return { handled: i, error: new SysError('EINVAL') };
-        const idev = viommu.findDev(BigInt(cur.vdev_id));
-        const mdev = idev ? mockDev(idev.pci) : undefined;
-        if (!mdev) return { handled: i, error: new SysError('EINVAL') };
-        if (cur.flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) mdev.cache.fill(0);
-        else mdev.cache[cur.cache_id] = 0;
-      }
-      return { handled: cmds.length, error: null };
-    },
-    /** mock_viommu_get_hw_queue_size */
-    hwQueueType: (type: number) => type === IOMMU_HW_QUEUE_TYPE_SELFTEST,
-    /**
-     * mock_hw_queue_init_phys: index >= IOMMU_TEST_HW_QUEUE_MAX EINVAL, a
-     * slot in use EEXIST, queue N without queue N - 1 EIO, a physical
-     * address other than the parent domain's translation of the queue's
-     * IOVA EFAULT; queue N then holds queue N - 1 (iommufd_hw_queue_depend).
-     */
-    hwQueueInitPhys(core: HwQueue, index: number, basePa: number): void {
-      if (index >= IOMMU_TEST_HW_QUEUE_MAX) throw new SysError('EINVAL');
-      if (queues[index]) throw new SysError('EEXIST');
-      let prev: MockHwQueue | null = null;
-      if (index) {
-        prev = queues[index - 1];
-        if (!prev) throw new SysError('EIO');
-      }
-      const table = mockTable(ctx.engine, viommu.hwpt.did);
-      if (!table || table.iovaToPhys(core.baseAddr) !== basePa) throw new SysError('EFAULT');
-      if (prev) prev.core.users++;
-      const q: MockHwQueue = { core, index, prev };
-      queues[index] = q;
-      /** mock_hw_queue_destroy: the slot freed, the dependency dropped (iommufd_hw_queue_undepend). */
-      core.onDestroy = () => {
-        queues[index] = null;
-        if (q.prev) q.prev.core.users--;
-      };
-    },
-  };
+  private readonly queues: (MockHwQueue | null)[] = new Array<MockHwQueue | null>(IOMMU_TEST_HW_QUEUE_MAX).fill(null);
+
+  constructor(private readonly ctx: ViommuInitCtx, private readonly viommu: Viommu, private mmap: { pages: MmapPages; offset: number } | null) {}
+
+  /** mock_viommu_destroy: the mmap region and its pages go. */
+  destroy(): void {
+    if (!this.mmap) return;
+    this.ctx.destroyMmap(this.mmap.offset);
+    this.mmap.pages.drop();
+    this.mmap = null;
+  }
+
+  /** mock_viommu_alloc_domain_nested: flags other than PASID EOPNOTSUPP. */
+  allocDomainNested(flags: number, data: UserData, mm: AddressSpace): MockNestedDomain {
+    if (flags & ~IOMMU_HWPT_ALLOC_PASID) throw new SysError('EOPNOTSUPP');
+    return mockAllocNested(this.viommu, data, mm);
+  }
+
+  /**
+   * mock_viommu_cache_invalidate: no entry of the right type is fine; the
+   * array copied whole (iommu_copy_struct_from_full_user_array); then per
+   * entry flags other than FLAG_ALL EOPNOTSUPP, cache_id > 3 EINVAL, a
+   * vdev_id no vDEVICE of this vIOMMU has EINVAL; FLAG_ALL clears the
+   * device's 4 cache slots, else the one.
+   */
+  cacheInvalidate(mm: AddressSpace, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null } {
+    if (cmd.entry_num === 0 && cmd.data_type === IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST) return { handled: 0, error: null };
+    let cmds: Decoded<typeof iommu_viommu_invalidate_selftest>[];
+    try {
+      cmds = copyFullUserArray(mm, iommu_viommu_invalidate_selftest, cmd, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST);
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+      return { handled: 0, error: e };
+    }
+    for (let i = 0; i < cmds.length; i++) {
+      const cur = cmds[i];
+      if (cur.flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) return { handled: i, error: new SysError('EOPNOTSUPP') };
+      if (cur.cache_id > MOCK_DEV_CACHE_ID_MAX) return { handled: i, error: new SysError('EINVAL') };
+      const idev = this.viommu.findDev(BigInt(cur.vdev_id));
+      const mdev = idev ? mockDev(idev.pci) : undefined;
+      if (!mdev) return { handled: i, error: new SysError('EINVAL') };
+      if (cur.flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) mdev.cache.fill(0);
+      else mdev.cache[cur.cache_id] = 0;
+    }
+    return { handled: cmds.length, error: null };
+  }
+
+  /** mock_viommu_get_hw_queue_size */
+  hwQueueType(type: number): boolean { return type === IOMMU_HW_QUEUE_TYPE_SELFTEST; }
+
+  /**
+   * mock_hw_queue_init_phys: index >= IOMMU_TEST_HW_QUEUE_MAX EINVAL, a
+   * slot in use EEXIST, queue N without queue N - 1 EIO, a physical
+   * address other than the parent domain's translation of the queue's
+   * IOVA EFAULT; queue N then holds queue N - 1 (iommufd_hw_queue_depend).
+   */
+  hwQueueInitPhys(core: HwQueue, index: number, basePa: number): void {
+    if (index >= IOMMU_TEST_HW_QUEUE_MAX) throw new SysError('EINVAL');
+    if (this.queues[index]) throw new SysError('EEXIST');
+    let prev: MockHwQueue | null = null;
+    if (index) {
+      prev = this.queues[index - 1];
+      if (!prev) throw new SysError('EIO');
+    }
+    const table = mockTable(this.ctx.engine, this.viommu.hwpt.did);
+    if (!table || table.iovaToPhys(core.baseAddr) !== basePa) throw new SysError('EFAULT');
+    if (prev) prev.core.users++;
+    this.queues[index] = { core, index, prev };
+  }
+
+  /** mock_hw_queue_destroy: the slot freed, the dependency dropped (iommufd_hw_queue_undepend). */
+  hwQueueDestroy(core: HwQueue): void {
+    const i = this.queues.findIndex((q) => q?.core === core);
+    if (i < 0) return;
+    const q = this.queues[i]!;
+    this.queues[i] = null;
+    if (q.prev) q.prev.core.users--;
+  }
 }

@@ -55,6 +55,19 @@ export class IommufdDevice extends IommufdObject {
   /** route() for every attached PASID. */
   routeAll(): void { for (const pasid of this.attached.keys()) this.route(pasid); }
 
+  /**
+   * Give the function its page-request and fault sinks again, from the
+   * attachments (they are closures over this device: a restored snapshot
+   * makes them anew, host/snapshot.ts). The engine's contexts and routes
+   * are in its memory already.
+   */
+  rewire(): void {
+    for (const [pasid, hwpt] of this.attached) {
+      this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+      this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
+    }
+  }
+
   /** The HWPT attached on a PASID, if any. */
   hwpt(pasid = NO_PASID): Hwpt | undefined { return this.attached.get(pasid); }
 

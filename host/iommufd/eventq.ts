@@ -48,7 +48,7 @@ export interface FaultGroup {
  * large array: reading 100,000 queued records one by one was quadratic).
  * Taken slots are dropped in one splice once they are most of the array.
  */
-class Fifo<T> {
+export class Fifo<T> {
   private items: T[] = [];
   private head = 0;
   get length(): number { return this.items.length - this.head; }
@@ -83,7 +83,7 @@ class Fifo<T> {
  * ever handed out, so an allocation is O(log n) however many are
  * outstanding (a scan from 1 was quadratic in a storm).
  */
-class CookieAllocator {
+export class CookieAllocator {
   /** Freed cookies, a binary min-heap; every one is below or at `top`. */
   private readonly freed: number[] = [];
   /** Cookies above `top` were never handed out. */

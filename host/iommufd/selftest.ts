@@ -74,7 +74,7 @@ export interface SelftestCtx {
 }
 
 /** IOMMUFD_OBJ_SELFTEST of TYPE_IDEV: a mock device, bound; destroying it detaches and unbinds the device. */
-class SelftestObj extends IommufdObject {
+export class SelftestObj extends IommufdObject {
   readonly type = 'SELFTEST' as const;
   idev: IommufdDevice | null = null;
 
@@ -98,7 +98,7 @@ interface AccessItem { iova: bigint; length: bigint; pins: { pages: IoPages; fir
  * selftest_access): items pinned by ACCESS_PAGES, dropped by the unmap
  * callback when the IOAS unmaps under them.
  */
-class Access extends IommufdObject implements IoptAccess {
+export class Access extends IommufdObject implements IoptAccess {
   readonly type = 'ACCESS' as const;
   ioas: Ioas | null = null;
   readonly items = new Map<number, AccessItem>();
@@ -140,7 +140,7 @@ function unpinItem(item: AccessItem): void {
 }
 
 /** The "[iommufd_test_staccess]" file: closing it unpins everything and destroys the access. */
-class AccessFile extends KFile {
+export class AccessFile extends KFile {
   constructor(readonly access: Access, private readonly objects: ObjectTable, private readonly ictx: KFile) {
     super('anon_inode:[iommufd_test_staccess]');
     ictx.get(); // iommufd_access_create holds the iommufd context

@@ -61,8 +61,10 @@ export interface ViommuOps {
   cacheInvalidate?(mm: AddressSpace, cmd: Decoded<typeof iommu_hwpt_invalidate>): { handled: number; error: SysError | null };
   /** ops->get_hw_queue_size, as "this type of HW queue exists". */
   hwQueueType?(type: number): boolean;
-  /** ops->hw_queue_init_phys: throws the driver's errno; may set queue.onDestroy. */
+  /** ops->hw_queue_init_phys: throws the driver's errno. */
   hwQueueInitPhys?(queue: HwQueue, index: number, basePa: number): void;
+  /** hw_queue->destroy of a queue hwQueueInitPhys took. */
+  hwQueueDestroy?(queue: HwQueue): void;
 }
 
 /** What viommu_init gets from the core besides the vIOMMU: the caller's memory and the fd's mmap regions. */
@@ -252,7 +254,7 @@ export function vdeviceAlloc(ctx: ViommuCtx, cmd: Decoded<typeof iommu_vdevice_a
  * area->num_locks). It keeps the IOAS PAGE_SIZE-aligned, as a pinning
  * access does.
  */
-class HwQueueAccess extends IommufdObject implements IoptAccess {
+export class HwQueueAccess extends IommufdObject implements IoptAccess {
   readonly type = 'ACCESS' as const;
   readonly needsPin = true;
   private pins: { pages: IoPages; first: number; last: number }[] = [];
@@ -338,8 +340,8 @@ class HwQueueAccess extends IommufdObject implements IoptAccess {
 export class HwQueue extends IommufdObject {
   readonly type = 'HW_QUEUE' as const;
   access: HwQueueAccess | null = null;
-  /** hw_queue->destroy, set by the driver's init. */
-  onDestroy: (() => void) | null = null;
+  /** The driver's hw_queue_init_phys took it: its destroy runs with this one's. */
+  initialized = false;
 
   constructor(private readonly objects: ObjectTable, readonly viommu: Viommu, readonly qtype: number,
     readonly baseAddr: bigint, readonly length: bigint) {
@@ -349,8 +351,8 @@ export class HwQueue extends IommufdObject {
 
   /** iommufd_hw_queue_destroy: the driver's destroy, the access unpinned and gone, the vIOMMU's user. */
   destroy(): void {
-    this.onDestroy?.();
-    this.onDestroy = null;
+    if (this.initialized) this.viommu.ops?.hwQueueDestroy?.(this);
+    this.initialized = false;
     if (this.access) {
       const a = this.access;
       this.access = null;
@@ -414,6 +416,7 @@ export function hwQueueAlloc(ctx: ViommuCtx, cmd: Decoded<typeof iommu_hw_queue_
     const { access, basePa } = hwQueueAllocPhys(ctx, cmd, viommu);
     queue.access = access;
     ops.hwQueueInitPhys(queue, cmd.index, basePa);
+    queue.initialized = true;
   } catch (e) {
     ctx.objects.remove(queue);
     throw e;

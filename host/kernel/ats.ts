@@ -303,7 +303,15 @@ export class AtcDirectory {
   private readonly live = new Set<Ats>();
   private readonly parents = new Map<number, number>();
 
-  private constructor(engine: Engine) {
+  /** A restored directory (host/snapshot.ts) made the one of `engine`, hearing its invalidations. */
+  static adopt(engine: Engine, d: AtcDirectory): void {
+    AtcDirectory.dirs.set(engine, d);
+    d.listen(engine);
+  }
+
+  private constructor(engine: Engine) { this.listen(engine); }
+
+  private listen(engine: Engine): void {
     engine.onInvalidate((e) => {
       switch (e.kind) {
         case 'flush-all': this.reach(null); break;

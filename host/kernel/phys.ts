@@ -30,6 +30,14 @@ export class PhysMem {
     engine.setSegmentView((seg) => (seg !== 0 && this.segs.has(seg) ? this.view(seg) : null));
   }
 
+  /** The size a buffer would have as a segment. */
+  static sizeOf(source: SegmentSource): number { return viewOf(source).byteLength; }
+
+  /** The external segments, in order of registration. */
+  segments(): Segment[] {
+    return [...this.segs].map(([id, s]) => ({ id, size: s.size, base: id * SEG_SPAN }));
+  }
+
   /** Register an embedder buffer; its current length is the segment size. */
   addSegment(source: SegmentSource): Segment {
     const view = viewOf(source);
@@ -97,7 +105,8 @@ export class PhysMem {
   }
 }
 
-function viewOf(source: SegmentSource): Uint8Array {
+/** The bytes of a segment source (a Memory's current buffer). */
+export function viewOf(source: SegmentSource): Uint8Array {
   if (source instanceof WebAssembly.Memory) return new Uint8Array(source.buffer);
   if (source instanceof Uint8Array) return source;
   return new Uint8Array(source);
