@@ -21,9 +21,11 @@
 //   |  "\0"  |        |        |        |        |  object graph)       |
 //   +--------+--------+--------+--------+--------+----------------------+
 //   then `blob count` blobs, each a u32 length and its bytes: blob 0 is
-//   engine memory as runs of non-zero 4 KiB pages (u32 bytes, then per run
-//   u32 first page, u32 pages, the pages); the others are the contents of
-//   the ArrayBuffers and SharedArrayBuffers the graph holds.
+//   engine memory as runs of non-zero 4 KiB pages (u32 bytes, u32 runs,
+//   then per run u32 first page, u32 pages, the pages); the others are the
+//   contents of the ArrayBuffers and SharedArrayBuffers the graph holds;
+//   last, the CRC-32 (IEEE 802.3) of every byte before it, so that a
+//   damaged snapshot is refused (EINVAL) instead of restored.
 //
 // The graph is a table of nodes; a value is a JSON string, boolean, null or
 // finite number, or a tagged array: ["r", node] a reference, ["b", "123"] a
@@ -259,6 +261,23 @@ class Saver {
   }
 }
 
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320). */
+export function crc32(b: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
 /** Engine memory as runs of non-zero pages (most of a fresh engine's limit is zero). */
 function packMemory(mem: Uint8Array): Uint8Array {
   const words = new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength >>> 2);
@@ -313,7 +332,7 @@ export function saveSnapshot(engine: Engine, root: object, externals: Map<object
   });
   const head = new TextEncoder().encode(json);
   const blobs = [packMemory(mem), ...saver.blobs];
-  let size = 24 + head.length;
+  let size = 24 + head.length + 4;
   for (const b of blobs) size += 4 + b.length;
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
@@ -329,6 +348,7 @@ export function saveSnapshot(engine: Engine, root: object, externals: Map<object
     out.set(b, at + 4);
     at += 4 + b.length;
   }
+  dv.setUint32(at, crc32(out.subarray(0, at)), true);
   return out;
 }
 
@@ -346,12 +366,14 @@ const bad = (why: string) => new SysError('EINVAL', `snapshot: ${why}`);
 
 /** Parse and check the framing; the engine checks its memory's layout version when it resumes. */
 export function parseSnapshot(bytes: Uint8Array): ParsedSnapshot {
-  if (!(bytes instanceof Uint8Array) || bytes.length < 24) throw bad('too short');
+  if (!(bytes instanceof Uint8Array) || bytes.length < 28) throw bad('too short');
   for (let i = 0; i < 8; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) throw bad('not a wasm-viommu snapshot');
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = bytes.length - 4;
+  if (crc32(bytes.subarray(0, end)) !== dv.getUint32(end, true)) throw bad('checksum mismatch (damaged)');
   if (dv.getUint32(8, true) !== SNAPSHOT_FORMAT) throw bad(`format version ${dv.getUint32(8, true)}, this build reads ${SNAPSHOT_FORMAT}`);
   const headLen = dv.getUint32(16, true), count = dv.getUint32(20, true);
-  if (24 + headLen > bytes.length) throw bad('truncated header');
+  if (24 + headLen > end) throw bad('truncated header');
   let parsed: Any;
   try {
     parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(24, 24 + headLen)));
@@ -361,13 +383,13 @@ export function parseSnapshot(bytes: Uint8Array): ParsedSnapshot {
   const blobs: Uint8Array[] = [];
   let at = 24 + headLen;
   for (let i = 0; i < count; i++) {
-    if (at + 4 > bytes.length) throw bad('truncated blob');
+    if (at + 4 > end) throw bad('truncated blob');
     const n = dv.getUint32(at, true);
-    if (at + 4 + n > bytes.length) throw bad('truncated blob');
+    if (at + 4 + n > end) throw bad('truncated blob');
     blobs.push(bytes.subarray(at + 4, at + 4 + n));
     at += 4 + n;
   }
-  if (at !== bytes.length || blobs.length === 0) throw bad('trailing or missing data');
+  if (at !== end || blobs.length === 0) throw bad('trailing or missing data');
   const e = parsed?.engine;
   if (!e || !Number.isSafeInteger(e.limitBytes) || !Number.isSafeInteger(e.bytes) || typeof e.shared !== 'boolean' ||
       !Array.isArray(parsed.units) || !Array.isArray(parsed.segments) || !Array.isArray(parsed.graph?.nodes) || typeof parsed.options !== 'object') {

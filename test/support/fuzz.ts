@@ -501,6 +501,8 @@ export class IoctlFuzzer {
   private mapped = 0;
   /** The last call, for a failure message. */
   last = '';
+  /** What the last call did: "ok" (with a hash of its argument's bytes after an ioctl), or what it threw. */
+  outcome = '';
   /** Log of the last calls (for a failure message). */
   readonly history: string[] = [];
 
@@ -902,17 +904,22 @@ export class IoctlFuzzer {
     if (this.iommufds.length === 0) this.iommufds.push(this.host.open('/dev/iommu'));
   }
 
-  /** Run `fn` as call `op`; the finding if it threw what it may not. */
-  private run(op: string, fn: () => void, dmaAllowed = false): string | undefined {
+  /**
+   * Run `fn` as call `op`; the finding if it threw what it may not. `out`
+   * is the call's argument, whose bytes after the call go into `outcome`.
+   */
+  private run(op: string, fn: () => void, dmaAllowed = false, out?: Uint8Array): string | undefined {
     this.last = op;
     this.history.push(op);
     if (this.history.length > 20) this.history.shift();
     try {
       fn();
       this.note(op.split(' ')[0], true);
+      this.outcome = out ? `ok ${bytesHash(out)}` : 'ok';
       return undefined;
     } catch (e) {
       const bad = badThrow(e, dmaAllowed);
+      this.outcome = e instanceof SysError ? e.code : e instanceof DmaFault ? `DmaFault ${e.status} ${e.iova}` : String(e);
       this.note(op.split(' ')[0], false, e instanceof SysError ? e.code : e instanceof DmaFault ? 'DmaFault' : 'other');
       return bad === undefined ? undefined : `${op}: ${bad}`;
     }
@@ -929,7 +936,7 @@ export class IoctlFuzzer {
     return this.run(`${desc.name} fd=${fd} ${shown}`, () => {
       this.host.ioctl(fd, desc.request, arg);
       if (arg.length >= desc.struct.size) this.harvest(desc, desc.struct.decode(arg));
-    });
+    }, false, arg);
   }
 
   private vfioIoctl(): string | undefined {
@@ -946,7 +953,7 @@ export class IoctlFuzzer {
       this.host.ioctl(fd, desc.request, arg);
       if (desc === V.VFIO_DEVICE_BIND_IOMMUFD) this.boundTo.set(fd, new DataView(arg.buffer).getInt32(8, true));
       if (arg.length >= desc.struct.size) this.harvest(desc, desc.struct.decode(arg));
-    });
+    }, false, arg);
   }
 
   /** Requests outside the table, wrong types and directions, ioctls on the wrong kind of file. */
@@ -1042,7 +1049,7 @@ export class IoctlFuzzer {
         // struct iommu_hwpt_pgfault is 64 bytes; its cookie at offset 28.
         for (let at = 0; at + 64 <= n; at += 64) this.cookies.push(new DataView(buf.buffer).getUint32(at + 28, true));
         if (this.cookies.length > 32) this.cookies.splice(0, this.cookies.length - 32);
-      });
+      }, false, buf);
     }
     // write: page responses (struct iommu_hwpt_page_response: cookie, code), sometimes garbage.
     const n = r.pick([0, 4, 8, 16, 24, 7]);
@@ -1083,7 +1090,10 @@ export class IoctlFuzzer {
         pci.pri.request({ addr, perm: r.pick([1, 2, 3]), pasid: pasid || undefined, grpid: r.below(4), last: r.chance(0.7) }).catch(() => {});
       });
     }
-    if (r.chance(0.5)) return this.run(`dma.read ${pci.path} iova=0x${iova.toString(16)} n=${n} pasid=${pasid}`, () => { pci.dma.read(iova, n, { pasid }); }, true);
+    if (r.chance(0.5)) {
+      const out = new Uint8Array(n);
+      return this.run(`dma.read ${pci.path} iova=0x${iova.toString(16)} n=${n} pasid=${pasid}`, () => { out.set(pci.dma.read(iova, n, { pasid })); }, true, out);
+    }
     const bytes = new Uint8Array(n).fill(r.below(256));
     return this.run(`dma.write ${pci.path} iova=0x${iova.toString(16)} n=${n} pasid=${pasid}`, () => { pci.dma.write(iova, bytes, { pasid }); }, true);
   }
@@ -1129,6 +1139,13 @@ function fit(type: string, x: number): number {
 }
 
 /** A short text of an ioctl argument's fields, for the call log. */
+/** FNV-1a of bytes, for comparing what two calls wrote. */
+function bytesHash(b: Uint8Array): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return (h >>> 0).toString(16);
+}
+
 function describe(desc: IoctlDesc, arg: Uint8Array): string {
   if (arg.length < desc.struct.size) return `(short buffer ${arg.length})`;
   const d = desc.struct.decode(arg) as Record<string, Any>;
