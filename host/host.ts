@@ -418,8 +418,22 @@ export class Host {
     const opts: Required<DeviceOptions> = { iommu, pasidBits: options.pasidBits ?? 0, ats: options.ats ?? false, pri: options.pri ?? false };
     const dev = new PciFunction(this.devices.length, driver, opts, this.engine, this.contexts, this.phys);
     this.devices.push(dev);
-    return { path: dev.path, iommu, dma: dev.dma, pri: dev.pri, ats: dev.ats, onFault: (l) => dev.watchFaults(l) };
+    return handleOf(dev);
   }
+
+  /**
+   * The handle of a function addDevice made, by its path: how a host
+   * restored from a snapshot hands its functions back. ENODEV for none.
+   */
+  device(path: string): DeviceHandle {
+    const dev = this.devices.find((d) => d.path === path);
+    if (!dev) throw new SysError('ENODEV');
+    return handleOf(dev);
+  }
+}
+
+function handleOf(dev: PciFunction): DeviceHandle {
+  return { path: dev.path, iommu: dev.options.iommu, dma: dev.dma, pri: dev.pri, ats: dev.ats, onFault: (l) => dev.watchFaults(l) };
 }
 
 /** Create a host: compile (or take) the engine, instantiate it, lay out its memory. */

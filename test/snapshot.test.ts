@@ -73,3 +73,190 @@ describe('snapshot, restore, and the same behaviour after (fuzzer-driven propert
     }, 60_000);
   }
 });
+
+describe('what the fuzzer reaches rarely', () => {
+  const REC = uapi.iommu_hwpt_pgfault.size;
+  const BASE = 0x4000_0000n;
+
+  /** A VT-d function with PRI and ATS on a fault-capable HWPT of an IOAS mapping 4 pages at BASE (not the 4 after). */
+  async function faultingHost() {
+    const host = await newHost();
+    const ictx = new Iommufd(host);
+    const ioas = ictx.ioasAlloc();
+    const fault = ictx.ioctl(T.IOMMU_FAULT_QUEUE_ALLOC, {});
+    const handle = host.addDevice({ pri: true, ats: true });
+    const dev = new VfioDevice(host, handle);
+    const devid = dev.bind(ictx.fd);
+    const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id }).out_hwpt_id;
+    dev.attach(hwpt);
+    const va = host.mmap(8 * PAGE);
+    host.mem.write(va, new Uint8Array(8 * PAGE).map((_, i) => i * 7));
+    ictx.map(ioas, va, 4 * PAGE, BASE);
+    return { host, ictx, ioas, faultFd: fault.out_fault_fd as number, path: handle.path, va };
+  }
+
+  it('page requests pending on a FAULT fd are read, answered and completed the same after a restore (eventq.c fops read/write)', async () => {
+    const a = await faultingHost();
+    // Two DMAs past the mapping: two page requests (PRI), the DMAs fail pending.
+    for (const [iova, write] of [[BASE + 5n * 4096n, false], [BASE + 6n * 4096n, true]] as const) {
+      const dma = a.host.device(a.path).dma;
+      let f: unknown;
+      try {
+        if (write) dma.write(iova, new Uint8Array(16)); else dma.read(iova, 16);
+      } catch (e) { f = e; }
+      expect(f instanceof DmaFault && f.pageRequest !== null).toBe(true);
+    }
+    const b = await restored(a.host);
+    expect(b.poll(a.faultFd, POLLIN) & POLLIN).toBe(POLLIN);
+    // Both read the same struct iommu_hwpt_pgfault records (cookies included).
+    const readAll = (h: Host) => { const buf = new Uint8Array(4 * REC); const n = h.read(a.faultFd, buf); return buf.subarray(0, n); };
+    const ra = readAll(a.host), rb = readAll(b);
+    expect(ra.length).toBe(2 * REC);
+    expect([...rb]).toEqual([...ra]);
+    const recs = [0, 1].map((i) => uapi.iommu_hwpt_pgfault.decode(ra, i * REC));
+    expect(recs.map((r) => r.addr)).toEqual([BASE + 5n * 4096n, BASE + 6n * 4096n]);
+    // With the responses now pending on the fd: a second snapshot, taken mid-way.
+    const c = await restored(a.host);
+    for (const h of [a.host, b, c]) {
+      const ictx = new Iommufd(h, a.ictx.fd);
+      ictx.map(a.ioas, a.va + 4 * PAGE, 4 * PAGE, BASE + 4n * 4096n);
+      // A cookie no group holds: EINVAL (iommufd_fault_fops_write), nothing answered.
+      expectErrno(() => h.write(a.faultFd, uapi.iommu_hwpt_page_response.encode({ cookie: 999, code: 0 })), 'EINVAL');
+      for (const r of recs) expect(h.write(a.faultFd, uapi.iommu_hwpt_page_response.encode({ cookie: r.cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS }))).toBe(8);
+      // Answered once: the cookies are gone.
+      expectErrno(() => h.write(a.faultFd, uapi.iommu_hwpt_page_response.encode({ cookie: recs[0].cookie, code: 0 })), 'EINVAL');
+      expect([...h.device(a.path).dma.read(BASE + 5n * 4096n, 8)]).toEqual([...a.host.mem.read(a.va + 5 * PAGE, 8)]);
+    }
+  });
+
+  it('a restored function gets its page-request sink back: a new fault on it queues a request (IommufdDevice.rewire)', async () => {
+    const a = await faultingHost();
+    const b = await restored(a.host);
+    for (const h of [a.host, b]) {
+      expect(h.poll(a.faultFd, POLLIN) & POLLIN).toBe(0);
+      let f: unknown;
+      try { h.device(a.path).dma.read(BASE + 7n * 4096n, 4); } catch (e) { f = e; }
+      expect(f instanceof DmaFault && f.pageRequest !== null, 'the fault became a page request').toBe(true);
+      expect(h.poll(a.faultFd, POLLIN) & POLLIN).toBe(POLLIN);
+    }
+  });
+
+  it('vEVENTQ records, the LOST_EVENTS header and the sequence carry over (eventq.c iommufd_veventq_fops_read)', async () => {
+    const t = await Selftest.create();
+    const ioas = t.ioasAlloc();
+    const { stdevId, idevId } = t.mockDomain(ioas);
+    const parent = t.hwptAlloc(idevId, ioas, uapi.IOMMU_HWPT_ALLOC_NEST_PARENT);
+    const viommu = t.ioctl(uapi.IOMMU_VIOMMU_ALLOC, uapi.iommu_viommu_alloc, { dev_id: idevId, hwpt_id: parent, type: uapi.IOMMU_VIOMMU_TYPE_SELFTEST }).out_viommu_id;
+    t.ioctl(uapi.IOMMU_VDEVICE_ALLOC, uapi.iommu_vdevice_alloc, { viommu_id: viommu, dev_id: idevId, virt_id: 0x99n });
+    // mock_domain_nop_attach on a nested domain of the vIOMMU gives the device its virt_id for events.
+    const data = t.mmap(PAGE);
+    t.host.mem.write(data, uapi.iommu_hwpt_selftest.encode({ iotlb: uapi.IOMMU_TEST_IOTLB_DEFAULT }));
+    const nested = t.ioctl(uapi.IOMMU_HWPT_ALLOC, uapi.iommu_hwpt_alloc, {
+      dev_id: idevId, pt_id: viommu, data_type: uapi.IOMMU_HWPT_DATA_SELFTEST, data_len: uapi.iommu_hwpt_selftest.size, data_uptr: BigInt(data),
+    }).out_hwpt_id;
+    t.mockDomainReplace(stdevId, nested);
+    const q = t.ioctl(uapi.IOMMU_VEVENTQ_ALLOC, uapi.iommu_veventq_alloc, { viommu_id: viommu, type: uapi.IOMMU_VEVENTQ_TYPE_SELFTEST, veventq_depth: 2 });
+    const trigger = (s: Selftest) => s.testCmd('trigger_vevent', uapi.IOMMU_TEST_OP_TRIGGER_VEVENT, { 'trigger_vevent.dev_id': idevId });
+    for (let i = 0; i < 3; i++) trigger(t); // depth 2: the third is lost
+    const b = await restored(t.host);
+    const tb = Object.assign(Object.create(Selftest.prototype) as Selftest, { ...t, host: b });
+    const HDR = uapi.iommufd_vevent_header.size, EVT = uapi.iommu_viommu_event_selftest.size;
+    const read = (h: Host) => { const buf = new Uint8Array(8 * (HDR + EVT)); return buf.subarray(0, h.read(q.out_veventq_fd, buf)); };
+    const ra = read(t.host), rb = read(b);
+    expect([...rb]).toEqual([...ra]);
+    // Two records, then a LOST_EVENTS header (include/uapi/linux/iommufd.h IOMMU_VEVENTQ_FLAG_LOST_EVENTS).
+    expect(ra.length).toBe(2 * (HDR + EVT) + HDR);
+    expect(uapi.iommufd_vevent_header.decode(ra, 2 * (HDR + EVT)).flags).toBe(uapi.IOMMU_VEVENTQ_FLAG_LOST_EVENTS);
+    // The next event continues the sequence on both.
+    trigger(t);
+    trigger(tb);
+    expect([...read(b)]).toEqual([...read(t.host)]);
+    // The restored objects tear down as the original's do (the mock vIOMMU's ops are state too).
+    for (const s of [t, tb]) {
+      s.host.close(q.out_veventq_fd);
+      s.destroy(q.out_veventq_id);
+      s.destroy(viommu + 1); // the vDEVICE
+      s.teardown();
+    }
+  });
+
+  it('dirty bits set by DMA before the snapshot are read after it (hw_pagetable.c GET_DIRTY_BITMAP)', async () => {
+    const host = await newHost();
+    const ictx = new Iommufd(host);
+    const ioas = ictx.ioasAlloc();
+    const handle = host.addDevice();
+    const dev = new VfioDevice(host, handle);
+    const devid = dev.bind(ictx.fd);
+    const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING }).out_hwpt_id;
+    dev.attach(hwpt);
+    const va = host.mmap(16 * PAGE);
+    ictx.map(ioas, va, 16 * PAGE, BASE);
+    ictx.ioctl(T.IOMMU_HWPT_SET_DIRTY_TRACKING, { hwpt_id: hwpt, flags: 1 });
+    for (const p of [1, 3, 5]) handle.dma.write(BASE + BigInt(p * PAGE), new Uint8Array([p]));
+    const b = await restored(host);
+    const bitmap = (h: Host) => {
+      const data = h.mmap(PAGE);
+      new Iommufd(h, ictx.fd).ioctl(T.IOMMU_HWPT_GET_DIRTY_BITMAP, { hwpt_id: hwpt, iova: BASE, length: 16n * 4096n, page_size: 4096n, data });
+      return h.mem.read(data, 8);
+    };
+    expect([...bitmap(b)]).toEqual([0b0010_1010, 0, 0, 0, 0, 0, 0, 0]);
+    expect([...bitmap(host)]).toEqual([0b0010_1010, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it('external segments: their bytes are the embedder\'s, handed back by id; a missing or resized one is EINVAL', async () => {
+    const host = await newHost();
+    const ram = new ArrayBuffer(64 * 1024);
+    const seg = host.addSegment(ram);
+    const ictx = new Iommufd(host);
+    const ioas = ictx.ioasAlloc();
+    const handle = host.addDevice();
+    const dev = new VfioDevice(host, handle);
+    dev.bind(ictx.fd);
+    dev.attach(ioas);
+    ictx.map(ioas, host.mapSegment(seg), 64 * 1024, BASE);
+    handle.dma.write(BASE + 100n, new Uint8Array([1, 2, 3]));
+    const snap = host.snapshot();
+    await expect(createHost({ restore: snap })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(createHost({ restore: snap, segments: { [seg.id]: new ArrayBuffer(4096) } })).rejects.toMatchObject({ code: 'EINVAL' });
+    const copy = ram.slice(0);
+    const b = await createHost({ restore: snap, segments: { [seg.id]: copy } });
+    expect([...b.device(handle.path).dma.read(BASE + 100n, 3)]).toEqual([1, 2, 3]);
+    b.device(handle.path).dma.write(BASE + 200n, new Uint8Array([9]));
+    expect(new Uint8Array(copy)[200]).toBe(9); // the restored host DMAs into the buffer it was given
+    expect(new Uint8Array(ram)[200]).toBe(0);
+  });
+
+  it('a damaged, truncated or foreign snapshot is EINVAL and restores nothing', async () => {
+    const host = await newHost();
+    new Iommufd(host).ioasAlloc();
+    const snap = host.snapshot();
+    const rng = new Rng(0x5a9);
+    const tries: Uint8Array[] = [new Uint8Array(0), snap.subarray(0, 20), snap.subarray(0, snap.length - 1), new TextEncoder().encode('not a snapshot at all, no')];
+    for (let i = 0; i < 20; i++) {
+      const bad = snap.slice();
+      bad[rng.below(bad.length)] ^= 1 << rng.below(8);
+      tries.push(bad);
+    }
+    for (const bytes of tries) {
+      let err: unknown;
+      try { await createHost({ restore: bytes }); } catch (e) { err = e; }
+      expect(err instanceof SysError && err.code === 'EINVAL', `${String(err)}`).toBe(true);
+    }
+  });
+
+  it('zero pages are not stored: a fresh host\'s snapshot is a small part of its engine memory', async () => {
+    const host = await newHost();
+    const snap = host.snapshot();
+    expect(snap.length).toBeLessThan(host.engine.memory.buffer.byteLength / 4);
+  });
+
+  it('EBUSY while a worker shares the engine; fine once it is released', async () => {
+    const host = await newHost({ shared: true });
+    const dev = host.addDevice();
+    const init = host.shareWorker([dev.path]);
+    expectErrno(() => host.snapshot(), 'EBUSY');
+    host.releaseWorker(init);
+    const b = await restored(host);
+    expect(b.engine.shared).toBe(true);
+  });
+});

@@ -245,9 +245,9 @@ function allocOnViommu(ctx: HwptCtx, viommu: Viommu, idev: IommufdDevice, cmd: D
   if ((cmd.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) !== 0 || cmd.data_len === 0) throw new SysError('EOPNOTSUPP');
   const pasidCompat = (cmd.flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   if (viommu.vtype !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3) {
-    const alloc = viommu.ops?.allocDomainNested;
-    if (!alloc) throw new SysError('EOPNOTSUPP');
-    const domain = alloc(cmd.flags & ~IOMMU_HWPT_FAULT_ID_VALID, { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len }, ctx.mm);
+    const ops = viommu.ops;
+    if (!ops?.allocDomainNested) throw new SysError('EOPNOTSUPP');
+    const domain = ops.allocDomainNested(cmd.flags & ~IOMMU_HWPT_FAULT_ID_VALID, { type: cmd.data_type, uptr: cmd.data_uptr, len: cmd.data_len }, ctx.mm);
     return ctx.objects.add(new HwptNested(ctx.engine, viommu.hwpt, { domain, viommu }, { pasidCompat }));
   }
   if (pasidCompat) throw new SysError('EOPNOTSUPP');
