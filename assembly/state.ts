@@ -107,17 +107,7 @@ export function instanceBytes(): u32 {
  * private region and IOTLB. The owner registers the IOTLB (instances.ts).
  */
 export function attach(region: usize): i32 {
-  if (load<u32>(CTRL_BASE) != CTRL_MAGIC || load<u32>(CTRL_BASE + 4) != LAYOUT_VERSION) return ERR_INVAL;
-  frameBase = load<u32>(CTRL_BASE + CTRL_FRAME_BASE);
-  limitFrames = load<u32>(CTRL_BASE + CTRL_LIMIT_FRAMES);
-  segTable = load<u32>(CTRL_BASE + CTRL_SEG_TABLE);
-  domTable = load<u32>(CTRL_BASE + CTRL_DOM_TABLE);
-  ctxTable = load<u32>(CTRL_BASE + CTRL_CTX_TABLE);
-  iotlbSetsLog2 = load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2);
-  iotlbWays = load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS);
-  refBase = load<u32>(CTRL_BASE + CTRL_REFCOUNT);
-  maxDomains = load<u32>(CTRL_BASE + CTRL_DOMAINS);
-  maxContexts = load<u32>(CTRL_BASE + CTRL_CONTEXTS);
+  if (!readBases()) return ERR_INVAL;
   mbx = region;
   bIn = region + (BATCH_IN - MAILBOX);
   bOut = region + (BATCH_OUT - MAILBOX);
@@ -133,7 +123,19 @@ export function attach(region: usize): i32 {
  * them, and the owner's own areas where init put them.
  */
 export function resume(): i32 {
-  if (load<u32>(CTRL_BASE) != CTRL_MAGIC || load<u32>(CTRL_BASE + 4) != LAYOUT_VERSION) return ERR_INVAL;
+  if (!readBases()) return ERR_INVAL;
+  iotlbBase = load<u32>(CTRL_BASE + CTRL_IOTLB);
+  setPriv(iotlbBase + (<usize>1 << iotlbSetsLog2) * iotlbWays * TLBE_SIZE);
+  return 0;
+}
+
+/**
+ * The region bases init wrote into the control block, into the globals.
+ * False for a memory without an engine of this layout version, or with
+ * shapes init would not have made.
+ */
+function readBases(): bool {
+  if (load<u32>(CTRL_BASE) != CTRL_MAGIC || load<u32>(CTRL_BASE + 4) != LAYOUT_VERSION) return false;
   frameBase = load<u32>(CTRL_BASE + CTRL_FRAME_BASE);
   limitFrames = load<u32>(CTRL_BASE + CTRL_LIMIT_FRAMES);
   segTable = load<u32>(CTRL_BASE + CTRL_SEG_TABLE);
@@ -144,10 +146,7 @@ export function resume(): i32 {
   refBase = load<u32>(CTRL_BASE + CTRL_REFCOUNT);
   maxDomains = load<u32>(CTRL_BASE + CTRL_DOMAINS);
   maxContexts = load<u32>(CTRL_BASE + CTRL_CONTEXTS);
-  iotlbBase = load<u32>(CTRL_BASE + CTRL_IOTLB);
-  if (iotlbSetsLog2 > 20 || iotlbWays == 0 || iotlbWays > 16 || limitFrames > 65536 * FRAMES_PER_WASM_PAGE) return ERR_INVAL;
-  setPriv(iotlbBase + (<usize>1 << iotlbSetsLog2) * iotlbWays * TLBE_SIZE);
-  return 0;
+  return iotlbSetsLog2 <= 20 && iotlbWays >= 1 && iotlbWays <= 16 && limitFrames <= 65536 * FRAMES_PER_WASM_PAGE;
 }
 
 /** Register (owner side) worker `slot`'s IOTLB at `base`, or 0 to remove it: the owner's invalidations sweep it. */
