@@ -19,7 +19,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { stagePackage, repoRoot, type Stage } from './support/browser-stage.js';
-import { serveStatic, type StaticServer } from './support/browser-server.js';
+import { serveStatic, type StaticServer } from '../examples/browser/static-server.mjs';
 import { makeEngine, segPa, SZ_2M, SZ_1G } from './support/engine.js';
 import { Rng } from './reference/rng.js';
 
