@@ -8,13 +8,17 @@
  * no byte moved) must match the model; map and unmap results too (EEXIST on
  * overlap, the superset rule, bytes unmapped). Zero mismatches.
  *
+ * Every RESTORE_EVERY steps the host is replaced by one restored from its
+ * snapshot, and the model carries on as if nothing happened (snapshot and
+ * restore, issue 9).
+ *
  * `npm test`: 3 seeds x 1,500 steps. On demand:
  *   VIOMMU_DMA_FUZZ_STEPS=200000 npx vitest run test/fuzz-dma.test.ts
  * Replay a seed with VIOMMU_SEED=<seed>.
  */
 import { expect, test } from 'vitest';
 import { newHost, Iommufd, VfioDevice, uapi, PAGE, type Host } from './support/host.js';
-import { DmaFault, SysError } from '../host/index.js';
+import { createHost, DmaFault, SysError } from '../host/index.js';
 import { checkInvariants } from './support/fuzz.js';
 import { testSeeds, withSeed, type Rng } from './reference/rng.js';
 
@@ -36,8 +40,11 @@ class Model {
   areaSeq = 1;
 }
 
-function run(host: Host, rng: Rng, steps: number): { dmas: number; faults: number; maps: number } {
-  const ictx = new Iommufd(host);
+/** How often the host is swapped for one restored from its snapshot. */
+const RESTORE_EVERY = 250;
+
+async function run(host: Host, rng: Rng, steps: number): Promise<{ dmas: number; faults: number; maps: number; restores: number }> {
+  let ictx = new Iommufd(host);
   const model = new Model();
   const checkRng = rng.fork(); // the checks' own stream: how often they run does not change the steps
   const ioases: IoasModel[] = [];
@@ -71,7 +78,7 @@ function run(host: Host, rng: Rng, steps: number): { dmas: number; faults: numbe
   };
   for (let i = 0; i < 4; i++) newRegion();
 
-  let dmas = 0, faults = 0, maps = 0;
+  let dmas = 0, faults = 0, maps = 0, restores = 0;
   const errnoOf = (fn: () => unknown): string => {
     try { fn(); return 'OK'; } catch (e) { if (e instanceof SysError) return e.code; throw e; }
   };
@@ -250,17 +257,25 @@ function run(host: Host, rng: Rng, steps: number): { dmas: number; faults: numbe
       throw e;
     }
     if (s % CHECK_EVERY === 0) checkInvariants(host, { rng: checkRng, samples: 1 });
+    if (s % RESTORE_EVERY === RESTORE_EVERY - 1) {
+      host = await createHost({ restore: host.snapshot() });
+      ictx = new Iommufd(host, ictx.fd);
+      for (const d of devs) d.dev = new VfioDevice(host, host.device(d.dev.handle.path), d.dev.fd);
+      log.push(`${s}: restored`);
+      restores++;
+    }
   }
   checkInvariants(host, { rng: checkRng, full: true });
-  return { dmas, faults, maps };
+  return { dmas, faults, maps, restores };
 }
 
 for (const seed of testSeeds(3)) {
   test(`differential DMA fuzzer, seed ${seed}: ${STEPS} steps, zero mismatches with the model`, async () => {
     const host = await newHost();
-    const r = withSeed(seed, (rng) => run(host, rng, STEPS));
+    const r = await withSeed(seed, (rng) => run(host, rng, STEPS));
     if (STEPS > 10_000) console.log(`seed ${seed}: ${JSON.stringify(r)}`);
     expect(r.dmas).toBeGreaterThan(STEPS / 4);
     expect(r.maps).toBeGreaterThan(0);
+    expect(r.restores).toBeGreaterThan(0);
   }, STEPS > 10_000 ? 3600_000 : 60_000);
 }

@@ -168,7 +168,10 @@ export function withSeed<T>(seed: number, body: (rng: Rng) => T): T {
     throw new Error(`${tag}: ${String(err)}`);
   };
   try {
-    return body(new Rng(seed));
+    const out = body(new Rng(seed));
+    // An async body: its rejection names the seed too.
+    if (out instanceof Promise) return out.catch(decorate) as T;
+    return out;
   } catch (err) {
     return decorate(err);
   }
