@@ -78,6 +78,18 @@ describe('what the fuzzer reaches rarely', () => {
   const REC = uapi.iommu_hwpt_pgfault.size;
   const BASE = 0x4000_0000n;
 
+  /** A VT-d function bound to an iommufd with an IOAS, and a manual HWPT of it allocated with `flags`. */
+  async function withHwpt(flags: number) {
+    const host = await newHost();
+    const ictx = new Iommufd(host);
+    const ioas = ictx.ioasAlloc();
+    const handle = host.addDevice();
+    const dev = new VfioDevice(host, handle);
+    const devid = dev.bind(ictx.fd);
+    const hwpt: number = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags }).out_hwpt_id;
+    return { host, ictx, ioas, handle, dev, devid, hwpt };
+  }
+
   /** A VT-d function with PRI and ATS on a fault-capable HWPT of an IOAS mapping 4 pages at BASE (not the 4 after). */
   async function faultingHost() {
     const host = await newHost();
@@ -181,13 +193,7 @@ describe('what the fuzzer reaches rarely', () => {
   });
 
   it('dirty bits set by DMA before the snapshot are read after it (hw_pagetable.c GET_DIRTY_BITMAP)', async () => {
-    const host = await newHost();
-    const ictx = new Iommufd(host);
-    const ioas = ictx.ioasAlloc();
-    const handle = host.addDevice();
-    const dev = new VfioDevice(host, handle);
-    const devid = dev.bind(ictx.fd);
-    const hwpt = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING }).out_hwpt_id;
+    const { host, ictx, ioas, handle, dev, hwpt } = await withHwpt(uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING);
     dev.attach(hwpt);
     const va = host.mmap(16 * PAGE);
     ictx.map(ioas, va, 16 * PAGE, BASE);
@@ -229,13 +235,7 @@ describe('what the fuzzer reaches rarely', () => {
   it('a VT-d nested attachment: guest tables, warm caches and invalidation behave the same after a restore (VT-d 3.6, 9.7)', async () => {
     // x86-64 entries (VT-d 9.7): P, R/W, U/S. Guest RAM at GPA 0: L4 0x1000 -> L3 0x2000 -> L2 0x3000 -> L1 0x4000.
     const P = 1n, RW = 2n, US = 4n, GUEST = 4 << 20;
-    const host = await newHost();
-    const ictx = new Iommufd(host);
-    const ioas = ictx.ioasAlloc();
-    const handle = host.addDevice();
-    const dev = new VfioDevice(host, handle);
-    const devid = dev.bind(ictx.fd);
-    const parent = ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_ALLOC_NEST_PARENT }).out_hwpt_id;
+    const { host, ictx, ioas, handle, dev, devid, hwpt: parent } = await withHwpt(uapi.IOMMU_HWPT_ALLOC_NEST_PARENT);
     const ram = host.mmap(GUEST);
     ictx.map(ioas, ram, GUEST, 0n);
     const put = (h: Host, gpa: number, v: bigint) => { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, v, true); h.mem.write(ram + gpa, b); };
