@@ -21,7 +21,7 @@ import {
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
 import { recordFault } from "./events";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
-import { ptWalk, ptTouch } from "./radix";
+import { ptWalk, ptTouch, walkIpaTag } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
 // @ts-ignore: decorator
@@ -97,7 +97,7 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   rLevel = walkLevel;
   if (st != F_NONE) return st;
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
-  iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm);
+  iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm, walkIpaTag);
   rShift = walkShift; rPerm = perm;
   rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
   return F_NONE;
