@@ -314,6 +314,13 @@ export const TLBE_SIZE: u32 = 32;
 export const TLBE_VALID: u32 = 0x80000000;
 export const TLBE_WRITABLE: u32 = 4;
 
+// The sizes word of pt_create (radix.ts ptCreate, kept as DOM_SIZES): leaf
+// sizes (SZ_*) in bits 2:0; VT-d: the host address width HAW in bits 15:8
+// (0 = 52; entry address bits 51:HAW are reserved, VT-d 9.8); ARM stage 2:
+// log2 of the concatenated root tables in bits 19:16.
+export const PT_HAW_SHIFT: u32 = 8;
+export const PT_CONCAT_SHIFT: u32 = 16;
+
 // Leaf sizes, as a bit per size class.
 export const SZ_4K: u32 = 1;
 export const SZ_2M: u32 = 2;

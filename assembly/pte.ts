@@ -56,7 +56,7 @@
 //   IR/IW gate reads and writes at every level; HA/HD are the accessed and
 //   dirty flags (host dirty tracking, EFR HDSup).
 
-import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W } from "./layout";
+import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT } from "./layout";
 
 let fmt: u32 = FMT_VTD_SL;
 
@@ -72,9 +72,9 @@ export const VTD_ADDR: u64 = 0x000ffffffffff000;
 const VTD_TABLE_RSVD: u64 = (<u64>1 << 11) | (<u64>1 << 62);
 /** The domain's sizes word (DOM_SIZES): leaf sizes in bits 2:0, the VT-d output width (HAW) in 15:8. */
 export const SIZES_MASK: u32 = 7;
-export const OUT_BITS_SHIFT: u32 = 8;
+export const OUT_BITS_SHIFT: u32 = PT_HAW_SHIFT;
 /** ARM stage 2: log2 of the tables concatenated at the root (0..4), bits 19:16 of the sizes word. */
-export const CONCAT_SHIFT: u32 = 16;
+export const CONCAT_SHIFT: u32 = PT_CONCAT_SHIFT;
 const ARM_T: u64 = 1 << 1;
 const ARM_AF: u64 = 1 << 10;
 const ARM_S2AP_R: u64 = 1 << 6;

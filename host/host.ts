@@ -5,7 +5,7 @@
 
 import { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
 import { Engine, type EngineOptions } from './engine/engine.js';
-import { intelVtd } from './iommu/intel_vtd.js';
+import { intelVtd, vtdOptions, type VtdOptions } from './iommu/intel_vtd.js';
 import type { IommuDriver, IommuKind } from './iommu/driver.js';
 import { armSmmuV3 } from './iommu/arm_smmuv3.js';
 import { amdVi } from './iommu/amd_vi.js';
@@ -46,6 +46,8 @@ export interface HostOptions extends EngineOptions {
    * and the mock IOMMU exists (`addDevice({ iommu: 'mock' })`). Default false.
    */
   iommufdTest?: boolean;
+  /** How the Intel VT-d unit is built: its address width (levels) and host address width. */
+  vtd?: VtdOptions;
 }
 
 /** What addDevice returns: the function's VFIO path and its DMA. */
@@ -81,8 +83,8 @@ export interface WaitOptions {
 }
 
 /** The emulated IOMMU units; the 'mock' unit only with CONFIG_IOMMUFD_TEST (HostOptions.iommufdTest). */
-const UNITS: Partial<Record<IommuKind, (engine: Engine) => IommuDriver>> = {
-  'intel-vtd': intelVtd,
+const UNITS: Partial<Record<IommuKind, (engine: Engine, options: HostOptions) => IommuDriver>> = {
+  'intel-vtd': (engine, options) => intelVtd(engine, options.vtd),
   'arm-smmuv3': armSmmuV3,
   'amd-vi': amdVi,
 };
@@ -120,9 +122,12 @@ export class Host {
 
   /** The engine's compiled module (shared-memory mode posts it to workers). */
   private readonly module: WebAssembly.Module | null;
+  private readonly options: HostOptions;
 
   constructor(engine: Engine, options: HostOptions = {}, module: WebAssembly.Module | null = null) {
     this.module = module;
+    this.options = options;
+    if (options.vtd) vtdOptions(options.vtd); // a bad option fails here, not at the first device
     const c = options.credentials ?? {};
     this.creds = {
       capSysResource: c.capSysResource ?? true,
@@ -326,7 +331,7 @@ export class Host {
     if (!driver) {
       const make = kind === 'mock' && this.test ? (e: Engine) => mockIommu(e, { noDirty: false }) : UNITS[kind];
       if (!make) throw new SysError('ENODEV', `the ${String(kind)} IOMMU is not emulated yet`);
-      driver = make(this.engine);
+      driver = make(this.engine, this.options);
       this.units.set(kind, driver);
     }
     return driver;
