@@ -15,8 +15,8 @@
 // 0x11000.. and maps to 0x200000 + i * 4 KiB.
 
 import { describe, it, expect, beforeEach } from 'vitest';
-import { makeEngine } from './support/engine.js';
-import type { Engine } from '../host/engine/engine.js';
+import { makeEngine, engineModule } from './support/engine.js';
+import { Engine } from '../host/engine/engine.js';
 
 const P = 1n, RW = 2n, US = 4n;
 const R = 1, W = 2;
@@ -131,5 +131,44 @@ describe('a stage-2 unmap under nested domains (exact invalidation)', () => {
     const bits = e.ptReadDirty(parent, 0x100000 + 2 * 4096, 4096, 4096, true);
     expect(bits[0]! & 1).toBe(1);
     expect(e.iotlbCount(a)).toBe(N - 1);
+  });
+});
+
+describe('exact stage-2 invalidation reaches a worker instance (shared-memory mode)', () => {
+  it("a worker's combined entries and stage-2 walk cache lose exactly what an owner's unmap changed", () => {
+    e = makeEngine({ shared: true, memoryLimit: 64 << 20 });
+    ram = e.allocFrames(2 * GUEST / 4096, 512) * 4096;
+    parent = e.ptCreate(4, 3);
+    e.ptMap(parent, 0, ram, GUEST, R | W);
+    tables(0x1000, 0x100000);
+    const a = e.ptCreateNested(parent, 0x1000n, 4);
+    e.ctxSet(1, a, 0);
+    const w = Engine.attach(engineModule('shared'), e.shareWorker());
+    const wtr = (page: number) => {
+      w.enter();
+      try {
+        const st = w.translate(1, page * 4096 + 0x10, 0, R);
+        return st === 0 ? { st, pa: w.lastPaHi * 2 ** 32 + w.lastPaLo } : { st };
+      } finally { w.leave(); }
+    };
+    for (let i = 0; i < N; i++) expect(wtr(i).st).toBe(0);
+    expect(w.iotlbCount(a)).toBe(N);
+    e.ptUnmap(parent, 0x100000 + 9 * 4096, 4096);
+    expect(w.iotlbCount(a)).toBe(N - 1);
+    expect(wtr(9).st).toBe(e.layout.F_NOT_PRESENT | e.layout.F_STAGE2);
+    // The worker's walk cache still holds the tables: a new page walks stage 2 once more (its output).
+    put(0x4000 + N * 8, 0x1c0000n | P | RW | US);
+    const w0 = w.stats().walks;
+    expect(wtr(N)).toEqual({ st: 0, pa: ram + 0x1c0000 + 0x10 });
+    expect(w.stats().walks - w0).toBe(2);
+    // The L1 table moves: the worker's entries through it go, and its walk cache reads the copy.
+    const copy = GUEST + 0x4000;
+    new Uint8Array(e.bytes.buffer).copyWithin(ram + copy, ram + 0x4000, ram + 0x5000);
+    new DataView(e.bytes.buffer).setBigUint64(ram + copy + 3 * 8, 0x180000n | P | RW | US, true);
+    e.ptUnmap(parent, 0x4000, 4096);
+    expect(w.iotlbCount(a)).toBe(0);
+    e.ptMap(parent, 0x4000, ram + copy, 4096, R | W);
+    expect(wtr(3)).toEqual({ st: 0, pa: ram + 0x180000 + 0x10 });
+    expect(wtr(4)).toEqual({ st: 0, pa: ram + 0x100000 + 4 * 4096 + 0x10 });
   });
 });
