@@ -428,11 +428,13 @@ export function iotlbFlushNested(parent: u32, first: u64, last: u64, tables: boo
     const end = b + n * TLBE_SIZE;
     for (let e = b; e < end; e += TLBE_SIZE) {
       if ((load<u32>(e, 12) & TLBE_VALID) == 0) continue;
+      if (!childOf(load<u32>(e, 8) & 0xffff, parent)) continue;
+      // Every fill of a nested domain tags its entry (translate.ts fill); an
+      // untagged one would be dropped, not trusted.
       const tag = load<u64>(ipaTagOf(b, e));
-      if (tag == 0 || !childOf(load<u32>(e, 8) & 0xffff, parent)) continue;
       const ipa = tag & ~(<u64>1);
       const size = <u64>1 << leafShift(<u32>(load<u64>(e) >> 56));
-      if (ipa <= last && ipa + (size - 1) >= first) store<u32>(e, 0, 12);
+      if (tag == 0 || (ipa <= last && ipa + (size - 1) >= first)) store<u32>(e, 0, 12);
     }
   }
 }
