@@ -10,7 +10,7 @@ import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
-import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump } from "./iotlb";
+import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump, s2EpochBump } from "./iotlb";
 import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED, RING_MAX, ERR_INVAL } from "./layout";
 import { ringCreate, ringDestroy, ringPush, ctxRoute } from "./events";
 
@@ -73,7 +73,7 @@ export function frames_in_memory(): u32 { return framesInMemory(); }
 export function seg_add(sizeLo: u32, sizeHi: u32): i32 { return segAdd(sizeLo, sizeHi); }
 export function seg_remove(seg: u32): i32 {
   const r = segRemove(seg);
-  if (r == 0) iotlbEpochBump(); // caches over the IOTLB drop what reached it
+  if (r == 0) { iotlbEpochBump(); s2EpochBump(); } // caches over the IOTLB and stage-2 walks drop what reached it
   return r;
 }
 

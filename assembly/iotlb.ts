@@ -19,7 +19,8 @@
 
 import {
   TLBE_SIZE, TLBE_VALID, PERM_W, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
-  CTRL_BASE, CTRL_EPOCH, CTRL_INSTANCES, INST_MAX,
+  CTRL_BASE, CTRL_EPOCH, CTRL_S2_EPOCH, CTRL_INSTANCES, INST_MAX, DOM_ROOT, DOM_PARENT, DOM_S1_TABLES,
+  DOM_S1_TABLES_BYTES, NESTED_ROOT,
 } from "./layout";
 import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count, setIotlbBase } from "./state";
 
@@ -29,12 +30,30 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count, setIo
 // @ts-ignore: decorator
 @inline export function leafShift(sizeClass: u32): u32 { return 12 + 9 * sizeClass; }
 
+/** The set hash of the leaf of size class `sc` whose first page is `vpn`, for a domain hashed to `dh` (domHash). */
+// @ts-ignore: decorator
+@inline function hashOf(vpn: u64, sc: u32, dh: u32): u32 {
+  return (<u32>vpn * 0x9e3779b1) ^ ((<u32>(vpn >> 32) + (sc << 24)) * 0x85ebca77) ^ dh;
+}
+// @ts-ignore: decorator
+@inline function domHash(did: u32): u32 { return did * 0xc2b2ae35; }
+
 /** The set holding the leaf of size class `sc` whose first page is `vpn`. */
 // @ts-ignore: decorator
 @inline function setOf(vpn: u64, sc: u32, did: u32): usize {
-  const h = (<u32>vpn * 0x9e3779b1) ^ ((<u32>(vpn >> 32) + (sc << 24)) * 0x85ebca77) ^ (did * 0xc2b2ae35);
+  const h = hashOf(vpn, sc, domHash(did));
   const set = iotlbSetsLog2 == 0 ? 0 : h >>> (32 - iotlbSetsLog2);
   return iotlbBase + <usize>set * iotlbWays * TLBE_SIZE;
+}
+
+/** probeSet of a 4-way set: unrolled, each way's key words compared only when the first matches. */
+// @ts-ignore: decorator
+@inline function probe4(e: usize, k0: u64, k1: u64): usize {
+  if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) return e;
+  if (load<u64>(e, TLBE_SIZE) == k0 && load<u64>(e, TLBE_SIZE + 8) == k1) return e + TLBE_SIZE;
+  if (load<u64>(e, 2 * TLBE_SIZE) == k0 && load<u64>(e, 2 * TLBE_SIZE + 8) == k1) return e + 2 * TLBE_SIZE;
+  if (load<u64>(e, 3 * TLBE_SIZE) == k0 && load<u64>(e, 3 * TLBE_SIZE + 8) == k1) return e + 3 * TLBE_SIZE;
+  return 0;
 }
 
 // @ts-ignore: decorator
@@ -64,6 +83,16 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, count, setIo
   return i == 0 ? own : <usize>load<u32>(CTRL_BASE + CTRL_INSTANCES + ((i - 1) << 2));
 }
 
+/**
+ * The stage-2 epoch (layout.ts CTRL_S2_EPOCH): the stage-2 walk cache
+ * (nested.ts) counts an entry only while it is current. Bumped by what
+ * changes stage-2 translations wholesale; never wraps.
+ */
+// @ts-ignore: decorator
+@inline export function s2Epoch(): u64 { return load<u64>(CTRL_BASE + CTRL_S2_EPOCH); }
+// @ts-ignore: decorator
+@inline export function s2EpochBump(): void { store<u64>(CTRL_BASE + CTRL_S2_EPOCH, s2Epoch() + 1); }
+
 // Result of the last hit.
 export let hitPa: u64 = 0;
 export let hitShift: u32 = 0;
@@ -79,9 +108,16 @@ export let hitPerm: u32 = 0;
 // @ts-ignore: decorator
 @inline export function iotlbSizes(did: u32): u32 { return load<u32>(dom(did) + DOM_TLB_SIZES); }
 
-/** The way of the set at `e` holding (k0, k1), or 0. A key is in at most one way (iotlbInsert fills only on a miss). */
+/**
+ * The way of the set at `e` holding (k0, k1), or 0. A key is in at most one
+ * way (iotlbInsert fills only on a miss). A 4-way IOTLB (the default) is
+ * probed unrolled. (A branch-free compare of all four ways measured slower:
+ * it reads both cache lines of the set every time, where this reads the
+ * second only for ways 2 and 3.)
+ */
 // @ts-ignore: decorator
 @inline function probeSet(e: usize, k0: u64, k1: u64): usize {
+  if (iotlbWays == 4) return probe4(e, k0, k1);
   const end = e + <usize>iotlbWays * TLBE_SIZE;
   for (; e < end; e += TLBE_SIZE) if (load<u64>(e) == k0 && load<u64>(e, 8) == k1) return e;
   return 0;
@@ -139,8 +175,12 @@ export function iotlbMarkDirty(did: u32, pasid: u32, iova: u64): void {
   if (e != 0) store<u32>(e, load<u32>(e, 24) | PERM_W, 24);
 }
 
-/** Cache the leaf of size class sc at leafPa that maps iova; perm is the perm word (layout.ts). */
-export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u64, perm: u32): void {
+/**
+ * Cache the leaf of size class sc at leafPa that maps iova; perm is the perm
+ * word (layout.ts). `ipaTag`: the entry's IPA tag (layout.ts): the combined
+ * leaf's IPA | 1 for a nested domain, 0 for a host table.
+ */
+export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u64, perm: u32, ipaTag: u64): void {
   const d = dom(did);
   const shift = leafShift(sc);
   const vpn = (iova >> shift) << (shift - 12);
@@ -161,11 +201,20 @@ export function iotlbInsert(did: u32, pasid: u32, iova: u64, sc: u32, leafPa: u6
   store<u32>(e, pasid | TLBE_VALID, 12);
   store<u64>(e, leafPa, 16);
   store<u32>(e, perm, 24);
+  store<u64>(ipaTagOf(iotlbBase, e), ipaTag);
   // Atomic: worker instances fill their own IOTLBs and share this hint.
   atomic.or<u32>(d + DOM_TLB_SIZES, 1 << sc);
 }
 
 function entries(): usize { return (<usize>1 << iotlbSetsLog2) * iotlbWays; }
+
+/** The IPA tag of the entry at e of the IOTLB at base (layout.ts: a u64 per entry after the entries). */
+// @ts-ignore: decorator
+@inline function ipaTagOf(base: usize, e: usize): usize { return base + entries() * TLBE_SIZE + ((e - base) >> 2); }
+
+/** Forget a domain's stage-1 table filter (layout.ts DOM_S1_TABLES): it has no entry left that used a table. */
+// @ts-ignore: decorator
+@inline function clearTableFilter(d: usize): void { memory.fill(d + DOM_S1_TABLES, 0, DOM_S1_TABLES_BYTES); }
 
 /** Drop everything. */
 export function iotlbFlushAll(): void {
@@ -175,7 +224,11 @@ export function iotlbFlushAll(): void {
     const b = tlbOf(i, own);
     if (b != 0) memory.fill(b, 0, entries() * TLBE_SIZE);
   }
-  for (let did: u32 = 0; did < maxDomains; did++) store<u32>(dom(did) + DOM_TLB_SIZES, 0);
+  for (let did: u32 = 0; did < maxDomains; did++) {
+    store<u32>(dom(did) + DOM_TLB_SIZES, 0);
+    clearTableFilter(dom(did));
+  }
+  s2EpochBump();
   count(CTRL_STAT_INVALIDATIONS);
 }
 
@@ -187,6 +240,10 @@ export function iotlbFlushDomain(did: u32): void {
   store<u32>(d + DOM_GEN, gen);
   if (gen == 0) sweepAll(did, 0, <u64>-1);
   store<u32>(d + DOM_TLB_SIZES, 0);
+  clearTableFilter(d);
+  // A host table's flush (its creation, destruction, dirty-tracking switch)
+  // may change what its stage-2 walk-cache entries say: they all go.
+  if (load<u32>(d + DOM_ROOT) != NESTED_ROOT) s2EpochBump();
   count(CTRL_STAT_INVALIDATIONS);
 }
 
@@ -265,4 +322,119 @@ export function iotlbCount(did: u32): u32 {
     if ((load<u32>(e, 12) & TLBE_VALID) != 0 && load<u32>(e, 8) == (did | (gen << 16))) n++;
   }
   return n;
+}
+
+// ---- Stage-2 changes under nested domains -----------------------------------
+//
+// A combined (stage 1 + stage 2) entry of a nested domain depends on the
+// stage-2 translation of its output IPA and on those of the IPAs its
+// stage-1 walk read table entries from. Hardware does not keep the second
+// kind of dependency, and need not keep the first: SMMUv3 (IHI 0070, 4.4,
+// CMD_TLBI_S2_IPA) invalidates stage-2 entries by IPA and is not required to
+// touch combined S1+S2 ones, as the Arm ARM says of TLBI IPAS2E1 ("not
+// required to apply to caching structures that combine stage 1 and stage 2
+// translation table entries"; "Invalidation of TLB entries from stage 2
+// translations"), so software follows it with a stage-1 invalidation of the
+// whole VMID: Linux's arm_smmu_tlb_inv_range_domain issues CMD_TLBI_NH_ALL
+// after the range when the domain is a nest parent. Doing as much (drop
+// every combined entry of every nested domain over the parent) is always
+// correct; here stage-2 changes come from the engine's own unmap, so it can
+// do better without ever serving a stale translation:
+//   - an entry whose output IPA range meets the changed range goes (its IPA
+//     tag, layout.ts);
+//   - a domain whose stage-1 walks read a table entry from a page of the
+//     range (its table filter, layout.ts DOM_S1_TABLES: a Bloom filter, so
+//     it may say yes for a page it never read, never no for one it did)
+//     loses every entry, as Linux's NH_ALL would drop them;
+//   - every other entry stays: neither its output nor any table read
+//     behind it changed translation (an unmap splits the leaves it cuts,
+//     and a split changes no translation).
+
+/** The filter bit of a page or region number (layout.ts DOM_S1_TABLES). */
+// @ts-ignore: decorator
+@inline function filterBit(n: u64): u32 { return (<u32>n * 0x9e3779b1) >>> 24; }
+
+/** Set bit `bit` of the 256-bit filter at f (atomic: worker instances walk too; a load first spares the line). */
+// @ts-ignore: decorator
+@inline function filterSet(f: usize, bit: u32): void {
+  const w = f + ((<usize>bit >> 5) << 2);
+  const m: u32 = 1 << (bit & 31);
+  if ((load<u32>(w) & m) == 0) atomic.or<u32>(w, m);
+}
+
+// @ts-ignore: decorator
+@inline function filterHas(f: usize, bit: u32): bool { return (load<u32>(f + ((<usize>bit >> 5) << 2)) & (1 << (bit & 31))) != 0; }
+
+/** Record a stage-1 table read at IPA `ipa` in nested domain did's filters. */
+export function tableFilterAdd(did: u32, ipa: u64): void {
+  const f = dom(did) + DOM_S1_TABLES;
+  filterSet(f, filterBit(ipa >> 12));
+  filterSet(f + 32, filterBit(ipa >> 21));
+}
+
+/**
+ * May the domain's stage-1 walks have read a table entry from a page of
+ * [first, last]? Each filter is asked whether any of the range's pages
+ * (regions) may be in it; a page that was read is in both, so "no" from
+ * either is certain.
+ */
+function tableFilterHit(d: usize, first: u64, last: u64): bool {
+  const f = d + DOM_S1_TABLES;
+  return filterHitRange(f, first >> 12, last >> 12) && filterHitRange(f + 32, first >> 21, last >> 21);
+}
+
+/** Does any number of [a, b] hit the 256-bit filter at f? (256 numbers or more: any bit set.) */
+function filterHitRange(f: usize, a: u64, b: u64): bool {
+  if (b - a >= 255) {
+    for (let i: usize = 0; i < 32; i += 8) if (load<u64>(f + i) != 0) return true;
+    return false;
+  }
+  for (let n = a; n <= b; n++) if (filterHas(f, filterBit(n))) return true;
+  return false;
+}
+
+/** Is did a nested domain over `parent`? */
+// @ts-ignore: decorator
+@inline function childOf(did: u32, parent: u32): bool {
+  const d = dom(did);
+  return load<u32>(d + DOM_ROOT) == NESTED_ROOT && load<u32>(d + DOM_PARENT) == parent;
+}
+
+/**
+ * Stage 2 of `parent` changed over the IPAs [first, last]: drop, in every
+ * instance's IOTLB, the entries of the nested domains over it that may
+ * depend on the change (above). `tables`: the change may alter what a
+ * stage-1 table read returns (an unmap); false when only the cached dirty
+ * state of the outputs is stale (a stage-2 D clear: table reads do not
+ * depend on it, a hit never writes a table).
+ */
+export function iotlbFlushNested(parent: u32, first: u64, last: u64, tables: bool): void {
+  iotlbEpochBump();
+  count(CTRL_STAT_INVALIDATIONS);
+  let exact = false;
+  for (let did: u32 = 1; did < maxDomains; did++) {
+    if (!childOf(did, parent)) continue;
+    const d = dom(did);
+    if (load<u32>(d + DOM_TLB_SIZES) == 0) continue; // nothing cached
+    if (tables && tableFilterHit(d, first, last)) iotlbFlushDomain(did);
+    else exact = true;
+  }
+  if (!exact) return;
+  const own = iotlbBase;
+  const n = entries();
+  for (let i: u32 = 0; i <= INST_MAX; i++) {
+    const b = tlbOf(i, own);
+    if (b == 0) continue;
+    const end = b + n * TLBE_SIZE;
+    for (let e = b; e < end; e += TLBE_SIZE) {
+      if ((load<u32>(e, 12) & TLBE_VALID) == 0) continue;
+      if (!childOf(load<u32>(e, 8) & 0xffff, parent)) continue;
+      // Every fill of a nested domain tags its entry (translate.ts fill); an
+      // untagged one would be dropped, not trusted.
+      const tag = load<u64>(ipaTagOf(b, e));
+      const ipa = tag & ~(<u64>1);
+      const size = <u64>1 << leafShift(<u32>(load<u64>(e) >> 56));
+      if (tag == 0 || (ipa <= last && ipa + (size - 1) >= first)) store<u32>(e, 0, 12);
+    }
+  }
 }

@@ -21,6 +21,7 @@
 //               | domain table    domains  x DOM_SIZE         |
 //               | context table   contexts x CTX_SIZE         |
 //               | IOTLB           sets x ways x TLBE_SIZE     |
+//               | IOTLB IPA tags  sets x ways x 8             |
 //               | frame refcounts limitFrames x 4             |
 //   frameBase   +---------------------------------------------+  2 MiB aligned
 //               | 4 KiB frames: page-table pages, mmap RAM,   |
@@ -58,7 +59,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 5;
+export const LAYOUT_VERSION: u32 = 6;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -82,6 +83,14 @@ export const CTRL_STAT_INVALIDATIONS: u32 = 88;
  * memory, not a wasm global, so that every instance sees the owner's bumps.
  */
 export const CTRL_EPOCH: u32 = 0x100;
+/**
+ * u64 stage-2 epoch (nested.ts): the stage-2 walk cache counts an entry only
+ * while this is the epoch it was filled in. Bumped by what changes stage-2
+ * translations wholesale (a flush of everything, a host domain's flush or
+ * destruction, the last nested domain over a parent going, a segment's
+ * removal); a stage-2 change of a range drops that range's entries instead.
+ */
+export const CTRL_S2_EPOCH: u32 = 0x108;
 /**
  * The frame allocator's cursors (frames.ts), u32 each, written by
  * `snapshot_prepare` so that a copy of linear memory carries them and
@@ -195,6 +204,11 @@ export const SEG_PRESENT: u32 = 1;
 //   | flags  | format | stage-1 root GPA | parent | s1     | nested | res. |
 //   |        |        | (nested, u64)    | did    | flags  | kids   |      |
 //   +--------+--------+------------------+--------+--------+--------+------+
+//   64                                  96                                128
+//   +-----------------------------------+-----------------------------------+
+//   | stage-1 table filter (nested):    | stage-1 table filter (nested):    |
+//   | 4 KiB pages, 256 bits             | 2 MiB regions, 256 bits           |
+//   +-----------------------------------+-----------------------------------+
 //
 //   +0  root pfn (0 = free slot)   +4  levels (3..5; AMD v1 1..6)
 //   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G) in bits 2:0; VT-d: the host
@@ -211,10 +225,21 @@ export const SEG_PRESENT: u32 = 1;
 //       FMT_ARM_S1 likewise for a VMSAv8-64 stage 1 (nested_arm.ts)
 //   +52 stage-1 flags: IOMMU_VTD_S1_* (FMT_X86_S1), or the packed CD
 //       fields of ARM_S1_* (FMT_ARM_S1)    +56 nested domains on this one
+//   +64 nested domains: Bloom filters (one hash each) of the IPAs its
+//       stage-1 walks read table entries from since its IOTLB entries were
+//       last all dropped: at +64 by 4 KiB page, at +96 by 2 MiB region;
+//       bit (n * 0x9e3779b1) >>> 24 of page or region number n. A stage-2
+//       change of a range that hits both drops all of the domain's entries;
+//       otherwise only the entries whose output lies in the range (iotlb.ts
+//       iotlbFlushNested).
 // Domain id 0 is the blocked domain: a context pointing at it faults.
 // (Layout version 2: the record grew from 32 to 64 bytes for the flags word;
-// +24 holds a u64, so the first 32 bytes had no free word.)
-export const DOM_SIZE: u32 = 64;
+// +24 holds a u64, so the first 32 bytes had no free word. Version 6: 128
+// bytes, for the table filter.)
+export const DOM_SIZE: u32 = 128;
+export const DOM_S1_TABLES: u32 = 64;
+/** Bytes of the table filters at DOM_S1_TABLES (pages, then 2 MiB regions). */
+export const DOM_S1_TABLES_BYTES: u32 = 64;
 export const DOM_FORMAT: u32 = 36;
 /** Entry formats of host-owned tables (pte.ts). */
 export const FMT_VTD_SL: u32 = 0;
@@ -271,6 +296,15 @@ export const CTX_RING: u32 = 12;
 //   +16 u32 leaf pa lo   +20 u32 leaf pa hi (segment)
 //   +24 u32 perm: PERM_R | PERM_W (writes served as they are) | TLBE_WRITABLE
 //   +28 u32 next victim way (way 0 of a set only)
+// After the entries, one u64 per entry, in entry order (the IPA tags):
+//
+//   tag = IPA of the combined leaf's first byte | 1, for an entry of a nested
+//         domain (its stage-1 output: where its stage-2 translation lies);
+//         0 for an entry of a host table.
+//
+// Only invalidation reads them (a stage-2 change by IPA range drops exactly
+// the combined entries whose output lies in it: iotlbFlushNested); the hit
+// path never does.
 // Words 0..1 and 2..3 are compared as two u64 keys. The set index hashes the
 // page number and the domain, not the PASID, so that one probe finds every
 // PASID's copy of a page when a domain range is invalidated.
@@ -288,6 +322,13 @@ export const CTX_RING: u32 = 12;
 export const TLBE_SIZE: u32 = 32;
 export const TLBE_VALID: u32 = 0x80000000;
 export const TLBE_WRITABLE: u32 = 4;
+
+// The sizes word of pt_create (radix.ts ptCreate, kept as DOM_SIZES): leaf
+// sizes (SZ_*) in bits 2:0; VT-d: the host address width HAW in bits 15:8
+// (0 = 52; entry address bits 51:HAW are reserved, VT-d 9.8); ARM stage 2:
+// log2 of the concatenated root tables in bits 19:16.
+export const PT_HAW_SHIFT: u32 = 8;
+export const PT_CONCAT_SHIFT: u32 = 16;
 
 // Leaf sizes, as a bit per size class.
 export const SZ_4K: u32 = 1;

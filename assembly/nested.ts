@@ -20,14 +20,14 @@
 
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, DOM_FLAGS, DOM_MAPPED, DOM_S1_ROOT, DOM_PARENT,
-  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, DOM_FLAGS, PRIV_S2C_BYTES, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
+  DOM_S1_FLAGS, DOM_CHILDREN, DOMF_DIRTY, DOM_FLAGS, PRIV_S2C, PRIV_S2C_BYTES, PRIV_BYTES, FMT_X86_S1, NESTED_ROOT, PERM_R, PERM_W,
+  CTRL_BASE, CTRL_INSTANCES, INST_MAX,
   F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_TABLE_ADDR, F_READ, F_WRITE, F_STAGE2,
   ERR_INVAL, ERR_FULL, CTRL_STAT_WALKS,
 } from "./layout";
 import { domTable, maxDomains, count, s2cBase, scratchBase } from "./state";
-import { iotlbFlushDomain } from "./iotlb";
+import { iotlbFlushDomain, iotlbFlushNested, tableFilterAdd, s2Epoch, s2EpochBump } from "./iotlb";
 import { hostWalk, hostMarkLeaf, setWalkLeaf, walkPa, walkShift, walkPerm, walkLevel, walkEntry } from "./walk";
-import { iotlbEpoch } from "./iotlb";
 
 const P: u64 = 1;
 const RW: u64 = 1 << 1;
@@ -82,8 +82,12 @@ export function nestedSlot(parent: u32, root: u64, levels: u32, flags: u32, form
 export function nestedDestroy(did: u32): void {
   const d = dom(did);
   const parent = load<u32>(d + DOM_PARENT);
-  store<u32>(dom(parent) + DOM_CHILDREN, load<u32>(dom(parent) + DOM_CHILDREN) - 1);
+  const kids = load<u32>(dom(parent) + DOM_CHILDREN) - 1;
+  store<u32>(dom(parent) + DOM_CHILDREN, kids);
   iotlbFlushDomain(did);
+  // The parent's walk-cache entries are dropped only while it has nested
+  // domains (stage2Changed): with none left, they all go now.
+  if (kids == 0) s2EpochBump();
   store<u32>(d + DOM_ROOT, 0);
   store<u32>(d + DOM_FLAGS, 0);
 }
@@ -97,6 +101,30 @@ export function flushChildren(parent: u32): void {
   }
 }
 
+/**
+ * Stage 2 of `parent` changed over the IPAs [first, last] (an unmap:
+ * `tables`; a D clear: not, see iotlbFlushNested): drop the walk-cache
+ * entries whose stage-2 leaf touches the range (an unmap may have split or
+ * freed it), in every instance, and the IOTLB entries of the nested domains
+ * over it that may depend on it (iotlb.ts, with the architectural reasoning).
+ */
+export function stage2Changed(parent: u32, first: u64, last: u64, tables: bool): void {
+  if (load<u32>(dom(parent) + DOM_CHILDREN) == 0) return;
+  if (tables) {
+    for (let i: u32 = 0; i <= INST_MAX; i++) {
+      let c = s2cBase;
+      if (i != 0) {
+        // A worker's private region sits right before its IOTLB (state.ts attach).
+        const tlb = <usize>load<u32>(CTRL_BASE + CTRL_INSTANCES + ((i - 1) << 2));
+        if (tlb == 0) continue;
+        c = tlb - PRIV_BYTES + PRIV_S2C;
+      }
+      s2cDropRange(c, parent, first, last);
+    }
+  }
+  iotlbFlushNested(parent, first, last, tables);
+}
+
 /** The IOTLB's size class at or below a combined leaf's shift (4 KiB, 2 MiB, 1 GiB). */
 // @ts-ignore: decorator
 @inline export function iotlbShift(shift: u32): u32 { return shift >= 30 ? 30 : shift >= 21 ? 21 : 12; }
@@ -108,6 +136,8 @@ export let nPerm: u32 = 0;
 export let nLevel: u32 = 0;
 /** Is the stage-1 leaf of the last nested walk dirty (a write may be cached)? */
 export let nDirty: bool = false;
+/** The IPA of the combined leaf's first byte (the stage-1 output the IOTLB entry depends on). */
+export let nIpa: u64 = 0;
 
 // Stage-2 walk cache: the stage-2 translations of recent nested walks (the
 // part VT-d's paging-structure caches (6.2) and the SMMU's walk caches play),
@@ -116,14 +146,18 @@ export let nDirty: bool = false;
 //
 //   0                8                16               24       28       32
 //   +----------------+----------------+----------------+--------+--------+
-//   | tag: GPA >> 12 | IOTLB epoch    | stage-2 leaf's | shift  | leaf   |
+//   | tag: GPA >> 12 | stage-2 epoch  | stage-2 leaf's | shift  | leaf   |
 //   | << 16 | parent | when filled    | first byte     | | perm | entry  |
 //   +----------------+----------------+----------------+--------+--------+
 //
-// An entry counts only while its epoch is the IOTLB's: every invalidation
-// (a stage-2 unmap flushes its range), dirty-bit clear, context change,
-// domain destruction and segment removal bumps it, so no entry outlives a
-// change of the table it came from. Only successful walks are cached.
+// An entry counts only while its epoch is the stage-2 epoch (iotlb.ts
+// s2Epoch), bumped by whatever changes stage-2 tables wholesale (a host
+// table's flush, creation or destruction, a flush of everything, a segment's
+// removal, the last nested domain over a parent going); a stage-2 unmap of
+// a range drops the entries whose leaf touches it (stage2Changed), so the
+// rest stay warm. The leaf entry's address (for the A/D marks) stays right
+// while the leaf does: a table page is freed or a leaf split only inside an
+// unmapped range. Only successful walks are cached.
 const S2C_ENTRIES: u32 = PRIV_S2C_BYTES / 32;
 
 /** hostWalk of the parent for gpa through the walk cache: the same results (walkPa, walkShift, walkPerm, walkEntry). */
@@ -131,7 +165,7 @@ function s2Walk(parent: u32, gpa: u64): u32 {
   const page = gpa >> 12;
   const tag = (page << 16) | <u64>parent;
   const e = s2cBase + ((<usize>(page ^ (page >> 9)) & (S2C_ENTRIES - 1)) << 5);
-  if (load<u64>(e) == tag && load<u64>(e, 8) == iotlbEpoch()) {
+  if (load<u64>(e) == tag && load<u64>(e, 8) == s2Epoch()) {
     const sp = load<u32>(e, 24);
     setWalkLeaf(load<u64>(e, 16), sp & 0xff, sp >> 8, <usize>load<u32>(e, 28));
     return F_NONE;
@@ -139,11 +173,23 @@ function s2Walk(parent: u32, gpa: u64): u32 {
   const st = hostWalk(parent, gpa);
   if (st != F_NONE) return st;
   store<u64>(e, tag);
-  store<u64>(e, iotlbEpoch(), 8);
+  store<u64>(e, s2Epoch(), 8);
   store<u64>(e, walkPa, 16);
   store<u32>(e, walkShift | (walkPerm << 8), 24);
   store<u32>(e, <u32>walkEntry, 28);
   return F_NONE;
+}
+
+/** Drop the entries of the walk cache at c for `parent` whose stage-2 leaf touches [first, last]. */
+function s2cDropRange(c: usize, parent: u32, first: u64, last: u64): void {
+  const end = c + (<usize>S2C_ENTRIES << 5);
+  for (let e = c; e < end; e += 32) {
+    const tag = load<u64>(e);
+    if ((<u32>tag & 0xffff) != parent) continue;
+    const size = <u64>1 << (load<u32>(e, 24) & 0xff);
+    const leaf = ((tag >> 16) << 12) & ~(size - 1);
+    if (leaf <= last && leaf + (size - 1) >= first) store<u64>(e, 0, 8); // epoch 0 is never current
+  }
 }
 
 /**
@@ -173,8 +219,12 @@ export let s2Ext: u64 = 0;
  * domain. F_NONE with s2Hpa / s2Writable / s2Entry / s2Ext, a stage-2 fault
  * | F_STAGE2 with nLevel, or F_TABLE_ADDR for an entry the host cannot
  * read. `slot` (0..7) names the copy an embedder segment's entry goes to.
+ * The read is recorded in the table filter of the nested domain `did`
+ * (iotlb.ts tableFilterAdd) before stage 2 is asked, so that whatever the
+ * walk then caches is dropped when stage 2 changes under that page.
  */
-export function s2Read(parent: u32, gpa: u64, slot: u32): u32 {
+export function s2Read(did: u32, parent: u32, gpa: u64, slot: u32): u32 {
+  tableFilterAdd(did, gpa);
   const st = s2Walk(parent, gpa);
   if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
   if ((walkPerm & PERM_R) == 0) { nLevel = walkLevel; return F_READ | F_STAGE2; }
@@ -225,8 +275,8 @@ export function s2Dirty(parent: u32, entry: usize, access: u32): bool {
 }
 
 /** Hand on a nested walk's combined leaf (nested_arm.ts: imported globals are read-only). */
-export function setNestedResult(pa: u64, shift: u32, perm: u32, dirty: bool): void {
-  nPa = pa; nShift = shift; nPerm = perm; nDirty = dirty; nLevel = 0;
+export function setNestedResult(pa: u64, ipa: u64, shift: u32, perm: u32, dirty: bool): void {
+  nPa = pa; nIpa = ipa; nShift = shift; nPerm = perm; nDirty = dirty; nLevel = 0;
 }
 // @ts-ignore: decorator
 @inline export function setNestedLevel(l: u32): void { nLevel = l; }
@@ -268,7 +318,7 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
   let leafShift: u32 = 0;
   for (let l = levels; l >= 1; l--) {
     nLevel = l;
-    const st = s2Read(parent, table + (((iova >> shiftOf(l)) & 511) << 3), n);
+    const st = s2Read(did, parent, table + (((iova >> shiftOf(l)) & 511) << 3), n);
     if (st != F_NONE) return st;
     const pte = load<u64>(s2Hpa);
     if ((pte & P) == 0) return F_NOT_PRESENT;
@@ -317,7 +367,8 @@ export function nestedWalk(did: u32, iova: u64, access: u32): u32 {
     }
     leafPte = load<u64>(<usize>load<u64>(entries() + (<usize>(n - 1) << 3)));
   }
-  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & D) != 0 && outDirty);
+  const off = iova & ((<u64>1 << shift) - 1);
+  setNestedResult(hpa - off, gpa - off, shift, perm, (leafPte & D) != 0 && outDirty);
   return F_NONE;
 }
 

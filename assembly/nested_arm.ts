@@ -103,7 +103,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
     setNestedLevel(l);
     const shift = g + s * (3 - l);
     const idx = (iova >> shift) & ((<u64>1 << (l == start ? topBits : s)) - 1);
-    const st = s2Read(parent, table + (idx << 3), l);
+    const st = s2Read(did, parent, table + (idx << 3), l);
     if (st != F_NONE) return st;
     const pte = load<u64>(s2Hpa);
     if ((pte & V) == 0) return F_NOT_PRESENT;
@@ -165,6 +165,7 @@ export function nestedArmWalk(did: u32, iova: u64, access: u32): u32 {
   }
   const shift = iotlbShift(min(leafShift, walkShift));
   // Writes are served from the IOTLB only once the leaf is writable as it is.
-  setNestedResult(hpa - (iova & ((<u64>1 << shift) - 1)), shift, perm, (leafPte & AP_RO) == 0 && outDirty);
+  const off = iova & ((<u64>1 << shift) - 1);
+  setNestedResult(hpa - off, ipa - off, shift, perm, (leafPte & AP_RO) == 0 && outDirty);
   return F_NONE;
 }

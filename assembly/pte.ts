@@ -54,9 +54,12 @@
 //   of the table it points to, which may skip levels (walk.ts amdWalk has
 //   the rules). The tables made here never skip and use Next Level 0 only.
 //   IR/IW gate reads and writes at every level; HA/HD are the accessed and
-//   dirty flags (host dirty tracking, EFR HDSup).
+//   dirty flags (host dirty tracking, EFR HDSup). Reserved: bits 58:52 of a
+//   PTE, 60:52 of a PDE (U and FC are PTE fields); set, they fault
+//   F_RESERVED, which the host reports as IO_PAGE_FAULT with RZ = 1
+//   (fault_records.ts). The diagram above is the PTE's.
 
-import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W } from "./layout";
+import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT } from "./layout";
 
 let fmt: u32 = FMT_VTD_SL;
 
@@ -72,9 +75,9 @@ export const VTD_ADDR: u64 = 0x000ffffffffff000;
 const VTD_TABLE_RSVD: u64 = (<u64>1 << 11) | (<u64>1 << 62);
 /** The domain's sizes word (DOM_SIZES): leaf sizes in bits 2:0, the VT-d output width (HAW) in 15:8. */
 export const SIZES_MASK: u32 = 7;
-export const OUT_BITS_SHIFT: u32 = 8;
+export const OUT_BITS_SHIFT: u32 = PT_HAW_SHIFT;
 /** ARM stage 2: log2 of the tables concatenated at the root (0..4), bits 19:16 of the sizes word. */
-export const CONCAT_SHIFT: u32 = 16;
+export const CONCAT_SHIFT: u32 = PT_CONCAT_SHIFT;
 const ARM_T: u64 = 1 << 1;
 const ARM_AF: u64 = 1 << 10;
 const ARM_S2AP_R: u64 = 1 << 6;
@@ -87,6 +90,9 @@ const AMD_IW: u64 = <u64>1 << 62;
 const AMD_FC: u64 = <u64>1 << 60;
 const AMD_ADDR: u64 = 0x000ffffffffff000;
 export const AMD_ADDR_FIELD: u64 = AMD_ADDR;
+/** AMD: reserved bits of a PDE (Next Level 1..6), 60:52, and of a PTE (Next Level 0 or 7), 58:52 (2.2.3). */
+export const AMD_PDE_RSVD: u64 = 0x1ff0000000000000;
+export const AMD_PTE_RSVD: u64 = 0x07f0000000000000;
 
 // @ts-ignore: decorator
 @inline function armOa(pa: u64): u64 { return (pa & ARM_OA_LO) | (((pa >> 50) & 3) << 8); }

@@ -30,7 +30,7 @@ import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT } from "./pte";
 import { hostWalk, setWalkResult, walkEntry, walkPerm, aboveWidth } from "./walk";
 import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
-import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, nPa, nShift, nPerm, nLevel, nDirty } from "./nested";
+import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, stage2Changed, nPa, nIpa, nShift, nPerm, nLevel, nDirty } from "./nested";
 
 
 // @ts-ignore: decorator
@@ -317,7 +317,7 @@ function clearRange(did: u32, root: u64, levels: u32, first: u64, last: u64): vo
   store<u64>(d + DOM_MAPPED, load<u64>(d + DOM_MAPPED) - cleared);
   iotlbFlushRange(did, first, last - first + 1);
   // Combined entries of nested domains on this one may use the old pages.
-  flushChildren(did);
+  stage2Changed(did, first, last, true);
 }
 
 /**
@@ -347,11 +347,15 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
  */
 export function ptWalk(did: u32, iova: u64, access: u32 = 0): u32 {
   const f = load<u32>(dom(did) + DOM_FORMAT);
-  if (f < FMT_NESTED) return hostWalk(did, iova);
+  if (f < FMT_NESTED) { walkIpaTag = 0; return hostWalk(did, iova); }
   const st = f == FMT_ARM_S1 ? nestedArmWalk(did, iova, access) : nestedWalk(did, iova, access);
   setWalkResult(nPa, nShift, nPerm, nLevel);
+  walkIpaTag = nIpa | 1;
   return st;
 }
+
+/** The IOTLB IPA tag (layout.ts) of the last successful ptWalk: its combined leaf's IPA | 1, or 0 for a host table. */
+export let walkIpaTag: u64 = 0;
 
 /** Is did a domain in use (a host table or a nested domain)? */
 export function ptExists(did: u32): bool { return validDomain(did); }
@@ -542,6 +546,10 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   rdClrEnd = 0;
   memory.fill(bOut, 0, <usize>((n + 63) >> 6) << 3);
   readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0, 9 + concat);
-  if (rdClrEnd != 0) { iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst); flushChildren(did); }
+  if (rdClrEnd != 0) {
+    iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst);
+    // Combined entries with an output in the range cached its D state.
+    stage2Changed(did, rdClrFirst, rdClrEnd - 1, false);
+  }
   return <i32>((rdEnd - rdBase) >> pageShift);
 }

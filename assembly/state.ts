@@ -7,7 +7,7 @@ import {
   CTRL_IOTLB_WAYS, CTRL_REFCOUNT, CTRL_DOMAINS, CTRL_CONTEXTS, TABLES_BASE,
   SEG_MAX, SEG_SIZE, DOM_SIZE, CTX_SIZE, TLBE_SIZE, FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL,
   MAILBOX, BATCH_IN, BATCH_OUT, CTRL_STAT_HITS, PRIV_STATS, PRIV_BYTES, PRIV_S2C, PRIV_RC, PRIV_SCRATCH,
-  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH, CTRL_INST_COUNT,
+  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH, CTRL_S2_EPOCH, CTRL_INST_COUNT,
 } from "./layout";
 
 export let segTable: usize = 0;
@@ -54,7 +54,7 @@ export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, co
   domTable = p; p += <usize>domains * DOM_SIZE;
   ctxTable = p; p += <usize>contexts * CTX_SIZE;
   p = alignUp(p, 64);
-  iotlbBase = p; p += (<usize>1 << setsLog2) * ways * TLBE_SIZE;
+  iotlbBase = p; p += iotlbBytes(setsLog2, ways);
   setPriv(p); p += PRIV_BYTES;
   refBase = alignUp(p, 64); p = refBase + <usize>limitFrames * 4;
   // Frames start on a 2 MiB boundary so that a run of frames can back a
@@ -82,6 +82,7 @@ export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, co
   store<u32>(CTRL_BASE + CTRL_DOMAINS, domains);
   store<u32>(CTRL_BASE + CTRL_CONTEXTS, contexts);
   store<u64>(CTRL_BASE + CTRL_EPOCH, 1); // 0, a zeroed cache entry's, is never current
+  store<u64>(CTRL_BASE + CTRL_S2_EPOCH, 1);
   return 0;
 }
 
@@ -95,9 +96,12 @@ function setPriv(p: usize): void {
   scratchBase = p + PRIV_SCRATCH;
 }
 
+/** Bytes of an IOTLB: its entries, then their IPA tags (iotlb.ts), 8 bytes each. */
+function iotlbBytes(setsLog2: u32, ways: u32): u32 { return (<u32>1 << setsLog2) * ways * (TLBE_SIZE + 8); }
+
 /** Bytes of the frames a worker instance needs (I/O block, private region, IOTLB). */
 export function instanceBytes(): u32 {
-  return IO_BYTES + PRIV_BYTES + (<u32>1 << load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2)) * load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS) * TLBE_SIZE;
+  return IO_BYTES + PRIV_BYTES + iotlbBytes(load<u32>(CTRL_BASE + CTRL_IOTLB_SETS_LOG2), load<u32>(CTRL_BASE + CTRL_IOTLB_WAYS));
 }
 
 /**
@@ -125,7 +129,7 @@ export function attach(region: usize): i32 {
 export function resume(): i32 {
   if (!readBases()) return ERR_INVAL;
   iotlbBase = load<u32>(CTRL_BASE + CTRL_IOTLB);
-  setPriv(iotlbBase + (<usize>1 << iotlbSetsLog2) * iotlbWays * TLBE_SIZE);
+  setPriv(iotlbBase + iotlbBytes(iotlbSetsLog2, iotlbWays));
   return 0;
 }
 

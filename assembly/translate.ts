@@ -21,7 +21,7 @@ import {
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
 import { recordFault } from "./events";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
-import { ptWalk, ptTouch } from "./radix";
+import { ptWalk, ptTouch, walkIpaTag } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
 // @ts-ignore: decorator
@@ -97,7 +97,8 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   rLevel = walkLevel;
   if (st != F_NONE) return st;
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
-  iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm);
+  iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm, walkIpaTag);
+  memoCtx = 0xffffffff; // the domain's cached sizes may have grown
   rShift = walkShift; rPerm = perm;
   rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
   return F_NONE;
@@ -131,6 +132,31 @@ function fault(c: u32, st: u32, iova: u64, access: u32): u32 {
   return st;
 }
 
+// The per-call memo: what translate loads from a context and its domain
+// before it can probe (the domain id, the IOTLB tag, the cached sizes),
+// kept for the last context while the IOTLB epoch it was read in is
+// current. Every change of them bumps the epoch (a context change, a
+// domain's flush, which moves its generation, a flush of everything) but
+// one: a fill may add a size class, and fill() forgets the memo. (Another
+// instance's fill may add a class to the shared hint, but its entries are
+// in its own IOTLB, which this instance never probes.) A call on the same
+// context then probes at once, without the dependent loads of the context
+// and the domain before the set's.
+let memoCtx: u32 = 0xffffffff;
+let memoEpoch: u64 = 0;
+let memoDid: u32 = 0;
+let memoTag: u64 = 0;
+let memoSizes: u32 = 0;
+
+function memoOf(c: u32): void {
+  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+  memoCtx = c;
+  memoEpoch = iotlbEpoch();
+  memoDid = did;
+  memoTag = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
+  memoSizes = did == 0 ? 0 : iotlbSizes(did);
+}
+
 /**
  * Translate one IOVA. Returns F_NONE and fills the mailbox (pa lo/hi, leaf
  * shift, perm), or a fault (mailbox: level, fault iova).
@@ -138,10 +164,13 @@ function fault(c: u32, st: u32, iova: u64, access: u32): u32 {
 export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
   const iova = (<u64>iovaHi << 32) | iovaLo;
   access = accessOf(access);
-  // A hit the access passes, straight from the entry into the mailbox.
-  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+  // A hit the access passes, straight from the entry into the mailbox. The
+  // context's domain, tag and cached sizes come from the memo while the
+  // epoch it was taken in is current (memoOf).
+  if (c != memoCtx || iotlbEpoch() != memoEpoch) memoOf(c);
+  const did = memoDid;
   if (did != 0) {
-    const e = iotlbProbe(did, iotlbTag(did, load<u32>(ctx(c) + CTX_PASID)), iotlbSizes(did), iova);
+    const e = iotlbProbe(did, memoTag, memoSizes, iova);
     if (e != 0) {
       const perm = load<u32>(e, 24);
       if ((access & ~perm) == 0) {

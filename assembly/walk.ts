@@ -10,7 +10,7 @@ import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
 import {
   useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
-  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, VTD_ADDR, AMD_ADDR_FIELD,
+  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
 } from "./pte";
 
 // @ts-ignore: decorator
@@ -142,6 +142,10 @@ function amdWalk(d: usize, iova: u64, levels: u32): u32 {
     if ((pte & 1) == 0) return F_NOT_PRESENT;
     perm &= permOf(pte, l);
     const nl = <u32>(pte >> 9) & 7;
+    // Reserved bits (AMD 2.2.3, the PDE and PTE field tables): 60:52 of a
+    // PDE, 58:52 of a PTE (59 is U, 60 FC); hardware reports them as an
+    // IO_PAGE_FAULT with RZ set ("reserved bit not zero").
+    if ((pte & (nl == 0 || nl == 7 ? AMD_PTE_RSVD : AMD_PDE_RSVD)) != 0) return F_RESERVED;
     if (nl == 0 || nl == 7) {
       if (l == 6) return F_RESERVED;
       const base = shiftOf(l);

@@ -5,7 +5,7 @@
 
 import { compileEngine, type WasmSource, type WasmVariant } from '../bindings/index.js';
 import { Engine, type EngineOptions } from './engine/engine.js';
-import { intelVtd } from './iommu/intel_vtd.js';
+import { intelVtd, vtdOptions, type VtdOptions } from './iommu/intel_vtd.js';
 import type { IommuDriver, IommuKind } from './iommu/driver.js';
 import { armSmmuV3 } from './iommu/arm_smmuv3.js';
 import { amdVi } from './iommu/amd_vi.js';
@@ -50,10 +50,12 @@ export interface HostOptions extends EngineOptions {
    * and the mock IOMMU exists (`addDevice({ iommu: 'mock' })`). Default false.
    */
   iommufdTest?: boolean;
+  /** How the Intel VT-d unit is built: its address width (levels) and host address width. */
+  vtd?: VtdOptions;
   /**
    * Bytes from `host.snapshot()`: the new host has that state (its engine
-   * shape, credentials and iommufdTest come from the snapshot; the options
-   * above that say otherwise are ignored). EINVAL for bytes that are not a
+   * shape, credentials, iommufdTest and vtd come from the snapshot; the
+   * options above that say otherwise are ignored). EINVAL for bytes that are not a
    * snapshot of this version.
    */
   restore?: Uint8Array;
@@ -94,8 +96,8 @@ export interface WaitOptions {
 }
 
 /** The emulated IOMMU units; the 'mock' unit only with CONFIG_IOMMUFD_TEST (HostOptions.iommufdTest). */
-const UNITS: Partial<Record<IommuKind, (engine: Engine) => IommuDriver>> = {
-  'intel-vtd': intelVtd,
+const UNITS: Partial<Record<IommuKind, (engine: Engine, options: HostOptions) => IommuDriver>> = {
+  'intel-vtd': (engine, options) => intelVtd(engine, options.vtd),
   'arm-smmuv3': armSmmuV3,
   'amd-vi': amdVi,
 };
@@ -134,9 +136,12 @@ export class Host {
 
   /** The engine's compiled module (shared-memory mode posts it to workers). */
   private readonly module: WebAssembly.Module | null;
+  private readonly options: HostOptions;
 
   constructor(engine: Engine, options: HostOptions = {}, module: WebAssembly.Module | null = null) {
     this.module = module;
+    this.options = options;
+    if (options.vtd) vtdOptions(options.vtd); // a bad option fails here, not at the first device
     const c = options.credentials ?? {};
     this.creds = {
       capSysResource: c.capSysResource ?? true,
@@ -172,7 +177,7 @@ export class Host {
     for (const [kind, d] of this.units) externals.set(d, `unit:${kind}`);
     const root = { fds: this.fds, devices: this.devices, contexts: this.contexts, phys: this.phys, mm: this.mm, creds: this.creds, mockDevices: this.mockDevices };
     return saveSnapshot(this.engine, root, externals, {
-      options: { iommufdTest: this.test !== null },
+      options: { iommufdTest: this.test !== null, vtd: this.options.vtd ?? null },
       units: [...this.units.keys()],
       segments: this.phys.segments().map((s) => [s.id, s.size] as const),
     }, this.engine.layout.LAYOUT_VERSION);
@@ -386,7 +391,7 @@ export class Host {
     if (!driver) {
       const make = kind === 'mock' && this.test ? (e: Engine) => mockIommu(e, { noDirty: false }) : UNITS[kind];
       if (!make) throw new SysError('ENODEV', `the ${String(kind)} IOMMU is not emulated yet`);
-      driver = make(this.engine);
+      driver = make(this.engine, this.options);
       this.units.set(kind, driver);
     }
     return driver;
@@ -445,7 +450,8 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
     const module = await compileEngine(options.wasm, options.variant ?? (shared ? 'shared' : undefined));
     const e = p.header.engine;
     const engine = Engine.restore(module, e.limitBytes, e.bytes, shared, (mem) => unpackMemory(p.blobs[0], mem));
-    const host = new Host(engine, { ...options, iommufdTest: p.header.options.iommufdTest === true }, module);
+    const saved = p.header.options as { iommufdTest?: boolean; vtd?: VtdOptions | null };
+    const host = new Host(engine, { ...options, iommufdTest: saved.iommufdTest === true, vtd: saved.vtd ?? undefined }, module);
     host['adopt'](p, options.segments ?? {});
     return host;
   }

@@ -232,6 +232,30 @@ describe('AMD v1 Next Level 7: page sizes encoded in the address (AMD 2.2.3, exa
   });
 });
 
+describe('AMD v1 reserved bits (AMD 2.2.3, PDE and PTE fields; IO_PAGE_FAULT RZ)', () => {
+  it('PDE bits 60:52 and PTE bits 58:52 are reserved; U (59) and FC (60) are PTE fields', () => {
+    const { e, did, root, set, table, seg } = setup(3);
+    const t2 = table();
+    const t1 = table();
+    set(root, 0, amdPde(t2, 2));
+    set(t2, 0, amdPde(t1, 1));
+    const pte = amdPte(segPa(seg, 0x5000n));
+    set(t1, 5, pte | (1n << 59n) | (1n << 60n)); // U and FC: a valid PTE
+    expect(e.ptWalk(did, 0x5000n)).toMatchObject({ ok: true });
+    for (const bit of [52n, 55n, 58n]) {
+      set(t1, 5, pte | (1n << bit));
+      expect(e.ptWalk(did, 0x5000n), `PTE bit ${bit}`).toEqual({ ok: false, fault: F_RESERVED, level: 1 });
+    }
+    set(t1, 5, pte);
+    for (const bit of [52n, 59n, 60n]) {
+      set(t2, 0, amdPde(t1, 1) | (1n << bit));
+      expect(e.ptWalk(did, 0x5000n), `PDE bit ${bit}`).toEqual({ ok: false, fault: F_RESERVED, level: 2 });
+    }
+    set(t2, 0, amdPde(t1, 1) | (1n << 63n)); // bit 63 is ignored
+    expect(e.ptWalk(did, 0x5000n)).toMatchObject({ ok: true });
+  });
+});
+
 describe('AMD v1 IR/IW at every level (AMD 2.2.3)', () => {
   it('a PDE without IR denies reads below it, without IW writes; a skipping PDE too', () => {
     const { e, did, root, get, set, seg } = setup(4);
@@ -299,7 +323,7 @@ function hostileRun(rng: Rng, mode: number, walks: number, stats: Map<string, nu
   for (let l = 1; l <= mode; l++) byLevel.push(l === mode ? [root] : [s.table(), s.table(), s.table()]);
   const pool = byLevel.flat();
   const hot = [0, 1, 2, 127, 511, rng.below(512), rng.below(128)];
-  const ignored = (): bigint => (rng.chance(0.3) ? BigInt(rng.u32() & 0x1fe) : 0n) | (rng.chance(0.2) ? BigInt(rng.below(256)) << 52n : 0n);
+  const ignored = (): bigint => (rng.chance(0.3) ? BigInt(rng.u32() & 0x1fe) : 0n) | (rng.chance(0.06) ? BigInt(rng.below(256)) << 52n : 0n); // 58:52 (60:52 in a PDE) are reserved (RZ)
   const perm = (): number => rng.weighted([[6, 3], [1, 1], [1, 2], [1, 0]] as const);
   const pagePa = (shift: number): bigint => {
     const where = rng.weighted([[12, 'seg'], [1, 'frame'], [1, 'nowhere'], [1, 'junk']] as const);

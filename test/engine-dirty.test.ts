@@ -139,7 +139,7 @@ for (const variant of ['release', 'debug'] as Variant[]) {
       // layout.ts: DOM_FLAGS in a 64-byte domain record, DOMF_DIRTY, TLBE_WRITABLE.
       const { e } = setup(variant);
       const L = e.layout;
-      expect([L.DOM_SIZE, L.DOM_FLAGS, L.DOMF_DIRTY, L.TLBE_WRITABLE, L.DOM_FORMAT]).toEqual([64, 32, 1, 4, 36]);
+      expect([L.DOM_SIZE, L.DOM_FLAGS, L.DOMF_DIRTY, L.TLBE_WRITABLE, L.DOM_FORMAT]).toEqual([128, 32, 1, 4, 36]);
       expect(ctrlWord(e, 4)).toBe(L.LAYOUT_VERSION);
       // The flags word lies past the u64 at DOM_MAPPED.
       expect(L.DOM_FLAGS).toBeGreaterThanOrEqual(L.DOM_MAPPED + 8);

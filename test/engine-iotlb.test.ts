@@ -931,3 +931,58 @@ describe('no stale translation: seeded random map / unmap / translate / flush se
     }
   });
 });
+
+// translate.ts's per-call memo (the last context's domain, tag and cached
+// sizes, valid while the IOTLB epoch is): every change it caches must reach
+// the next call. translate.ts rule; DESIGN 3 (invalidation is exact).
+describe('the per-call memo of translate', () => {
+  const tr = (e: Engine, c: number, iova: number, access = PERM_R) => {
+    const st = e.translate(c, iova, 0, access);
+    return st === 0 ? { st, pa: e.lastPaHi * 2 ** 32 + e.lastPaLo, shift: e.lastShift } : { st };
+  };
+
+  it('follows a context moved to another domain, or to another PASID, or blocked', () => {
+    const e = makeEngine();
+    const a = e.ptCreate(4, 1), b = e.ptCreate(4, 1);
+    const pa = e.allocFrames(2) * 4096;
+    e.ptMap(a, 0x5000, pa, 4096, PERM_RW);
+    e.ptMap(b, 0x5000, pa + 4096, 4096, PERM_RW);
+    e.ctxSet(1, a, 0);
+    expect(tr(e, 1, 0x5010)).toMatchObject({ st: 0, pa: pa + 0x10 });
+    expect(tr(e, 1, 0x5010)).toMatchObject({ st: 0, pa: pa + 0x10 }); // a hit through the memo
+    e.ctxSet(1, b, 0);
+    expect(tr(e, 1, 0x5010)).toMatchObject({ st: 0, pa: pa + 4096 + 0x10 });
+    e.ctxSet(1, b, 7);
+    expect(tr(e, 1, 0x5010)).toMatchObject({ st: 0, pa: pa + 4096 + 0x10 }); // another PASID: a fill of its own
+    expect(e.iotlbCount(b)).toBe(2);
+    e.ctxSet(1, 0, 0);
+    expect(tr(e, 1, 0x5010).st).toBe(F_BLOCKED);
+    // Two contexts in turn: each call sees its own.
+    e.ctxSet(1, a, 0);
+    e.ctxSet(2, b, 0);
+    for (let i = 0; i < 3; i++) {
+      expect(tr(e, 1, 0x5010)).toMatchObject({ pa: pa + 0x10 });
+      expect(tr(e, 2, 0x5010)).toMatchObject({ pa: pa + 4096 + 0x10 });
+    }
+  });
+
+  it('follows an unmap, a domain flush, and a new size class filled after the memo was taken', () => {
+    const e = makeEngine();
+    const d = e.ptCreate(4, 3);
+    const base = e.allocFrames(1024, 512) * 4096;
+    e.ptMap(d, 0x5000, base, 4096, PERM_RW);
+    e.ptMap(d, 2 * MiB, base + 2 * MiB, 2 * MiB, PERM_RW); // a 2 MiB leaf
+    e.ctxSet(1, d, 0);
+    expect(tr(e, 1, 0x5000)).toMatchObject({ st: 0, shift: 12 });
+    // The memo holds the 4 KiB class only; the 2 MiB leaf is filled, then hit.
+    expect(tr(e, 1, 2 * MiB + 0x1234)).toMatchObject({ st: 0, pa: base + 2 * MiB + 0x1234, shift: 21 });
+    const s0 = e.stats();
+    expect(tr(e, 1, 2 * MiB + 0x5678)).toMatchObject({ st: 0, shift: 21 });
+    expect(e.stats().misses).toBe(s0.misses);
+    e.flushDomain(d);
+    expect(e.iotlbCount(d)).toBe(0);
+    expect(tr(e, 1, 0x5000)).toMatchObject({ st: 0, pa: base });
+    e.ptUnmap(d, 0x5000, 4096);
+    expect(tr(e, 1, 0x5000).st).toBe(F_NOT_PRESENT);
+  });
+});

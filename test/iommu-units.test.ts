@@ -31,6 +31,7 @@ import {
 } from './support/host.js';
 import { DmaFault, type Segment } from '../host/index.js';
 import type { IommuKind } from '../host/iommu/driver.js';
+import { amdFaultFlags, AMD_FLAG_RZ } from '../host/iommu/fault_records.js';
 
 const T = uapi.IOMMUFD_IOCTL;
 const P = BigInt(PAGE);
@@ -589,4 +590,33 @@ describe('IOMMU_HWPT_ALLOC flags each unit takes (domain_alloc_paging_flags)', (
       else expectErrno(alloc, want);
     });
   }
+});
+
+describe('AMD-Vi: a reserved bit in an I/O page-table entry (AMD 2.2.3; 2.5.3 IO_PAGE_FAULT RZ)', () => {
+  it('a PTE with bit 52 set refuses the DMA as reserved, which the event log reports with RZ = 1', () => {
+    const { va } = bigSegment();
+    const ioas = ictx.ioasAlloc();
+    const { dev } = device('amd-vi');
+    dev.attach(ioas);
+    mapLeaves(ioas, va);
+    expect(dev.dma.read(K4, 1).length).toBe(1);
+    const dom = domainOf(host, 'amd');
+    // The leaf entry's address, found by hand (walk's last entry is the leaf): re-walk to locate it.
+    const dv = new DataView(host.engine.bytes.buffer);
+    let table = BigInt(dom.root) * P;
+    let at = 0;
+    for (let level = dom.levels; level >= 1; level--) {
+      at = Number(table + ((K4 >> BigInt(12 + 9 * (level - 1))) & 511n) * 8n);
+      const pte = dv.getBigUint64(at, true);
+      if (bits(pte, 11, 9) === 0) break;
+      table = BigInt(bits(pte, 51, 12)) << 12n;
+    }
+    dv.setBigUint64(at, dv.getBigUint64(at, true) | (1n << 52n), true);
+    host.engine.flushAll(); // as software invalidates after changing an entry
+    let fault: unknown;
+    try { dev.dma.read(K4, 1); } catch (e) { fault = e; }
+    expect(fault).toBeInstanceOf(DmaFault);
+    expect((fault as DmaFault).reason).toBe('reserved');
+    expect(amdFaultFlags(fault as DmaFault) & AMD_FLAG_RZ).toBe(AMD_FLAG_RZ);
+  });
 });

@@ -263,6 +263,21 @@ describe('what the fuzzer reaches rarely', () => {
     expect(same(host.snapshot(), b.snapshot())).toBe(true);
   });
 
+  it('the VT-d unit is rebuilt with the widths the snapshot was taken with (HostOptions.vtd: CAP.SAGAW / MGAW, VT-d 11.4.2)', async () => {
+    const host = await newHost({ vtd: { addressWidth: 39 } });
+    const ictx = new Iommufd(host);
+    const devid = new VfioDevice(host, host.addDevice()).bind(ictx.fd);
+    const info = (h: Host) => {
+      const data = h.mmap(PAGE);
+      new Iommufd(h, ictx.fd).ioctl(T.IOMMU_GET_HW_INFO, { dev_id: devid, data_len: uapi.iommu_hw_info_vtd.size, data_uptr: data });
+      return uapi.iommu_hw_info_vtd.decode(h.mem.read(data, uapi.iommu_hw_info_vtd.size)).cap_reg;
+    };
+    const b = await restored(host, { vtd: { addressWidth: 57 } }); // the snapshot's widths win
+    const cap = info(b);
+    expect(cap).toBe(info(host));
+    expect(Number((cap >> 16n) & 0x3fn) + 1).toBe(39); // MGAW
+  });
+
   it('a damaged, truncated or foreign snapshot is EINVAL and restores nothing', async () => {
     const host = await newHost();
     new Iommufd(host).ioasAlloc();

@@ -60,7 +60,7 @@ export interface Layout {
   CTRL_STAT_WALKS: number; CTRL_STAT_FAULTS: number; CTRL_STAT_INVALIDATIONS: number;
   MB_PA_LO: number; MB_PA_HI: number; MB_SHIFT: number; MB_PERM: number; MB_LEVEL: number;
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
-  SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number;
+  SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number; PT_HAW_SHIFT: number; PT_CONCAT_SHIFT: number;
   FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; FMT_ARM_S1: number; F_ACCESS: number; F_ADDR_SIZE: number; F_STAGE2: number;
   CTRL_RINGS: number; RING_SIZE: number; RING_LOCK: number; RING_BASE: number; RING_DEPTH: number; RING_HEAD: number;
   RING_COUNT: number; RING_SEQ: number; RING_LOST: number; RING_LOST_SEQ: number; RING_HEADER: number;

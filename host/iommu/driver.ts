@@ -93,6 +93,11 @@ export interface IommuDriver {
   /** Page-table levels and leaf sizes (engine SZ_* bits) of a paging domain. */
   readonly levels: number;
   readonly leafSizes: number;
+  /**
+   * Other bits of the engine's pt_create sizes word (layout.ts
+   * PT_HAW_SHIFT, PT_CONCAT_SHIFT): VT-d's host address width.
+   */
+  readonly tableFlags?: number;
   /** Input address width of a paging domain: the aperture is [apertureStart, 2^width - 1]. */
   readonly addressWidth: number;
   /** Start of a paging domain's aperture, when not 0 (the mock's MOCK_APERTURE_START). */

@@ -32,8 +32,43 @@ export const VTD_FRCD_REG_OFFSET = 0x600;
 export const VTD_FAULT_RECORDING_REGS = 1;
 /** PASID width of this unit's requests-with-PASID (ECAP.PSS + 1). */
 export const VTD_PASID_BITS = 20;
-/** Input address width of its second-stage tables (CAP.MGAW + 1; SAGAW: 4 levels only). */
+/** Input address width of its second-stage tables by default (CAP.MGAW + 1; SAGAW: 4 levels). */
 export const VTD_ADDRESS_WIDTH = 48;
+
+/**
+ * How a VT-d unit is built (HostOptions.vtd): QEMU's intel-iommu `aw-bits`
+ * and the platform's host address width.
+ */
+export interface VtdOptions {
+  /**
+   * The adjusted guest address width of its second-stage tables: 39, 48
+   * (default) or 57 bits, reported as SAGAW bit 1, 2 or 3 (3-, 4- or
+   * 5-level tables; VT-d 3.7, 11.4.2) with MGAW = width - 1. The engine
+   * table of a paging domain has that many levels and its aperture ends at
+   * 2^width - 1.
+   */
+  addressWidth?: 39 | 48 | 57;
+  /**
+   * The host address width HAW (the DMAR ACPI table's Host Address Width
+   * field + 1, VT-d 8.1), 32..52, default 52 (the whole physical address:
+   * segment in bits 51:32). Address bits 51:HAW of a second-stage entry are
+   * reserved (9.8): the walk faults on them (F_RESERVED) and a map of a
+   * physical address at or past 2^HAW is refused (EINVAL).
+   */
+  hostAddressWidth?: number;
+}
+
+/** SAGAW bit n: a (n + 2)-level table of 30 + 9 * n input bits (VT-d 11.4.2). */
+const SAGAW_BIT: Readonly<Record<number, number>> = { 39: 1, 48: 2, 57: 3 };
+
+/** The options with their defaults, checked (RangeError otherwise). */
+export function vtdOptions(o: VtdOptions = {}): Required<VtdOptions> {
+  const addressWidth = o.addressWidth ?? VTD_ADDRESS_WIDTH;
+  const hostAddressWidth = o.hostAddressWidth ?? 52;
+  if (SAGAW_BIT[addressWidth] === undefined) throw new RangeError('VT-d addressWidth must be 39, 48 or 57');
+  if (!Number.isInteger(hostAddressWidth) || hostAddressWidth < 32 || hostAddressWidth > 52) throw new RangeError('VT-d hostAddressWidth must be 32..52');
+  return { addressWidth, hostAddressWidth };
+}
 
 const CAP = '11.4.2';
 const ECAP = '11.4.3';
@@ -53,8 +88,9 @@ export function vtdNd(domains: number): number {
  * The field table of this unit. `domains` is the engine's domain table size
  * (EngineOptions.domains, 4096 unless told): it sets ND.
  */
-export function vtdRegisterFields(domains: number): readonly VtdRegField[] {
+export function vtdRegisterFields(domains: number, options: VtdOptions = {}): readonly VtdRegField[] {
   const nd = vtdNd(domains);
+  const aw = vtdOptions(options).addressWidth;
   return [
     // ---- CAP_REG (11.4.2) ------------------------------------------------
     { reg: 'cap', name: 'ND', lsb: 0, width: 3, value: nd, spec: CAP,
@@ -67,10 +103,10 @@ export function vtdRegisterFields(domains: number): readonly VtdRegField[] {
     { reg: 'cap', name: 'PHMR', lsb: 6, width: 1, value: 0, spec: CAP, why: 'no protected high-memory region' },
     { reg: 'cap', name: 'CM', lsb: 7, width: 1, value: 0, spec: CAP,
       why: 'the IOTLB caches present leaves only (a walk that faults fills nothing), so no invalidation is needed after a map' },
-    { reg: 'cap', name: 'SAGAW', lsb: 8, width: 5, value: 0b00100, spec: `${CAP}; 3.7`,
-      why: 'bit 2 only: 48-bit AGAW, 4-level second-stage tables (driver.levels = 4)' },
-    { reg: 'cap', name: 'MGAW', lsb: 16, width: 6, value: VTD_ADDRESS_WIDTH - 1, spec: `${CAP}; 3.7`,
-      why: 'N + 1 = 48 bits: the paging domain aperture is [0, 2^48 - 1]' },
+    { reg: 'cap', name: 'SAGAW', lsb: 8, width: 5, value: 1 << SAGAW_BIT[aw]!, spec: `${CAP}; 3.7`,
+      why: `bit ${SAGAW_BIT[aw]} only: ${aw}-bit AGAW, ${SAGAW_BIT[aw]! + 2}-level second-stage tables (driver.levels, read back from this field)` },
+    { reg: 'cap', name: 'MGAW', lsb: 16, width: 6, value: aw - 1, spec: `${CAP}; 3.7`,
+      why: `N + 1 = ${aw} bits: the paging domain aperture is [0, 2^${aw} - 1]` },
     { reg: 'cap', name: 'ZLR', lsb: 22, width: 1, value: 1, spec: CAP,
       why: 'a zero-length DMA is not translated and never faults (Dma.transfer returns before the walk)' },
     { reg: 'cap', name: 'FRO', lsb: 24, width: 10, value: VTD_FRCD_REG_OFFSET / 16, spec: CAP,
@@ -83,8 +119,8 @@ export function vtdRegisterFields(domains: number): readonly VtdRegField[] {
     { reg: 'cap', name: 'NFR', lsb: 40, width: 8, value: VTD_FAULT_RECORDING_REGS - 1, spec: CAP,
       why: 'N + 1 = 1 fault-recording register, the minimum',
       planned: 'with FRO: one FRCD_REG at 0x600' },
-    { reg: 'cap', name: 'MAMV', lsb: 48, width: 6, value: VTD_ADDRESS_WIDTH - 12, spec: CAP,
-      why: 'a range invalidation may cover 2^36 pages, the whole 48-bit aperture: the engine takes any range' },
+    { reg: 'cap', name: 'MAMV', lsb: 48, width: 6, value: aw - 12, spec: CAP,
+      why: `a range invalidation may cover 2^${aw - 12} pages, the whole ${aw}-bit aperture: the engine takes any range` },
     { reg: 'cap', name: 'DWD', lsb: 54, width: 1, value: 1, spec: CAP,
       why: 'every DMA completes before the call returns, so an invalidation leaves no write queued' },
     { reg: 'cap', name: 'DRD', lsb: 55, width: 1, value: 1, spec: CAP,
@@ -174,16 +210,27 @@ function engineDomains(engine: Engine): number {
 }
 
 /**
- * Intel VT-d with a 4-level (48-bit) second-stage format and 2 MiB and
- * 1 GiB super-pages (VT-d spec 3.7, cap SAGAW bit 2 and SSLPS = 0b11). The
- * interrupt range 0xfee00000-0xfeefffff is reserved as IOMMU_RESV_MSI, as
+ * Intel VT-d with a 3-, 4- (default) or 5-level second-stage format
+ * (VtdOptions.addressWidth) and 2 MiB and 1 GiB super-pages (VT-d spec
+ * 3.7, cap SAGAW and SSLPS = 0b11). The interrupt range
+ * 0xfee00000-0xfeefffff is reserved as IOMMU_RESV_MSI, as
  * intel_iommu_get_resv_regions() does (IOAPIC_RANGE_START / _END).
  */
-export function intelVtd(engine: Engine): IommuDriver {
+export function intelVtd(engine: Engine, options: VtdOptions = {}): IommuDriver {
   const L = engine.layout;
-  const fields = vtdRegisterFields(engineDomains(engine));
+  const opts = vtdOptions(options);
+  const fields = vtdRegisterFields(engineDomains(engine), opts);
   const { cap, ecap } = vtdRegisters(fields);
   const get = (reg: 'cap' | 'ecap', name: string) => vtdField(fields, reg, name, reg === 'cap' ? cap : ecap);
+  // As Linux reads them: iommu->agaw is the largest SAGAW bit (up to 57
+  // bits, iommu_calculate_agaw), the table has agaw + 2 levels, and the
+  // domain's width is that AGAW's, capped by MGAW + 1 (intel_iommu's
+  // paging_domain_alloc: addr_width > cap_mgaw -> cap_mgaw).
+  const sagaw = get('cap', 'SAGAW');
+  const agaw = 31 - Math.clz32(sagaw & 0b01110);
+  if (agaw < 1) throw new RangeError('VT-d SAGAW names no 3- to 5-level table');
+  const levels = agaw + 2;
+  const addressWidth = Math.min(30 + 9 * agaw, get('cap', 'MGAW') + 1);
   // As Linux reads them: sm_supported = SMTS (intel_iommu_sm on);
   // pasid_supported = sm && PASID, max_pasids = 2 << PSS (dmar.c alloc_iommu);
   // ssads_supported = sm && SSADS (IOMMU_CAP_DIRTY_TRACKING); the unit's
@@ -199,9 +246,11 @@ export function intelVtd(engine: Engine): IommuDriver {
   return {
     kind: 'intel-vtd',
     format: L.FMT_VTD_SL,
-    levels: 4,
+    levels,
     leafSizes: L.SZ_4K | L.SZ_2M | L.SZ_1G,
-    addressWidth: VTD_ADDRESS_WIDTH,
+    // The engine checks address bits 51:HAW of every entry (VT-d 9.8).
+    tableFlags: opts.hostAddressWidth << L.PT_HAW_SHIFT,
+    addressWidth,
     pgsizeMin: 4096n,
     resvRegions: () => [{ start: 0xfee0_0000n, last: 0xfeef_ffffn, type: 'msi' }],
     caps,

@@ -25,6 +25,9 @@
 //     an I/O page fault.
 //   - The top level (6) holds PDEs only (the spec's page-table level
 //     parameters: no page can be that large).
+//   - Reserved bits: 60:52 of a PDE, 58:52 of a PTE (bit 59 U and bit 60 FC
+//     are PTE fields): an I/O page fault with RZ ("reserved bit not zero"),
+//     checked as soon as the entry's kind (its Next Level) is known.
 //
 // The engine's own rules the walker states as they are (project, not spec):
 //   - faults are the engine's F_* numbers; a page fault for set bits the
@@ -89,6 +92,9 @@ export function amdV1Walk(mem: AmdMemory, root: bigint, mode: number, iova: bigi
     write = write && (entry & AMD_IW) !== 0n;
     const next = Number((entry >> 9n) & 7n);
     const addr = entry & AMD_ADDR_MASK;
+    // Reserved: PDE bits 60:52, PTE bits 58:52 (59 U and 60 FC are PTE fields).
+    const reserved = next === 0 || next === 7 ? 0x7fn << 52n : 0x1ffn << 52n;
+    if ((entry & reserved) !== 0n) return { ok: false, fault: F_RESERVED, level };
     if (next === 0 || next === 7) {
       if (level === 6) return { ok: false, fault: F_RESERVED, level };
       const def = levelBase(level);
