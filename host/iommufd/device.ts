@@ -77,12 +77,14 @@ export class IommufdDevice extends IommufdObject {
   detach(pasid = NO_PASID): void {
     const hwpt = this.attached.get(pasid);
     if (!hwpt) return;
+    // iommufd_auto_response_faults first: the groups queued and read go INVALID while their route is known.
+    hwpt.fault?.autoRespond(this, pasid);
+    this.pci.disablePri(pasid);
     this.pci.setContext(pasid, 0);
     this.pci.setPageRequestSink(pasid, null);
     this.pci.setFaultSink(pasid, null);
     this.routed.delete(pasid); // the context is given up: the engine dropped its route
     this.attached.delete(pasid);
-    hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
     if (this.attached.size === 0) this.users--;
     this.unlink(hwpt);
@@ -182,21 +184,33 @@ export class IommufdDevice extends IommufdObject {
       throw e;
     }
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
+    // The old attachment's groups are answered before the context moves (iommufd_auto_response_faults).
+    if (old?.fault) { old.fault.autoRespond(this, pasid); this.pci.disablePri(pasid); }
     this.pci.setContext(pasid, hwpt.did);
     this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+    if (hwpt.fault) this.routePri(hwpt.fault, pasid);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
     this.route(pasid);
     hwpt.users++;
     hwpt.attached++;
     if (old) {
-      old.fault?.autoRespond(this, pasid);
       if (moving) old.ioas.iopt.unreserve(this);
       this.unlink(old);
     }
   }
 
-  /** iommufd_fault_iopf_handler for this device: its groups, as struct iommu_hwpt_pgfault sources. */
+  /**
+   * The engine sends the PASID's page request groups to the FAULT's ring on
+   * the fault path (assembly/pri.ts): route its context there, with this
+   * DEVICE's id, and tell the FAULT who answers them.
+   */
+  private routePri(fault: Fault, pasid: number): void {
+    const ctx = this.pci.enablePri(pasid, fault.ring, this.id, () => fault.signal());
+    fault.route(ctx, { dev: this, pasid, respond: (grpid, code) => this.pci.answerPageRequest(ctx, grpid, code) });
+  }
+
+  /** iommufd_fault_iopf_handler for this device: the groups the host makes, as struct iommu_hwpt_pgfault sources. */
   private faultSink(fault: Fault): PageRequestSink {
     return (pasid, pasidValid, reqs, respond) => fault.report({
       devId: this.id,
