@@ -207,7 +207,7 @@ export class IommufdDevice extends IommufdObject {
    */
   private routePri(fault: Fault, pasid: number): void {
     const ctx = this.pci.enablePri(pasid, fault.ring, this.id, () => fault.signal());
-    fault.route(ctx, { dev: this, pasid, respond: (grpid, code) => this.pci.answerPageRequest(ctx, grpid, code) });
+    if (ctx >= 0) fault.route(ctx, { dev: this, pasid, respond: (grpid, code) => this.pci.answerPageRequest(ctx, grpid, code) });
   }
 
   /** iommufd_fault_iopf_handler for this device: the groups the host makes, as struct iommu_hwpt_pgfault sources. */

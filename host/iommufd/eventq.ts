@@ -369,6 +369,28 @@ export class Fault extends IommufdObject {
     });
   }
 
+  /** The attachments (device object, PASID) of every group waiting here, unread or unanswered (for checkers). */
+  waiting(): { dev: object; pasid: number }[] {
+    const out: { dev: object; pasid: number }[] = [];
+    const add = (g: Delivered) => {
+      if ('group' in g) out.push(g.group.handle);
+      else out.push(g.route ? { dev: g.route.dev, pasid: g.route.pasid } : { dev: {}, pasid: -1 }); // no route: nobody answers it
+    };
+    const L = this.engine.layout, REC = L.PRI_REC;
+    this.engine.withRing(this.ring, (d, w) => {
+      const base = w[(d + L.RING_BASE) >>> 2]!, depth = w[(d + L.RING_DEPTH) >>> 2]!;
+      let slot = w[(d + L.RING_HEAD) >>> 2]!, start = true;
+      for (let i = 0, count = w[(d + L.RING_COUNT) >>> 2]!; i < count; i++) {
+        const rec = base + slot * REC;
+        if (start) add(this.owner(w[(rec + L.PRI_SOURCE) >>> 2]!, w[(rec + L.PRI_GRPID) >>> 2]!, false));
+        start = (w[(rec + L.PRI_FLAGS) >>> 2]! & L.PRI_LAST_PAGE) !== 0;
+        slot = slot + 1 === depth ? 0 : slot + 1;
+      }
+    });
+    for (const g of this.response.values()) add(g);
+    return out;
+  }
+
   /**
    * iommufd_auto_response_faults: answer INVALID every group of one
    * attachment, read or not; its engine contexts are routed here no more.
