@@ -674,6 +674,28 @@ export class Engine {
     return { pages, perm: w[e + (L.PRG_PERM >>> 2)]! };
   }
 
+  /**
+   * Shared-memory mode: wake whoever waits on the i32 at byte `addr` of
+   * linear memory (a PRG entry's generation, answered). Nothing otherwise.
+   */
+  notifyWord(addr: number): void {
+    if (this.shared) Atomics.notify(new Int32Array(this.memory.buffer), addr >>> 2);
+  }
+  /**
+   * Resolves once the i32 at byte `addr` of linear memory is no longer
+   * `value` (Atomics.waitAsync where the engine has it, else polled).
+   */
+  async waitWord(addr: number, value: number): Promise<void> {
+    const i32 = () => new Int32Array(this.memory.buffer);
+    const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number) => { async: boolean; value: Promise<string> | string } }).waitAsync;
+    while (Atomics.load(i32(), addr >>> 2) === value) {
+      if (this.shared && waitAsync) {
+        const r = waitAsync(i32(), addr >>> 2, value);
+        if (r.async) await r.value;
+      } else await new Promise((ok) => setTimeout(ok, 1));
+    }
+  }
+
   // ---- IOTLB ------------------------------------------------------------------
 
   flushAll(): void {

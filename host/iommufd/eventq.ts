@@ -77,6 +77,9 @@ export const FAULT_RING_DEPTH = 2048;
  * full (after each group it is told of), up to this (32 MiB of records).
  */
 export const FAULT_RING_MAX = 1 << 20;
+
+/** A FAULT ring's records when made and at most (HostOptions.faultRing). */
+export interface FaultRingSize { readonly depth: number; readonly maxDepth: number }
 const PAGE = 4096;
 
 /**
@@ -133,7 +136,9 @@ export class Fault extends IommufdObject {
   private pfn: number;
   private pages: number;
   /** Records the ring holds now (it grows: grow()). */
-  depth = FAULT_RING_DEPTH;
+  depth: number;
+  /** What it may grow to. */
+  readonly maxDepth: number;
   /** Who answers the engine's groups, by engine context. */
   private readonly routes = new Map<number, PriRoute>();
   /** Groups the host pushed and nobody has read, by token (the record's source, PRI_HOST | token). */
@@ -145,9 +150,11 @@ export class Fault extends IommufdObject {
   /** Called when a group is queued (readiness for poll and waiters). */
   onReadable: (() => void) | null = null;
 
-  constructor(private readonly engine: Engine) {
+  constructor(private readonly engine: Engine, size: FaultRingSize = { depth: FAULT_RING_DEPTH, maxDepth: FAULT_RING_MAX }) {
     super();
     const L = engine.layout;
+    this.depth = size.depth;
+    this.maxDepth = size.maxDepth;
     this.pages = Math.ceil((this.depth * L.PRI_REC) / PAGE);
     this.pfn = engine.allocFrames(this.pages); // ENOMEM before anything is made
     try {
@@ -168,7 +175,7 @@ export class Fault extends IommufdObject {
   }
 
   /**
-   * Double the ring (up to FAULT_RING_MAX) while it is more than half full
+   * Double the ring (up to maxDepth) while it is more than half full
    * or has fewer than `need` free records: new frames, the records copied
    * over in order under the ring's lock (producers read base and depth
    * under it), the old frames freed. Out of memory: it stays as it is
@@ -180,7 +187,7 @@ export class Fault extends IommufdObject {
     const n = count();
     if (n * 2 <= this.depth && this.depth - n >= need) return;
     let depth = this.depth;
-    while (depth < FAULT_RING_MAX && (n * 2 > depth || depth - n < need)) depth *= 2;
+    while (depth < this.maxDepth && (n * 2 > depth || depth - n < need)) depth = Math.min(depth * 2, this.maxDepth);
     if (depth === this.depth) return;
     const pages = Math.ceil((depth * L.PRI_REC) / PAGE);
     const pfn = this.engine.tryAllocFrames(pages);
@@ -456,6 +463,8 @@ export class FaultFile extends EventqFile<Fault> {
 export interface FaultCtx {
   readonly objects: ObjectTable;
   readonly engine: Engine;
+  /** The FAULT ring's size (HostOptions.faultRing). */
+  readonly faultRing?: FaultRingSize;
   /** The iommufd file itself, which the new fd keeps referenced. */
   readonly file: KFile;
   installFd(file: KFile): number;
@@ -464,7 +473,7 @@ export interface FaultCtx {
 /** IOMMU_FAULT_QUEUE_ALLOC: a FAULT object and its fd. */
 export function faultQueueAlloc(ctx: FaultCtx, cmd: Decoded<typeof iommu_fault_alloc>): void {
   if (cmd.flags !== 0) throw new SysError('EOPNOTSUPP');
-  const fault = ctx.objects.add(new Fault(ctx.engine));
+  const fault = ctx.objects.add(new Fault(ctx.engine, ctx.faultRing));
   cmd.out_fault_id = fault.id;
   cmd.out_fault_fd = ctx.installFd(new FaultFile(fault, ctx.file));
 }

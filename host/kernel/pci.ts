@@ -238,6 +238,9 @@ export class PciFunction {
   /** The response to the engine's group `grpid` of context `ctx` reaches the function (and its waiting DMAs). */
   answerPageRequest(ctx: number, grpid: number, code: number): void {
     try { this.engine.priRespond(ctx, grpid, code); } catch (e) { if (!(e instanceof SysError)) throw e; }
+    const table = this.prgTables.get(ctx);
+    // A worker's DMA waits on the entry's generation (host/worker.ts).
+    if (table !== undefined) this.engine.notifyWord(table * this.engine.layout.PAGE_SIZE + grpid * this.engine.layout.PRG_SIZE + this.engine.layout.PRG_GEN);
     const w = this.waiting.get(ctx);
     const e = w?.[grpid];
     if (e) { w![grpid] = undefined; e.resolve(code); }
