@@ -17,7 +17,7 @@
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, CTX_PRI, CTX_DEVID, CTX_PRG, CTX_PRG_OUT, RING_MAX, RING_BASE, RING_DEPTH, RING_HEAD,
   RING_COUNT, RING_SEQ, RING_LOST, PRI_DATA, PRI_REC, PRI_FLAGS, PRI_DEVID, PRI_PASID, PRI_GRPID, PRI_PERM, PRI_SOURCE,
-  PRI_ADDR, PRI_PASID_VALID, PRI_LAST_PAGE, PRI_PRO, PRG_ENTRIES, PRG_SIZE, PRG_FIRST, PRG_MASK, PRG_PERM, PRG_GEN,
+  PRI_ADDR, PRI_PASID_VALID, PRI_LAST_PAGE, PRI_PRO, PRG_ENTRIES, PRG_BYTES, PRG_SIZE, PRG_FIRST, PRG_MASK, PRG_PERM, PRG_GEN,
   PRG_CODE, PRG_PAGES, PRG_PAGES_MAX, PRI_NONE, PRI_SENT, PRI_JOINED, PRI_OVERFLOW, PRI_NO_INDEX, MB_PRI, MB_PRI_GRP,
   MB_PRI_OFF, F_STAGE2, F_NONE, F_NOT_PRESENT, F_READ, F_WRITE, PERM_R, PERM_W, ERR_INVAL, ERR_FULL, BATCH_BYTES,
 } from "./layout";
@@ -47,7 +47,7 @@ function priRing(id: u32): bool {
  */
 export function ctxPri(c: u32, id: u32, devid: u32, table: u32): i32 {
   if (c >= maxContexts) return ERR_INVAL;
-  if (id != 0 && (!priRing(id) || table == 0 || (table & 3) != 0)) return ERR_INVAL;
+  if (id != 0 && (!priRing(id) || table == 0 || (table & 3) != 0 || <u64>table + PRG_BYTES > (<u64>memory.size() << 16))) return ERR_INVAL;
   const x = ctx(c);
   store<u32>(x + CTX_PRI, id);
   store<u32>(x + CTX_DEVID, id != 0 ? devid : 0);

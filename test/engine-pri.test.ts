@@ -181,6 +181,7 @@ describe('what sends no request, and the limits', () => {
     const events = e.ringCreate(e.allocFrames(1), 4, 32); // a vEVENTQ ring: not a FAULT ring
     expectErrno(() => e.ctxPri(2, events, 1, prgTable()), 'EINVAL');
     expectErrno(() => e.ctxPri(2, ring, 1, 0), 'EINVAL'); // no PRG table
+    expectErrno(() => e.ctxPri(2, ring, 1, (e.bytes.length - PAGE) / PAGE), 'EINVAL'); // a table past the end of memory
     expectErrno(() => e.ctxPri(1 << 20, ring, 1, prgTable()), 'EINVAL');
     expectErrno(() => e.priRespond(1, 3, 0), 'EINVAL'); // not outstanding
     expectErrno(() => e.priRespond(1, 512, 0), 'EINVAL');

@@ -233,7 +233,15 @@ export class Fault extends IommufdObject {
       dv.setUint32(o + L.PRI_SOURCE, (L.PRI_HOST | token) >>> 0, true);
       dv.setBigUint64(o + L.PRI_ADDR, r.addr, true);
     });
-    if (!this.engine.priPush(this.ring, recs)) { group.respond(IOMMUFD_PAGE_RESP_SUCCESS); return; }
+    let queued: boolean;
+    try {
+      queued = this.engine.priPush(this.ring, recs);
+    } catch (e) {
+      // More requests than one push carries (BATCH_IN): the IOMMU cannot take the group (iopf_error_response).
+      if (e instanceof SysError && e.code === 'EINVAL') { group.respond(IOMMUFD_PAGE_RESP_INVALID); return; }
+      throw e;
+    }
+    if (!queued) { group.respond(IOMMUFD_PAGE_RESP_SUCCESS); return; }
     this.hostGroups.set(token, group);
     this.onReadable?.();
   }
