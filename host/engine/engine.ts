@@ -690,8 +690,14 @@ export class Engine {
     const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number) => { async: boolean; value: Promise<string> | string } }).waitAsync;
     while (Atomics.load(i32(), addr >>> 2) === value) {
       if (this.shared && waitAsync) {
-        const r = waitAsync(i32(), addr >>> 2, value);
-        if (r.async) await r.value;
+        // A pending waitAsync alone does not keep Node's event loop (a worker's) alive: a timer does.
+        const keep = setInterval(() => {}, 1 << 30);
+        try {
+          const r = waitAsync(i32(), addr >>> 2, value);
+          if (r.async) await r.value;
+        } finally {
+          clearInterval(keep);
+        }
       } else await new Promise((ok) => setTimeout(ok, 1));
     }
   }

@@ -17,17 +17,18 @@ const dma = w.device(job.path).dma;
 
 if (job.kind === 'pri') {
   void (async () => {
+    let fault: unknown = null;
     try {
       dma.read(job.from!, job.length!);
-      parentPort!.postMessage({ error: 'the first read completed' });
     } catch (e) {
-      if (!(e instanceof DmaFault) || !e.pageRequest) { parentPort!.postMessage({ error: String(e) }); return; }
-      const req = e.pageRequest;
-      const code = await req.response;
-      const bytes = dma.read(job.from!, job.length!);
-      parentPort!.postMessage({ grpid: req.grpid, pages: req.pages.map((p) => p.toString(16)), perm: req.perm, code, bytes });
+      fault = e;
     }
-  })();
+    if (!(fault instanceof DmaFault) || !fault.pageRequest) { parentPort!.postMessage({ error: `no pending page request: ${String(fault)}` }); return; }
+    const req = fault.pageRequest;
+    const code = await req.response;
+    const bytes = dma.read(job.from!, job.length!);
+    parentPort!.postMessage({ grpid: req.grpid, pages: req.pages.map((p) => p.toString(16)), perm: req.perm, code, bytes });
+  })().catch((e: unknown) => { parentPort!.postMessage({ error: String(e instanceof Error ? e.stack : e) }); });
 } else if (job.kind === 'copy') {
   const bytes = dma.read(job.from!, job.length!, { pasid: job.pasid ?? 0 });
   dma.write(job.to!, bytes, { pasid: job.pasid ?? 0 });
