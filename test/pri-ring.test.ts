@@ -158,6 +158,26 @@ describe('multi-page page request groups from one DMA (PCIe §10.4.1)', () => {
   });
 });
 
+describe('replace', () => {
+  it('replacing the attachment answers its groups INVALID (queued and read); the next DMA\'s group goes to the new HWPT\'s FAULT', async () => {
+    const s = await setup();
+    const read = s.handle.dma.readAsync(IOVA, 2 * PAGE).then(() => null, (e: DmaFault) => e.response);
+    readFaults(s);
+    const queued = s.handle.dma.readAsync(IOVA + 4 * PAGE, 8).then(() => null, (e: DmaFault) => e.response);
+    const f2 = s.ictx.ioctl(T.IOMMU_FAULT_QUEUE_ALLOC, {});
+    const hwpt2 = s.ictx.ioctl(T.IOMMU_HWPT_ALLOC, { dev_id: s.devid, pt_id: s.ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: f2.out_fault_id }).out_hwpt_id;
+    s.dev.attach(hwpt2); // VFIO: attaching an attached device replaces
+    expect(await read).toBe(INVALID);
+    expect(await queued).toBe(INVALID);
+    expect(readFaults(s)).toEqual([]);
+    caught(() => s.handle.dma.read(IOVA + 8 * PAGE, 2 * PAGE));
+    const buf = new Uint8Array(4 * REC);
+    expect(s.host.read(f2.out_fault_fd, buf)).toBe(2 * REC);
+    expect(uapi.iommu_hwpt_pgfault.decode(buf, 0)).toMatchObject({ addr: BigInt(IOVA + 8 * PAGE), grpid: 0, dev_id: s.devid });
+    expect(readFaults(s)).toEqual([]);
+  });
+});
+
 describe('overflow: the VT-d page request queue rule (PRO), never silent', () => {
   it('a group that does not fit is not queued: PRO set, counted, answered SUCCESS at once; nothing more until the reader drains the ring', async () => {
     const s = await setup({ faultRing: { depth: 4, maxDepth: 4 } });
