@@ -103,8 +103,9 @@ export const CTRL_LOCK_INFLIGHT: u32 = 0x240;
 export const LOCK_STRIDE: u32 = 64;
 
 // Event rings (events.ts): RING_MAX descriptors of RING_SIZE bytes at
-// CTRL_RINGS, each a vEVENTQ's queue in linear memory, filled by the engine
-// on the fault path and by the host, drained by the host's read():
+// CTRL_RINGS, each a vEVENTQ's queue (or a FAULT's: pri.ts, "Page requests"
+// below) in linear memory, filled by the engine on the fault path and by
+// the host, drained by the host's read():
 //
 //   0      4      8      12     16     20     24            28      32
 //   +------+------+------+------+------+------+-------------+-------+
