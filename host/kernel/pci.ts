@@ -485,6 +485,9 @@ export class Dma {
     return this.phys.view(seg).subarray(offset, offset + length);
   }
 
+  /** A round of readAsync / writeAsync whose fault may not be final: refused() reports nothing. */
+  private muted = false;
+
   /**
    * Run `fn` with the engine's page requests off for this instance's DMA
    * faults (view, and the bounded retries of readAsync / writeAsync).
@@ -511,12 +514,17 @@ export class Dma {
         // Once some page has had its requests, a round first runs without
         // page requests: a fault on a spent page is final.
         if (spent) {
+          this.muted = true;
           try {
             this.quiet(() => this.transfer(iova, buf, pasid, write));
             return;
           } catch (e) {
             if (!(e instanceof DmaFault)) throw e;
-            if ((asked.get(e.iova & ~0xfffn) ?? 0) >= limit) { e.gaveUp = true; throw e; }
+            if (e.reason === 'blocked') throw e; // nothing attached: final, and reported where it was thrown
+            // Final: reported now, as any refused DMA (not when the round runs again with page requests).
+            if ((asked.get(e.iova & ~0xfffn) ?? 0) >= limit) { e.gaveUp = true; throw this.dev.fault(e); }
+          } finally {
+            this.muted = false;
           }
         }
         this.transfer(iova, buf, pasid, write);
@@ -560,7 +568,7 @@ export class Dma {
       f.pageRequest = { addr, pages: [addr], pasid: pasid === 0 ? undefined : pasid, perm: write ? IOMMU_PGFAULT_PERM_WRITE : IOMMU_PGFAULT_PERM_READ, grpid: -1, response: Promise.resolve(IOMMUFD_PAGE_RESP_SUCCESS) };
       return f;
     }
-    return this.dev.fault(f);
+    return this.muted ? f : this.dev.fault(f);
   }
 
   private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {
