@@ -158,6 +158,23 @@ describe('multi-page page request groups from one DMA (PCIe §10.4.1)', () => {
   });
 });
 
+describe('fault listeners', () => {
+  it('onFault hears the final fault of a DMA that gave up, once; not the rounds that sent page requests', async () => {
+    const s = await setup();
+    const heard: DmaFault[] = [];
+    s.handle.onFault((f) => heard.push(f));
+    const p = s.handle.dma.readAsync(IOVA, 8, { maxPageRequests: 2 }).then(() => null, (e: DmaFault) => e);
+    for (let i = 0; i < 2; i++) {
+      const [r] = readFaults(s);
+      respond(s, r!.cookie, SUCCESS); // without mapping the page
+      await settle();
+    }
+    const f = await p;
+    expect(f!.gaveUp).toBe(true);
+    expect(heard).toEqual([f]);
+  });
+});
+
 describe('replace', () => {
   it('replacing the attachment answers its groups INVALID (queued and read); the next DMA\'s group goes to the new HWPT\'s FAULT', async () => {
     const s = await setup();
