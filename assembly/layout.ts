@@ -297,7 +297,10 @@ export const CTX_PRG_OUT: u32 = 28;
 // or none) and its last has PRI_LAST_PAGE, so a group never straddles the
 // ring's tail. The descriptor's words keep their places; for a FAULT ring
 // `lost` bit 0 is PRO, the overflow flag of the VT-d page request queue
-// (PRS_REG.PRO), and `next seq` counts the groups overflow answered.
+// (PRS_REG.PRO), `next seq` counts the groups overflow answered, and `lost
+// seq` counts the groups queued (wrapping): with worker instances about,
+// each group queued notifies it (memory.atomic.notify), the owner's
+// doorbell for groups it did not queue itself.
 //
 // Overflow: a group that does not fit, or that comes while PRO is set, is
 // not queued: PRO is set, the count goes up, and the group is answered by

@@ -16,7 +16,7 @@
 
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, CTX_PRI, CTX_DEVID, CTX_PRG, CTX_PRG_OUT, RING_MAX, RING_BASE, RING_DEPTH, RING_HEAD,
-  RING_COUNT, RING_SEQ, RING_LOST, PRI_DATA, PRI_REC, PRI_FLAGS, PRI_DEVID, PRI_PASID, PRI_GRPID, PRI_PERM, PRI_SOURCE,
+  RING_COUNT, RING_SEQ, RING_LOST, RING_LOST_SEQ, PRI_DATA, PRI_REC, PRI_FLAGS, PRI_DEVID, PRI_PASID, PRI_GRPID, PRI_PERM, PRI_SOURCE,
   PRI_ADDR, PRI_PASID_VALID, PRI_LAST_PAGE, PRI_PRO, PRG_ENTRIES, PRG_BYTES, PRG_SIZE, PRG_FIRST, PRG_MASK, PRG_PERM, PRG_GEN,
   PRG_CODE, PRG_PAGES, PRG_PAGES_MAX, PRI_NONE, PRI_SENT, PRI_JOINED, PRI_OVERFLOW, PRI_NO_INDEX, MB_PRI, MB_PRI_GRP,
   MB_PRI_OFF, F_STAGE2, F_NONE, F_NOT_PRESENT, F_READ, F_WRITE, PERM_R, PERM_W, ERR_INVAL, ERR_FULL, BATCH_BYTES,
@@ -184,7 +184,20 @@ export function priFault(c: u32, st: u32, iova: u64, access: u32, left: u32): vo
   store<u32>(r + RING_COUNT, load<u32>(r + RING_COUNT) + n);
   store<u32>(mbx + MB_PRI, PRI_SENT);
   store<u32>(mbx + MB_PRI_GRP, g);
+  queued(r, held);
+}
+
+/**
+ * A group went in: count it in the ring's queued word (RING_LOST_SEQ of a
+ * FAULT ring), release the lock, and with workers about (the lock was
+ * taken) wake an owner waiting on the word, so that a worker's group
+ * reaches the owner's readiness hooks.
+ */
+// @ts-ignore: decorator
+@inline function queued(r: usize, held: bool): void {
+  store<u32>(r + RING_LOST_SEQ, load<u32>(r + RING_LOST_SEQ) + 1);
   unlock(r, held);
+  if (held) atomic.notify(r + RING_LOST_SEQ, u32.MAX_VALUE);
 }
 
 /**
@@ -207,7 +220,7 @@ export function priPush(id: u32, n: u32): i32 {
     if (++slot == depth) slot = 0;
   }
   store<u32>(r + RING_COUNT, load<u32>(r + RING_COUNT) + n);
-  unlock(r, held);
+  queued(r, held);
   return 0;
 }
 

@@ -43,7 +43,7 @@ async function sharedHost(): Promise<{ host: Host; ictx: Iommufd; ioas: number; 
 }
 
 describe('a worker\'s refused DMA feeds PRI (assembly/pri.ts under the ring lock)', () => {
-  it('the engine queues the worker\'s page request group; the owner reads it, maps, answers SUCCESS; the worker\'s pending request resolves and its retry reads the bytes', async () => {
+  it('the engine queues the worker\'s page request group and wakes the owner (waitReadable, doorbell); the owner reads it, maps, answers SUCCESS; the worker\'s pending request resolves and its retry reads the bytes', async () => {
     const host = await createHost({ shared: true, wasm: engineModule('shared'), memoryLimit: 64 << 20 });
     const ictx = new Iommufd(host);
     const ioas = ictx.ioasAlloc();
@@ -55,22 +55,19 @@ describe('a worker\'s refused DMA feeds PRI (assembly/pri.ts under the ring lock
     vfio.attach(hwpt);
     const va = host.mmap(2 * 4096);
     host.mem.write(va, Uint8Array.from({ length: 2 * 4096 }, (_, i) => (i * 3) & 0xff));
+    const bell = host.doorbell(f.out_fault_fd);
     const done = run<{ grpid: number; pages: string[]; perm: number; code: number; bytes: Uint8Array; error?: string }>({
       init: host.shareWorker([path]), path, kind: 'pri', from: 0x20_0000 + 4000, length: 200,
     });
-    // The owner polls its fault fd until the worker's group is there (the owner is not called from the
-    // worker), or the worker is done without one; the test's timeout bounds the wait (a worker may take
-    // a while to start on a loaded machine).
-    let early: unknown = null;
-    done.then((v) => { early = v; }, (e: unknown) => { early = { error: String(e) }; });
+    // The owner waits for its fault fd to be readable: the engine notifies the FAULT ring's queued word
+    // when a worker queues a group, and the FAULT signals it (the owner is not called from the worker).
+    // If the worker is done first, it has an error to tell; the test's timeout bounds the wait.
+    const early = await Promise.race([host.waitReadable(f.out_fault_fd).then(() => null), done]);
+    expect(early).toBeNull();
+    expect(Atomics.load(bell.word, 0)).toBe(1); // the doorbell rang once for the worker's group
     const REC = uapi.iommu_hwpt_pgfault.size;
     const buf = new Uint8Array(4 * REC);
-    let n = 0;
-    while (n === 0 && early === null) {
-      n = host.read(f.out_fault_fd, buf);
-      if (n === 0) await new Promise((r) => setTimeout(r, 2));
-    }
-    expect(early).toBeNull();
+    const n = host.read(f.out_fault_fd, buf);
     const recs = Array.from({ length: n / REC }, (_, i) => uapi.iommu_hwpt_pgfault.decode(buf, i * REC));
     expect(recs.map((r) => [r.addr, r.flags, r.dev_id])).toEqual([[0x20_0000n, 0, devid], [0x20_1000n, uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE, devid]]);
     ictx.ioasMap({ ioasId: ioas, userVa: va, length: 2 * 4096, iova: 0x20_0000n });

@@ -684,14 +684,16 @@ export class Engine {
   /**
    * Resolves once the i32 at byte `addr` of linear memory is no longer
    * `value` (Atomics.waitAsync where the engine has it, else polled).
+   * keepAlive: hold a timer meanwhile (a pending waitAsync alone does not
+   * keep Node's event loop alive); false for a background watch.
    */
-  async waitWord(addr: number, value: number): Promise<void> {
+  async waitWord(addr: number, value: number, keepAlive = true): Promise<void> {
     const i32 = () => new Int32Array(this.memory.buffer);
     const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number) => { async: boolean; value: Promise<string> | string } }).waitAsync;
     while (Atomics.load(i32(), addr >>> 2) === value) {
       if (this.shared && waitAsync) {
         // A pending waitAsync alone does not keep Node's event loop (a worker's) alive: a timer does.
-        const keep = setInterval(() => {}, 1 << 30);
+        const keep = keepAlive ? setInterval(() => {}, 1 << 30) : undefined;
         try {
           const r = waitAsync(i32(), addr >>> 2, value);
           if (r.async) await r.value;

@@ -171,7 +171,48 @@ export class Fault extends IommufdObject {
   /** Tell the fd's waiters that a group arrived (the engine queued one, or report() did); make room for more. */
   signal(): void {
     this.grow(0);
+    this.signalled = (this.signalled + 1) >>> 0;
     this.onReadable?.();
+  }
+
+  /**
+   * Groups queued that the readers were told of: the ring's queued word
+   * (RING_LOST_SEQ of a FAULT ring, layout.ts) as far as signal() went.
+   * A worker's groups move the word without this host knowing.
+   */
+  private signalled = 0;
+  private watching = false;
+  private dead = false;
+
+  /**
+   * Shared-memory mode, while the fd has readiness hooks: wait (in the
+   * background) on the ring's queued word, which the engine notifies when a
+   * worker instance queues a group, and signal each group the owner did not
+   * queue itself, so waitReadable, onReadable and doorbells hear of a
+   * worker's groups too.
+   */
+  watchWorkers(wanted: () => boolean): void {
+    if (!this.engine.shared || this.watching || this.dead) return;
+    this.watching = true;
+    const L = this.engine.layout;
+    const at = this.engine.ringDescriptor(this.ring) + L.RING_LOST_SEQ;
+    void (async () => {
+      try {
+        while (!this.dead && wanted()) {
+          const now = new Uint32Array(this.engine.memory.buffer)[at >>> 2]!;
+          if (now !== this.signalled) {
+            const n = (now - this.signalled) >>> 0;
+            this.signalled = now;
+            this.grow(0);
+            for (let i = 0; i < n; i++) this.onReadable?.();
+            continue;
+          }
+          await this.engine.waitWord(at, now | 0, false);
+        }
+      } finally {
+        this.watching = false;
+      }
+    })();
   }
 
   /**
@@ -243,6 +284,7 @@ export class Fault extends IommufdObject {
     }
     if (!queued) { group.respond(IOMMUFD_PAGE_RESP_SUCCESS); return; }
     this.hostGroups.set(token, group);
+    this.signalled = (this.signalled + 1) >>> 0;
     this.onReadable?.();
   }
 
@@ -425,6 +467,7 @@ export class Fault extends IommufdObject {
 
   /** iommufd_fault_destroy: everything pending is answered INVALID; the ring goes. */
   destroy(): void {
+    this.dead = true;
     const queued = this.takeQueued(() => true);
     const read = [...this.response.values()];
     this.response.clear();
@@ -463,6 +506,12 @@ abstract class EventqFile<Q extends IommufdObject & { readonly readable: boolean
 /** The fault fd ("[iommufd-pgfault]"): page-fault groups out, responses in. */
 export class FaultFile extends EventqFile<Fault> {
   constructor(fault: Fault, ictx: KFile) { super('anon_inode:[iommufd-pgfault]', fault, ictx); }
+  /** A readiness hook: in shared-memory mode the FAULT also listens for workers' groups while hooks exist. */
+  override watch(hook: Parameters<KFile['watch']>[0]): () => void {
+    const off = super.watch(hook);
+    this.queue.watchWorkers(() => this.watchers > 0);
+    return off;
+  }
   override read(buf: Uint8Array): number { return this.queue.read(buf); }
   override write(buf: Uint8Array): number { return this.queue.write(buf); }
 }
