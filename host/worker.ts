@@ -21,10 +21,11 @@
  * owner's answer bumps the group's generation word in shared memory and
  * Atomics.notify-s it); retry the DMA after a SUCCESS. When the queue
  * overflowed, `response` is SUCCESS at once (grpid -1). The owner's poll and
- * read see a worker's groups; its waitReadable, onReadable and doorbells
- * hear only of groups it was told of (its own DMAs, pri.request): the
- * owner is not called from a worker. Other reporting (DmaFault listeners,
- * events the host makes) sees only the owner's own DMAs.
+ * read see a worker's groups, and its waitReadable, onReadable and
+ * doorbells hear of them: the engine notifies the FAULT ring's queued word
+ * and the owner's FAULT waits on it in the background (eventq.ts
+ * watchWorkers). Other reporting (DmaFault listeners, events the host
+ * makes) sees only the owner's own DMAs.
  */
 import { Engine, type WorkerShare } from './engine/engine.js';
 import { DmaFault, directoryLookup, type DmaOptions, type PendingPageRequest } from './kernel/pci.js';
