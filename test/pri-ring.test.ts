@@ -88,6 +88,21 @@ describe('multi-page page request groups from one DMA (PCIe §10.4.1)', () => {
     expect(recs.every((r) => r.perm === W)).toBe(true);
   });
 
+  it('read() into a buffer at any byte offset hands out the same records', async () => {
+    const s = await setup();
+    caught(() => s.handle.dma.read(IOVA, 2 * PAGE));
+    caught(() => s.handle.dma.read(IOVA + 4 * PAGE, 2 * PAGE));
+    const aligned = new Uint8Array(2 * REC);
+    const odd = new Uint8Array(new ArrayBuffer(2 * REC + 3), 3, 2 * REC);
+    expect(s.host.read(s.faultFd, aligned)).toBe(2 * REC);
+    expect(s.host.read(s.faultFd, odd)).toBe(2 * REC);
+    const a = [0, 1].map((i) => uapi.iommu_hwpt_pgfault.decode(aligned, i * REC));
+    const b = [0, 1].map((i) => uapi.iommu_hwpt_pgfault.decode(odd, i * REC));
+    expect(a.map((r) => [r.addr, r.flags, r.__reserved, r.length, r.cookie])).toEqual([[BigInt(IOVA), 0, 0, 0, 1], [BigInt(IOVA + PAGE), LAST, 0, 0, 1]]);
+    expect(b.map((r) => [r.addr, r.flags, r.__reserved, r.length, r.cookie])).toEqual([[BigInt(IOVA + 4 * PAGE), 0, 0, 0, 2], [BigInt(IOVA + 5 * PAGE), LAST, 0, 0, 2]]);
+    expect(b.map((r) => [r.dev_id, r.grpid, r.perm])).toEqual(a.map((r) => [r.dev_id, 1, r.perm]));
+  });
+
   it('INVALID fails the DMA; memory untouched', async () => {
     const s = await setup();
     const before = s.host.mem.read(s.va, 4 * PAGE);

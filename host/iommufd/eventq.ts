@@ -321,6 +321,9 @@ export class Fault extends IommufdObject {
     if (buf.length % size !== 0) throw new SysError('ESPIPE');
     const L = this.engine.layout, REC = L.PRI_REC;
     const out = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    // Word by word when the buffer is 4-byte aligned (no view per record).
+    const o32 = buf.byteOffset % 4 === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : null;
+    const W = REC >>> 2, SRC = L.PRI_SOURCE >>> 2, OUT = size >>> 2;
     return this.engine.withRing(this.ring, (d, w) => {
       const bytes = this.engine.bytes;
       const base = w[(d + L.RING_BASE) >>> 2]!, depth = this.depth;
@@ -343,10 +346,18 @@ export class Fault extends IommufdObject {
         if ('group' in owner) owner.group.cookie = cookie;
         for (let i = 0; i < n; i++) {
           const rec = base + head * REC;
-          buf.set(bytes.subarray(rec, rec + REC), done);
-          out.setUint32(done + L.PRI_SOURCE, 0, true); // __reserved
-          out.setUint32(done + REC, 0, true); // length
-          out.setUint32(done + REC + 4, cookie, true);
+          if (o32) {
+            const from = rec >>> 2, to = done >>> 2;
+            for (let k = 0; k < W; k++) o32[to + k] = w[from + k]!;
+            o32[to + SRC] = 0; // __reserved
+            o32[to + OUT - 2] = 0; // length
+            o32[to + OUT - 1] = cookie;
+          } else {
+            buf.set(bytes.subarray(rec, rec + REC), done);
+            out.setUint32(done + L.PRI_SOURCE, 0, true); // __reserved
+            out.setUint32(done + REC, 0, true); // length
+            out.setUint32(done + REC + 4, cookie, true);
+          }
           done += size;
           head = head + 1 === depth ? 0 : head + 1;
         }
