@@ -12,7 +12,7 @@
 
 import {
   CTRL_BASE, CTRL_INST_COUNT, CTRL_RINGS, RING_MAX, RING_SIZE, RING_LOCK, RING_BASE, RING_DEPTH, RING_HEAD, RING_COUNT, RING_SEQ,
-  RING_LOST, RING_LOST_SEQ, RING_HEADER, CTX_SIZE, CTX_RING, CTX_TAG, F_STAGE2, F_BLOCKED, F_NOT_PRESENT, F_ADDR_WIDTH,
+  RING_LOST, RING_LOST_SEQ, RING_HEADER, CTX_SIZE, CTX_RING, CTX_PRI, CTX_TAG, F_STAGE2, F_BLOCKED, F_NOT_PRESENT, F_ADDR_WIDTH,
   F_RESERVED, F_READ, F_WRITE, F_ACCESS, F_ADDR_SIZE, F_TABLE_ADDR, F_OUT_OF_SEGMENT, PERM_W, ERR_INVAL, ERR_FULL,
 } from "./layout";
 import { ctxTable, maxContexts } from "./state";
@@ -20,7 +20,7 @@ import { ctxTable, maxContexts } from "./state";
 const INT_MAX: u32 = 0x7fffffff;
 
 // @ts-ignore: decorator
-@inline function ring(id: u32): usize { return <usize>(CTRL_BASE + CTRL_RINGS + (id - 1) * RING_SIZE); }
+@inline export function ring(id: u32): usize { return <usize>(CTRL_BASE + CTRL_RINGS + (id - 1) * RING_SIZE); }
 
 /**
  * Take a ring's lock: producers in worker instances and the host's reader
@@ -28,13 +28,13 @@ const INT_MAX: u32 = 0x7fffffff;
  * that pushes or reads: no lock (its atomics cost a fault storm a third).
  */
 // @ts-ignore: decorator
-@inline function lock(r: usize): bool {
+@inline export function lock(r: usize): bool {
   if (load<u32>(CTRL_BASE + CTRL_INST_COUNT) == 0) return false;
   while (atomic.cmpxchg<u32>(r + RING_LOCK, 0, 1) != 0) {}
   return true;
 }
 // @ts-ignore: decorator
-@inline function unlock(r: usize, held: bool): void { if (held) atomic.store<u32>(r + RING_LOCK, 0); }
+@inline export function unlock(r: usize, held: bool): void { if (held) atomic.store<u32>(r + RING_LOCK, 0); }
 
 /**
  * A ring of `depth` records with `dataBytes` of event data each, in the
@@ -54,12 +54,13 @@ export function ringCreate(base: usize, depth: u32, dataBytes: u32): i32 {
   return ERR_FULL;
 }
 
-/** Free a ring; contexts routed to it record nothing from now on. */
+/** Free a ring; contexts routed to it (events or page requests) record nothing from now on. */
 export function ringDestroy(id: u32): i32 {
   if (id == 0 || id > RING_MAX || load<u32>(ring(id) + RING_BASE) == 0) return ERR_INVAL;
   for (let c: u32 = 0; c < maxContexts; c++) {
     const x = ctxTable + <usize>c * CTX_SIZE;
     if (load<u32>(x + CTX_RING) == id) store<u32>(x + CTX_RING, 0);
+    if (load<u32>(x + CTX_PRI) == id) store<u32>(x + CTX_PRI, 0); // a FAULT ring (pri.ts)
   }
   store<u32>(ring(id) + RING_BASE, 0);
   return 0;

@@ -13,6 +13,7 @@ import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump, s2EpochBump } from "./iotlb";
 import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED, RING_MAX, ERR_INVAL } from "./layout";
 import { ringCreate, ringDestroy, ringPush, ctxRoute } from "./events";
+import { ctxPri, priPush, priRespond } from "./pri";
 
 // @ts-ignore: decorator
 @inline function u64of(lo: u32, hi: u32): u64 { return (<u64>hi << 32) | lo; }
@@ -47,6 +48,15 @@ export function ring_push(id: u32, a: u32, b: u32, c: u32, d: u32, e: u32, f: u3
 }
 /** Route context c's refused translations to ring id (0: none), recorded with StreamID `tag`. */
 export function ctx_route(c: u32, id: u32, tag: u32): i32 { return ctxRoute(c, id, tag); }
+
+// ---- Page requests (pri.ts): FAULT rings the engine fills on a DMA's fault path.
+
+/** Route context c's page requests to FAULT ring id (0: none) as DEVICE devid, its PRG table at `table`. */
+export function ctx_pri(c: u32, id: u32, devid: u32, table: u32): i32 { return ctxPri(c, id, devid, table); }
+/** Queue a group the host made: n records in BATCH_IN. 0, ERR_FULL (overflow: PRO set) or ERR_INVAL. */
+export function pri_push(id: u32, n: u32): i32 { return priPush(id, n); }
+/** Answer context c's group g with `code`: the index is free again. 0 or ERR_INVAL. */
+export function pri_respond(c: u32, g: u32, code: u32): i32 { return priRespond(c, g, code); }
 
 // ---- Shared-memory mode (layout.ts): worker instances over the owner's memory.
 

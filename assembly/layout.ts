@@ -121,8 +121,9 @@ export const CTRL_LOCK_INFLIGHT: u32 = 0x240;
 export const LOCK_STRIDE: u32 = 64;
 
 // Event rings (events.ts): RING_MAX descriptors of RING_SIZE bytes at
-// CTRL_RINGS, each a vEVENTQ's queue in linear memory, filled by the engine
-// on the fault path and by the host, drained by the host's read():
+// CTRL_RINGS, each a vEVENTQ's queue (or a FAULT's: pri.ts, "Page requests"
+// below) in linear memory, filled by the engine on the fault path and by
+// the host, drained by the host's read():
 //
 //   0      4      8      12     16     20     24            28      32
 //   +------+------+------+------+------+------+-------------+-------+
@@ -183,6 +184,12 @@ export const MB_LEVEL: u32 = 16;
 export const MB_COVERED: u32 = 20;
 export const MB_FAULT_LO: u32 = 24;
 export const MB_FAULT_HI: u32 = 28;
+// Page requests (pri.ts), u32 words:
+//   +64 PRI_* status of the last DMA fault   +68 its group index
+//   +72 set by the host: 1 = this instance's DMA faults send no page request
+export const MB_PRI: u32 = 64;
+export const MB_PRI_GRP: u32 = 68;
+export const MB_PRI_OFF: u32 = 72;
 
 // Segment record (segTable + seg * SEG_SIZE):
 //
@@ -278,14 +285,116 @@ export const DOMF_DIRTY: u32 = 1;
 
 // Context record (ctxTable + ctx * CTX_SIZE): what one device+PASID reaches.
 //
-//   +0 domain id (0 = blocked)   +4 pasid
+//   0        4        8        12       16       20       24       28      32
+//   +--------+--------+--------+--------+--------+--------+--------+-------+
+//   | domain | pasid  | event  | event  | FAULT  | dev_id | PRG    | PRGs  |
+//   | id     |        | tag    | ring   | ring   |        | table  | out   |
+//   +--------+--------+--------+--------+--------+--------+--------+-------+
+//
+//   +0 domain id (0 = blocked)   +4 pasid (0 = IOMMU_NO_PASID)
 //   +8 event tag: the StreamID its event records carry (the vSID)
 //   +12 event ring (events.ts): 0 = its faults are not recorded here
-export const CTX_SIZE: u32 = 16;
+//   +16 FAULT ring (pri.ts): 0 = its faults send no page request
+//   +20 dev_id its page requests carry (the iommufd DEVICE object id)
+//   +24 its PRG table: byte address in linear memory (pri.ts, below)
+//   +28 page request groups outstanding in that table
+// (Layout version 6: the record grew from 16 to 32 bytes for +16..+28.)
+export const CTX_SIZE: u32 = 32;
 export const CTX_DID: u32 = 0;
 export const CTX_PASID: u32 = 4;
 export const CTX_TAG: u32 = 8;
 export const CTX_RING: u32 = 12;
+export const CTX_PRI: u32 = 16;
+export const CTX_DEVID: u32 = 20;
+export const CTX_PRG: u32 = 24;
+export const CTX_PRG_OUT: u32 = 28;
+
+// Page requests (pri.ts): the FAULT queue's ring and a function's groups.
+//
+// A FAULT ring is a ring descriptor (CTRL_RINGS, above) made with
+// ring_create(base, depth, PRI_DATA): records of RING_HEADER + PRI_DATA =
+// PRI_REC bytes, one per page request, the first 32 bytes of struct
+// iommu_hwpt_pgfault (include/uapi/linux/iommufd.h) as read() hands them
+// out, with the engine's source where the struct has __reserved:
+//
+//   0        4        8        12       16       20       24               32
+//   +--------+--------+--------+--------+--------+--------+----------------+
+//   | flags  | dev_id | pasid  | grpid  | perm   | source | addr (u64,     |
+//   |        |        |        |        |        |        | page aligned)  |
+//   +--------+--------+--------+--------+--------+--------+----------------+
+//
+// flags: PRI_PASID_VALID | PRI_LAST_PAGE (IOMMU_PGFAULT_FLAGS_*); perm:
+// PERM_R | PERM_W (IOMMU_PGFAULT_PERM_READ / _WRITE have the same values).
+// source < PRI_HOST: the engine context whose fault sent it; PRI_HOST |
+// token: a group the host pushed (pri_push). read() zeroes the word, adds
+// length (0) and the cookie. A group's records are written together (all
+// or none) and its last has PRI_LAST_PAGE, so a group never straddles the
+// ring's tail. The descriptor's words keep their places; for a FAULT ring
+// `lost` bit 0 is PRO, the overflow flag of the VT-d page request queue
+// (PRS_REG.PRO), `next seq` counts the groups overflow answered, and `lost
+// seq` counts the groups queued (wrapping): with worker instances about,
+// each group queued notifies it (memory.atomic.notify), the owner's
+// doorbell for groups it did not queue itself.
+//
+// Overflow: a group that does not fit, or that comes while PRO is set, is
+// not queued: PRO is set, the count goes up, and the group is answered by
+// the "hardware" with Success, so the function retries its translation
+// (VT-d's behaviour on a full page request queue; Linux sizes the queue to
+// avoid it, intel/prq.c, and clears PRO once it has drained the queue,
+// prq_event_thread: the reader does so here). Linux's iommufd queue itself
+// (eventq.c iommufd_fault_iopf_handler) is an unbounded list: the bound is
+// the hardware queue's, which this ring is.
+//
+// PRG table (CTX_PRG): PRG_ENTRIES (one per 9-bit Page Request Group Index,
+// PCIe Base Spec §10.4.1) of PRG_SIZE bytes, the groups a function's PASID
+// has outstanding:
+//
+//   0                 8                 16       20       24       28      32
+//   +-----------------+-----------------+--------+--------+--------+-------+
+//   | first page IOVA | page mask (bit i| perm   | gener- | last   | pages |
+//   | (u64)           | = first + i*4K) | 0=free | ation  | code   |       |
+//   +-----------------+-----------------+--------+--------+--------+-------+
+//
+// pri_respond frees an entry: perm 0, generation + 1, the response code
+// kept (a worker that waits on the generation reads it). A group holds at
+// most PRG_PAGES_MAX pages, the pages of one DMA that a page request can
+// fix, from the one it faulted on.
+export const PRI_DATA: u32 = 24;
+export const PRI_REC: u32 = 32;
+export const PRI_FLAGS: u32 = 0;
+export const PRI_DEVID: u32 = 4;
+export const PRI_PASID: u32 = 8;
+export const PRI_GRPID: u32 = 12;
+export const PRI_PERM: u32 = 16;
+export const PRI_SOURCE: u32 = 20;
+export const PRI_ADDR: u32 = 24;
+export const PRI_PASID_VALID: u32 = 1;
+export const PRI_LAST_PAGE: u32 = 2;
+export const PRI_HOST: u32 = 0x80000000;
+/** Bit 0 of a FAULT ring's RING_LOST word: PRO, the queue overflowed and takes nothing until drained. */
+export const PRI_PRO: u32 = 1;
+export const PRG_ENTRIES: u32 = 512;
+export const PRG_SIZE: u32 = 32;
+export const PRG_BYTES: u32 = PRG_ENTRIES * PRG_SIZE;
+export const PRG_FIRST: u32 = 0;
+export const PRG_MASK: u32 = 8;
+export const PRG_PERM: u32 = 16;
+export const PRG_GEN: u32 = 20;
+export const PRG_CODE: u32 = 24;
+export const PRG_PAGES: u32 = 28;
+export const PRG_PAGES_MAX: u32 = 64;
+/**
+ * What the last DMA fault did about page requests (mailbox MB_PRI): none
+ * (not routed, not fixable by a page request, or page requests off for the
+ * call), a new group (MB_PRI_GRP), joined an outstanding group covering
+ * every page it needed (MB_PRI_GRP), the queue overflowed (answered
+ * Success, nothing outstanding), no free group index (final).
+ */
+export const PRI_NONE: u32 = 0;
+export const PRI_SENT: u32 = 1;
+export const PRI_JOINED: u32 = 2;
+export const PRI_OVERFLOW: u32 = 3;
+export const PRI_NO_INDEX: u32 = 4;
 
 // IOTLB entry (iotlb + (set * ways + way) * TLBE_SIZE), 32 bytes:
 //

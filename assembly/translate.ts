@@ -20,6 +20,7 @@ import {
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
 import { recordFault } from "./events";
+import { priFault } from "./pri";
 import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
 import { ptWalk, ptTouch, walkIpaTag } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
@@ -123,9 +124,10 @@ function setDirty(c: u32, iova: u64, access: u32): u32 {
   return F_NONE;
 }
 
-function fault(c: u32, st: u32, iova: u64, access: u32): u32 {
+function fault(c: u32, st: u32, iova: u64, access: u32, left: u32 = 0): u32 {
   count(CTRL_STAT_FAULTS);
   recordFault(c, st, iova, access);
+  priFault(c, st, iova, access, left); // a DMA's page request group (pri.ts); left = 0: none
   store<u32>(mbx + MB_FAULT_LO, <u32>iova);
   store<u32>(mbx + MB_FAULT_HI, <u32>(iova >> 32));
   store<u32>(mbx + MB_LEVEL, rLevel);
@@ -307,7 +309,7 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
       hits++;
     } else {
       const st = translate1(c, iova, access, e == 0);
-      if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(c, st, iova, access); }
+      if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(c, st, iova, access, left); }
       if (did != 0) sizes = iotlbSizes(did);
       pa = rPa; shift = rShift;
     }

@@ -20,6 +20,7 @@ import { ContextPool, PciFunction, type DeviceOptions, type Dma, type Pri, type 
 import type { Ats } from './kernel/ats.js';
 import { PhysMem, PAGE_SIZE, type Segment, type SegmentSource } from './kernel/phys.js';
 import type { WorkerInit } from './worker.js';
+import { FAULT_RING_DEPTH, FAULT_RING_MAX, type FaultRingSize } from './iommufd/eventq.js';
 import { SysError } from './uapi/errno.js';
 import { MOCK_FLAGS_DEVICE_NO_DIRTY, MOCK_FLAGS_DEVICE_PASID, MOCK_PASID_WIDTH } from './uapi/iommufd.js';
 import { iommufdCalls, vfioCalls, type IommufdCalls, type VfioCalls } from './client.js';
@@ -54,13 +55,21 @@ export interface HostOptions extends EngineOptions {
   vtd?: VtdOptions;
   /**
    * Bytes from `host.snapshot()`: the new host has that state (its engine
-   * shape, credentials, iommufdTest and vtd come from the snapshot; the
+   * shape, credentials, iommufdTest, vtd and faultRing come from the snapshot; the
    * options above that say otherwise are ignored). EINVAL for bytes that are not a
    * snapshot of this version.
    */
   restore?: Uint8Array;
   /** With `restore`: the buffers of the snapshot's external segments, by id (same sizes). */
   segments?: RestoreSegments;
+  /**
+   * The records of a FAULT queue's ring in the engine (assembly/pri.ts):
+   * `depth` at IOMMU_FAULT_QUEUE_ALLOC (default 2048, VT-d's page request
+   * queue in Linux), doubled while more than half full up to `maxDepth`
+   * (default 1 << 20); beyond that the queue overflows (the VT-d rule:
+   * docs/faults-and-events.md). Integers, 1 <= depth <= maxDepth <= 1 << 20.
+   */
+  faultRing?: { depth?: number; maxDepth?: number };
 }
 
 /** What addDevice returns: the function's VFIO path and its DMA. */
@@ -125,6 +134,7 @@ export class Host {
   private readonly units = new Map<IommuKind, IommuDriver>();
   /** IOMMU_TEST_CMD's view of the machine, with CONFIG_IOMMUFD_TEST. */
   private readonly test: TestEnv | null;
+  private faultRing: FaultRingSize;
 
   /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK. */
   get lockedPages(): number { return this.creds.account.lockedPages; }
@@ -159,6 +169,7 @@ export class Host {
     };
     this.mockNoDirty = mockIommu(engine, { noDirty: true });
     this.test = options.iommufdTest ? this.testEnv() : null;
+    this.faultRing = faultRingSize(options.faultRing);
   }
 
   /**
@@ -175,7 +186,7 @@ export class Host {
     const externals = new Map<object, string>([[this.engine, 'engine'], [this.engine.layout, 'layout'], [this.fdTable, 'fdTable'], [this.mockNoDirty, 'unit:mock-nodirty']]);
     if (this.test) externals.set(this.test, 'test');
     for (const [kind, d] of this.units) externals.set(d, `unit:${kind}`);
-    const root = { fds: this.fds, devices: this.devices, contexts: this.contexts, phys: this.phys, mm: this.mm, creds: this.creds, mockDevices: this.mockDevices };
+    const root = { fds: this.fds, devices: this.devices, contexts: this.contexts, phys: this.phys, mm: this.mm, creds: this.creds, mockDevices: this.mockDevices, faultRing: this.faultRing };
     return saveSnapshot(this.engine, root, externals, {
       options: { iommufdTest: this.test !== null, vtd: this.options.vtd ?? null },
       units: [...this.units.keys()],
@@ -243,7 +254,7 @@ export class Host {
 
   /** open(2): /dev/iommu, or a VFIO device path from addDevice. */
   open(path: string): number {
-    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, this.fdTable, this.test));
+    if (path === '/dev/iommu') return this.install(new IommufdFile(this.engine, this.mm, this.creds, this.fdTable, this.test, this.faultRing));
     const dev = this.devices.find((d) => d.path === path);
     if (dev) return this.install(new VfioDeviceFile(dev, this.mm, (fd) => this.fds.get(fd)));
     throw new SysError('ENOENT');
@@ -458,4 +469,13 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
   const module = await compileEngine(options.wasm, options.variant ?? (options.shared ? 'shared' : undefined));
   const engine = Engine.create(module, options);
   return new Host(engine, options, module);
+}
+
+/** HostOptions.faultRing, checked, with its defaults. */
+function faultRingSize(o: HostOptions['faultRing']): FaultRingSize {
+  const depth = o?.depth ?? FAULT_RING_DEPTH;
+  const maxDepth = o?.maxDepth ?? Math.max(FAULT_RING_MAX, depth);
+  const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= FAULT_RING_MAX;
+  if (!ok(depth) || !ok(maxDepth) || maxDepth < depth) throw new RangeError(`bad faultRing ${JSON.stringify(o)}: integers, 1 <= depth <= maxDepth <= ${FAULT_RING_MAX}`);
+  return { depth, maxDepth };
 }

@@ -49,8 +49,8 @@ import { PinAccount, IoPages } from './iommufd/pages.js';
 import { IoPagetable } from './iommufd/io_pagetable.js';
 import { Ioas } from './iommufd/ioas.js';
 import { HwptNested, HwptPaging } from './iommufd/hw_pagetable.js';
-import { IommufdDevice } from './iommufd/device.js';
-import { CookieAllocator, Fault, FaultFile, Fifo, Veventq, VeventqFile } from './iommufd/eventq.js';
+import { DevicePriRoute, IommufdDevice } from './iommufd/device.js';
+import { CookieAllocator, Fault, FaultFile, Veventq, VeventqFile } from './iommufd/eventq.js';
 import { HwQueue, HwQueueAccess, MmapPages, VDevice, Viommu } from './iommufd/viommu.js';
 import { Access, AccessFile, SelftestObj } from './iommufd/selftest.js';
 import { VsmmuDomain } from './iommu/arm_vsmmu.js';
@@ -69,7 +69,7 @@ type Ctor = { readonly prototype: object; readonly name: string };
 const CLASSES: Ctor[] = [
   PhysMem, AddressSpace, MemFile, MmapPages, ContextPool, PciFunction, Dma, Pri, Ats, AtcDirectory,
   IommufdFile, ObjectTable, PinAccount, IoPages, IoPagetable, Ioas, HwptPaging, HwptNested, IommufdDevice,
-  Fault, Fifo, CookieAllocator, FaultFile, Veventq, VeventqFile, Viommu, VDevice, HwQueue, HwQueueAccess,
+  DevicePriRoute, Fault, CookieAllocator, FaultFile, Veventq, VeventqFile, Viommu, VDevice, HwQueue, HwQueueAccess,
   SelftestObj, Access, AccessFile, VsmmuDomain, MockPagingTable, MockNestedDomain, MockViommuOps, VfioDeviceFile,
 ];
 const BY_NAME = new Map<string, Ctor>();
@@ -131,18 +131,20 @@ const RULES = new Map<Ctor, Rule>([
     },
   }],
   // Listeners are the embedder's; page-request and fault sinks are closures
-  // re-made from the attachments (IommufdDevice.rewire).
+  // re-made from the attachments (IommufdDevice.rewire); the DMAs waiting
+  // on page requests are the program's (a DMA after the restore joins the
+  // engine's outstanding group anew: pageRequestOf).
   [PciFunction, {
-    transient: { sinks: () => new Map(), faultSinks: () => new Map(), watchers: () => new Set() },
+    transient: { sinks: () => new Map(), faultSinks: () => new Map(), watchers: () => new Set(), waiting: () => new Map() },
     extra: (p) => mockDev(p) ?? null,
     loadExtra: (p, v) => { if (v) setMockDev(p, v as Any); },
   }],
-  // Views and the last IOVA are caches; an asynchronous DMA's bookkeeping
-  // (the requests it waits on) belongs to the program that awaits it.
+  // Views and the last IOVA are caches; `muted` is true only inside an
+  // asynchronous DMA's round, which belongs to the program awaiting it.
   [Dma, {
     transient: {
       viewOf: () => new Array(16).fill(null), viewAt: () => new Array(16).fill(-1), views: () => new Array(16).fill(new Uint8Array(0)),
-      lastIova: () => -1n, lastLo: () => 0, lastHi: () => 0, gate: () => null, outstanding: () => new Map(), groups: () => new Map(),
+      lastIova: () => -1n, lastLo: () => 0, lastHi: () => 0, muted: () => false,
     },
   }],
   [IommufdDevice, { revive: (d) => d.rewire() }],

@@ -11,12 +11,25 @@
  * them, so once an unmap returns in the owner, no worker can reach the old
  * page (assembly/layout.ts, "Shared-memory mode").
  *
- * A refused DMA throws DmaFault here, in the worker; the owner's fault
- * reporting (page requests, vEVENTQ records) sees only the owner's own
- * DMAs: a worker forwards what it must report.
+ * A refused DMA throws DmaFault here, in the worker. What the engine
+ * records on the fault path, it records for a worker's DMA too, in the
+ * same rings under their lock: vEVENTQ events of routed contexts, and page
+ * request groups (assembly/pri.ts) when the function has PRI and its
+ * attachment a FAULT. Such a DMA is pending: the DmaFault carries
+ * `pageRequest` (its group: pages, PRG index, perm), whose `response`
+ * resolves with the code the VMM writes on the owner's fault fd (the
+ * owner's answer bumps the group's generation word in shared memory and
+ * Atomics.notify-s it); retry the DMA after a SUCCESS. When the queue
+ * overflowed, `response` is SUCCESS at once (grpid -1). The owner's poll and
+ * read see a worker's groups, and its waitReadable, onReadable and
+ * doorbells hear of them: the engine notifies the FAULT ring's queued word
+ * and the owner's FAULT waits on it in the background (eventq.ts
+ * watchWorkers). Other reporting (DmaFault listeners, events the host
+ * makes) sees only the owner's own DMAs.
  */
 import { Engine, type WorkerShare } from './engine/engine.js';
-import { DmaFault, directoryLookup, type DmaOptions } from './kernel/pci.js';
+import { DmaFault, directoryLookup, type DmaOptions, type PendingPageRequest } from './kernel/pci.js';
+import { IOMMUFD_PAGE_RESP_SUCCESS, IOMMU_PGFAULT_PERM_READ, IOMMU_PGFAULT_PERM_WRITE } from './uapi/iommufd.js';
 
 /** What the owner's `host.shareWorker` gives a worker (structured-cloneable). */
 export interface WorkerInit {
@@ -114,6 +127,36 @@ export class WorkerDma {
     }
   }
 
+  /**
+   * What the engine did about page requests for the fault just taken
+   * (mailbox MB_PRI): the group sent or joined, read from the context's PRG
+   * table, with a response that waits on the entry's generation; SUCCESS at
+   * once after an overflow; null when no request went out.
+   */
+  private pageRequest(ctx: number, iova: bigint, pasid: number, write: boolean): PendingPageRequest | null {
+    const e = this.host.engine, L = e.layout;
+    const st = e.priStatus;
+    const pasidOut = pasid === 0 ? undefined : pasid;
+    if (st === L.PRI_OVERFLOW) {
+      const addr = iova & ~0xfffn;
+      return { addr, pages: [addr], pasid: pasidOut, perm: write ? IOMMU_PGFAULT_PERM_WRITE : IOMMU_PGFAULT_PERM_READ, grpid: -1, response: Promise.resolve(IOMMUFD_PAGE_RESP_SUCCESS) };
+    }
+    if (st !== L.PRI_SENT && st !== L.PRI_JOINED) return null;
+    const g = e.priGroup;
+    const w = new Uint32Array(e.memory.buffer);
+    const ctxTable = w[(L.CTRL_BASE + L.CTRL_CTX_TABLE) >>> 2]!;
+    const table = w[(ctxTable + ctx * L.CTX_SIZE + L.CTX_PRG) >>> 2]!;
+    const entry = table + g * L.PRG_SIZE;
+    // Taken before the entry is read: an answer after this moves the generation on.
+    const gen = Atomics.load(new Int32Array(e.memory.buffer), (entry + L.PRG_GEN) >>> 2);
+    const { pages, perm } = e.prgGroup(table, g);
+    const answered = async () => {
+      if (perm !== 0) await e.waitWord(entry + L.PRG_GEN, gen);
+      return new Uint32Array(e.memory.buffer)[(entry + L.PRG_CODE) >>> 2]!;
+    };
+    return { addr: pages[0] ?? (iova & ~0xfffn), pages, pasid: pasidOut, perm, grpid: g, response: answered() };
+  }
+
   /** Translate every page, then copy: all between enter() and leave(), so no unmap can land in between. */
   private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {
     const e = this.host.engine, L = e.layout;
@@ -121,7 +164,11 @@ export class WorkerDma {
     e.enter();
     try {
       const r = e.dmaRanges(ctx, iova, buf.length, write ? L.PERM_W : L.PERM_R);
-      if (!Array.isArray(r)) throw new DmaFault(r.fault, r.iova, pasid, write ? 'write' : 'read', r.level);
+      if (!Array.isArray(r)) {
+        const f = new DmaFault(r.fault, r.iova, pasid, write ? 'write' : 'read', r.level);
+        f.pageRequest = this.pageRequest(ctx, r.iova, pasid, write);
+        throw f;
+      }
       let at = 0;
       for (const { seg, offset, length } of r) {
         const mem = this.host.view(seg, offset, length);

@@ -42,6 +42,43 @@ async function sharedHost(): Promise<{ host: Host; ictx: Iommufd; ioas: number; 
   return { host, ictx, ioas, vfio, path };
 }
 
+describe('a worker\'s refused DMA feeds PRI (assembly/pri.ts under the ring lock)', () => {
+  it('the engine queues the worker\'s page request group and wakes the owner (waitReadable, doorbell); the owner reads it, maps, answers SUCCESS; the worker\'s pending request resolves and its retry reads the bytes', async () => {
+    const host = await createHost({ shared: true, wasm: engineModule('shared'), memoryLimit: 64 << 20 });
+    const ictx = new Iommufd(host);
+    const ioas = ictx.ioasAlloc();
+    const f = ictx.calls.faultQueueAlloc({});
+    const { path } = host.addDevice({ pri: true, ats: true });
+    const vfio = new VfioDevice(host, path);
+    const devid = vfio.bind(ictx.fd);
+    const hwpt = ictx.calls.hwptAlloc({ dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: f.out_fault_id }).out_hwpt_id;
+    vfio.attach(hwpt);
+    const va = host.mmap(2 * 4096);
+    host.mem.write(va, Uint8Array.from({ length: 2 * 4096 }, (_, i) => (i * 3) & 0xff));
+    const bell = host.doorbell(f.out_fault_fd);
+    const done = run<{ grpid: number; pages: string[]; perm: number; code: number; bytes: Uint8Array; error?: string }>({
+      init: host.shareWorker([path]), path, kind: 'pri', from: 0x20_0000 + 4000, length: 200,
+    });
+    // The owner waits for its fault fd to be readable: the engine notifies the FAULT ring's queued word
+    // when a worker queues a group, and the FAULT signals it (the owner is not called from the worker).
+    // If the worker is done first, it has an error to tell; the test's timeout bounds the wait.
+    const early = await Promise.race([host.waitReadable(f.out_fault_fd).then(() => null), done]);
+    expect(early).toBeNull();
+    expect(Atomics.load(bell.word, 0)).toBe(1); // the doorbell rang once for the worker's group
+    const REC = uapi.iommu_hwpt_pgfault.size;
+    const buf = new Uint8Array(4 * REC);
+    const n = host.read(f.out_fault_fd, buf);
+    const recs = Array.from({ length: n / REC }, (_, i) => uapi.iommu_hwpt_pgfault.decode(buf, i * REC));
+    expect(recs.map((r) => [r.addr, r.flags, r.dev_id])).toEqual([[0x20_0000n, 0, devid], [0x20_1000n, uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE, devid]]);
+    ictx.ioasMap({ ioasId: ioas, userVa: va, length: 2 * 4096, iova: 0x20_0000n });
+    host.write(f.out_fault_fd, uapi.iommu_hwpt_page_response.encode({ cookie: recs[0]!.cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS }));
+    const r = await done;
+    expect(r.error).toBeUndefined();
+    expect(r).toMatchObject({ grpid: recs[0]!.grpid, pages: ['200000', '201000'], perm: uapi.IOMMU_PGFAULT_PERM_READ, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS });
+    expect([...r.bytes]).toEqual([...host.mem.read(va + 4000, 200)]);
+  });
+});
+
 describe('shared-memory mode through the host', () => {
   it('needs a host over a shared memory', async () => {
     const host = await createHost({ wasm: engineModule('release'), memoryLimit: 16 << 20 });

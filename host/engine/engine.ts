@@ -27,6 +27,9 @@ interface Exports {
   ctx_route(ctx: number, id: number, tag: number): number;
   snapshot_prepare(): void;
   resume(): number;
+  ctx_pri(ctx: number, id: number, devid: number, table: number): number;
+  pri_push(id: number, n: number): number;
+  pri_respond(ctx: number, g: number, code: number): number;
   instance_bytes(): number;
   attach(region: number): number;
   instance_set(slot: number, iotlb: number): number;
@@ -655,6 +658,81 @@ export class Engine {
       return fn(desc, w);
     } finally {
       Atomics.store(s, at, 0);
+    }
+  }
+
+  // ---- Page requests (assembly/pri.ts) -----------------------------------------
+
+  /**
+   * Route a context's page requests to FAULT ring `id` (a ring made with
+   * PRI_DATA bytes of data) as DEVICE `devId`, its PRG table in the
+   * PRG_BYTES of zeroed frames at `tablePfn`; id 0 stops them (the table is
+   * the caller's to free).
+   */
+  ctxPri(ctx: number, id: number, devId: number, tablePfn: number): void {
+    this.check(this.x.ctx_pri(ctx, id, devId >>> 0, tablePfn * this.layout.PAGE_SIZE), 'ctx_pri');
+  }
+  /**
+   * Queue a group the host made: `records` holds n records of PRI_REC bytes
+   * as the ring keeps them. False when the overflow rule took it (PRO set).
+   */
+  priPush(id: number, records: Uint8Array): boolean {
+    const L = this.layout;
+    if (records.length === 0 || records.length % L.PRI_REC !== 0 || records.length > L.BATCH_MAX * 8) throw new SysError('EINVAL', 'pri_push: bad group');
+    this.bytes.set(records, this.bInBase);
+    const r = this.x.pri_push(id, records.length / L.PRI_REC);
+    if (r === L.ERR_FULL) return false;
+    this.check(r, 'pri_push');
+    return true;
+  }
+  /** Answer a context's group g: its index is free again. EINVAL if not outstanding. */
+  priRespond(ctx: number, g: number, code: number): void { this.check(this.x.pri_respond(ctx, g, code >>> 0), 'pri_respond'); }
+  /** What the last DMA fault of this instance did about page requests (PRI_* of layout.ts), and its group. */
+  get priStatus(): number { return this.mb(this.layout.MB_PRI); }
+  get priGroup(): number { return this.mb(this.layout.MB_PRI_GRP); }
+  /** Page requests off (true) or on for this instance's DMA faults (the mailbox's MB_PRI_OFF word). */
+  setPriOff(off: boolean): void { this.words()[(this.mbBase + this.layout.MB_PRI_OFF) >>> 2] = off ? 1 : 0; }
+  /**
+   * Group g of the PRG table at byte `tableByte` (layout.ts PRG entries):
+   * its pages as IOVAs, in order, and the permissions it asks for.
+   */
+  prgGroup(tableByte: number, g: number): { pages: bigint[]; perm: number } {
+    const L = this.layout, w = this.words();
+    const e = (tableByte + g * L.PRG_SIZE) >>> 2;
+    const first = (BigInt(w[e + (L.PRG_FIRST >>> 2) + 1]!) << 32n) | BigInt(w[e + (L.PRG_FIRST >>> 2)]!);
+    const mask = (BigInt(w[e + (L.PRG_MASK >>> 2) + 1]!) << 32n) | BigInt(w[e + (L.PRG_MASK >>> 2)]!);
+    const pages: bigint[] = [];
+    for (let i = 0n, m = mask; m !== 0n; i++, m >>= 1n) if (m & 1n) pages.push(first + (i << 12n));
+    return { pages, perm: w[e + (L.PRG_PERM >>> 2)]! };
+  }
+
+  /**
+   * Shared-memory mode: wake whoever waits on the i32 at byte `addr` of
+   * linear memory (a PRG entry's generation, answered). Nothing otherwise.
+   */
+  notifyWord(addr: number): void {
+    if (this.shared) Atomics.notify(new Int32Array(this.memory.buffer), addr >>> 2);
+  }
+  /**
+   * Resolves once the i32 at byte `addr` of linear memory is no longer
+   * `value` (Atomics.waitAsync where the engine has it, else polled).
+   * keepAlive: hold a timer meanwhile (a pending waitAsync alone does not
+   * keep Node's event loop alive); false for a background watch.
+   */
+  async waitWord(addr: number, value: number, keepAlive = true): Promise<void> {
+    const i32 = () => new Int32Array(this.memory.buffer);
+    const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number) => { async: boolean; value: Promise<string> | string } }).waitAsync;
+    while (Atomics.load(i32(), addr >>> 2) === value) {
+      if (this.shared && waitAsync) {
+        // A pending waitAsync alone does not keep Node's event loop (a worker's) alive: a timer does.
+        const keep = keepAlive ? setInterval(() => {}, 1 << 30) : undefined;
+        try {
+          const r = waitAsync(i32(), addr >>> 2, value);
+          if (r.async) await r.value;
+        } finally {
+          clearInterval(keep);
+        }
+      } else await new Promise((ok) => setTimeout(ok, 1));
     }
   }
 

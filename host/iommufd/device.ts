@@ -8,7 +8,7 @@ import type { PciFunction, PageRequestSink, DmaFaultSink } from '../kernel/pci.j
 import { STE_CFG_S1_TRANS } from '../iommu/arm_vsmmu.js';
 import { MockNestedDomain } from '../iommu/mock.js';
 import { IOMMU_PGFAULT_FLAGS_PASID_VALID, IOMMU_PGFAULT_FLAGS_LAST_PAGE, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 } from '../uapi/iommufd.js';
-import type { Fault } from './eventq.js';
+import type { Fault, PriRoute } from './eventq.js';
 import { SysError } from '../uapi/errno.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { HwptPaging, type Hwpt } from './hw_pagetable.js';
@@ -17,6 +17,12 @@ import type { VDevice } from './viommu.js';
 
 /** IOMMU_NO_PASID: the requester id itself. */
 export const NO_PASID = 0;
+
+/** A FAULT's answers to one attachment's engine groups go to the function (a class, not a closure: a snapshot keeps it). */
+export class DevicePriRoute implements PriRoute {
+  constructor(readonly dev: IommufdDevice, readonly pasid: number, private readonly ctx: number) {}
+  respond(grpid: number, code: number): void { this.dev.pci.answerPageRequest(this.ctx, grpid, code); }
+}
 
 export class IommufdDevice extends IommufdObject {
   readonly type = 'DEVICE' as const;
@@ -90,12 +96,14 @@ export class IommufdDevice extends IommufdObject {
   detach(pasid = NO_PASID): void {
     const hwpt = this.attached.get(pasid);
     if (!hwpt) return;
+    // iommufd_auto_response_faults first: the groups queued and read go INVALID while their route is known.
+    hwpt.fault?.autoRespond(this, pasid);
+    this.pci.disablePri(pasid);
     this.pci.setContext(pasid, 0);
     this.pci.setPageRequestSink(pasid, null);
     this.pci.setFaultSink(pasid, null);
     this.routed.delete(pasid); // the context is given up: the engine dropped its route
     this.attached.delete(pasid);
-    hwpt.fault?.autoRespond(this, pasid);
     if (pasid === NO_PASID) hwpt.ioas.iopt.unreserve(this);
     if (this.attached.size === 0) this.users--;
     this.unlink(hwpt);
@@ -195,21 +203,33 @@ export class IommufdDevice extends IommufdObject {
       throw e;
     }
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
+    // The old attachment's groups are answered before the context moves (iommufd_auto_response_faults).
+    if (old?.fault) { old.fault.autoRespond(this, pasid); this.pci.disablePri(pasid); }
     this.pci.setContext(pasid, hwpt.did);
     this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+    if (hwpt.fault) this.routePri(hwpt.fault, pasid);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
     this.route(pasid);
     hwpt.users++;
     hwpt.attached++;
     if (old) {
-      old.fault?.autoRespond(this, pasid);
       if (moving) old.ioas.iopt.unreserve(this);
       this.unlink(old);
     }
   }
 
-  /** iommufd_fault_iopf_handler for this device: its groups, as struct iommu_hwpt_pgfault sources. */
+  /**
+   * The engine sends the PASID's page request groups to the FAULT's ring on
+   * the fault path (assembly/pri.ts): route its context there, with this
+   * DEVICE's id, and tell the FAULT who answers them.
+   */
+  private routePri(fault: Fault, pasid: number): void {
+    const ctx = this.pci.enablePri(pasid, fault.ring, this.id, fault);
+    if (ctx >= 0) fault.route(ctx, new DevicePriRoute(this, pasid, ctx));
+  }
+
+  /** iommufd_fault_iopf_handler for this device: the groups the host makes, as struct iommu_hwpt_pgfault sources. */
   private faultSink(fault: Fault): PageRequestSink {
     return (pasid, pasidValid, reqs, respond) => fault.report({
       devId: this.id,

@@ -22,7 +22,7 @@ import { hwptAlloc, hwptSetDirtyTracking, hwptGetDirtyBitmap, hwptInvalidate } f
 import { viommuAlloc, vdeviceAlloc, hwQueueAlloc, type ViommuCtx } from './viommu.js';
 import type { MemFile } from '../kernel/memfd.js';
 import { getHwInfo } from './hw_info.js';
-import { faultQueueAlloc, veventqAlloc, type FaultCtx } from './eventq.js';
+import { faultQueueAlloc, veventqAlloc, FAULT_RING_DEPTH, FAULT_RING_MAX, type FaultCtx, type FaultRingSize } from './eventq.js';
 import { iommufdTest, type SelftestCtx, type TestEnv } from './selftest.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -81,7 +81,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
    *   built with CONFIG_IOMMUFD_TEST, else null (the command is ENOTTY).
    */
   constructor(readonly engine: Engine, readonly mm: AddressSpace, private readonly creds: Credentials, private readonly fds: FdTable,
-    readonly test: TestEnv | null = null) {
+    readonly test: TestEnv | null = null, readonly faultRing: FaultRingSize = { depth: FAULT_RING_DEPTH, maxDepth: FAULT_RING_MAX }) {
     super('/dev/iommu');
   }
 

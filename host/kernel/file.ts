@@ -74,6 +74,9 @@ export abstract class KFile {
     };
   }
 
+  /** How many readiness subscriptions the file has. */
+  protected get watchers(): number { return this.hooks?.length ?? 0; }
+
   /**
    * The file's wake_up_interruptible_poll: a record was queued. Sync hooks
    * run now; the others once per burst from a microtask.

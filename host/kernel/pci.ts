@@ -41,15 +41,24 @@ export const DMA_PAGE_REQUESTS = 4;
  * outstanding (a function has at most one per page and PASID).
  */
 export interface PendingPageRequest {
-  /** The page (IOVA, 4 KiB aligned). */
+  /** The group's first page (IOVA, 4 KiB aligned). */
   readonly addr: bigint;
+  /**
+   * Every page the group asks for, in address order (a DMA over several
+   * missing pages sends one group with a request per page, PCIe §10.4.1).
+   */
+  readonly pages: readonly bigint[];
   /** The PASID it carries; undefined for a request on the requester id. */
   readonly pasid: number | undefined;
   /** IOMMU_PGFAULT_PERM_* bits asked for. */
   readonly perm: number;
-  /** Page Request Group Index. */
+  /** Page Request Group Index; -1 when the queue overflowed and the IOMMU answered at once. */
   readonly grpid: number;
-  /** Resolves with the IOMMUFD_PAGE_RESP_* code the VMM writes (INVALID when the attachment goes first). */
+  /**
+   * Resolves with the IOMMUFD_PAGE_RESP_* code the VMM writes (INVALID when
+   * the attachment goes first; SUCCESS at once when the fault queue
+   * overflowed: the VT-d rule, assembly/layout.ts "Page requests").
+   */
   readonly response: Promise<number>;
 }
 
@@ -127,6 +136,9 @@ export interface PageRequestInit {
   last?: boolean;
 }
 
+/** Who hears that the engine queued a page request group (a FAULT object: data, not a closure, so a snapshot keeps it). */
+export interface PriListener { signal(): void }
+
 /** Where an attachment's page requests go: the iommufd FAULT path, or nowhere. */
 export type PageRequestSink = (pasid: number, pasidValid: boolean, requests: PageRequestInit[], respond: (code: number) => void) => void;
 
@@ -187,6 +199,80 @@ export class PciFunction {
     this.ats = new Ats(this, engine);
   }
 
+  /** PRG tables (assembly/pri.ts) by engine context: the frame number of each. */
+  private readonly prgTables = new Map<number, number>();
+  /** Groups the engine sent or a DMA joined, by engine context and PRG index, until answered. */
+  private readonly waiting = new Map<number, ({ req: PendingPageRequest; resolve: (code: number) => void } | undefined)[]>();
+  /** Who hears of a group the engine queued, by engine context (the FAULT, for its readiness). */
+  private readonly priSignals = new Map<number, PriListener>();
+
+  /**
+   * Let the PASID's refused DMAs send page requests from the engine into
+   * FAULT ring `ring` as DEVICE `devId`; `signal` tells the FAULT's
+   * readers. Returns the context, or -1 when the PASID has none (a domain
+   * the engine does not translate, as the selftest's mock nested domains:
+   * no DMA reaches it).
+   */
+  enablePri(pasid: number, ring: number, devId: number, signal: PriListener): number {
+    const ctx = this.context(pasid);
+    if (ctx < 0) return -1;
+    const L = this.engine.layout, frames = L.PRG_BYTES / L.PAGE_SIZE;
+    let pfn = this.prgTables.get(ctx);
+    if (pfn === undefined) {
+      pfn = this.engine.allocFrames(frames);
+      this.prgTables.set(ctx, pfn);
+    } else this.engine.bytes.fill(0, pfn * L.PAGE_SIZE, (pfn + frames) * L.PAGE_SIZE);
+    this.engine.ctxPri(ctx, ring, devId, pfn);
+    this.priSignals.set(ctx, signal);
+    return ctx;
+  }
+
+  /** The PASID's DMAs send no page request from now on; a group still waiting is answered INVALID. */
+  disablePri(pasid: number): void {
+    const ctx = this.context(pasid);
+    if (ctx < 0 || !this.priSignals.has(ctx)) return;
+    this.engine.ctxPri(ctx, 0, 0, 0);
+    this.priSignals.delete(ctx);
+    const w = this.waiting.get(ctx);
+    this.waiting.delete(ctx);
+    for (const e of w ?? []) e?.resolve(IOMMUFD_PAGE_RESP_INVALID);
+  }
+
+  /** The response to the engine's group `grpid` of context `ctx` reaches the function (and its waiting DMAs). */
+  answerPageRequest(ctx: number, grpid: number, code: number): void {
+    try { this.engine.priRespond(ctx, grpid, code); } catch (e) { if (!(e instanceof SysError)) throw e; }
+    const table = this.prgTables.get(ctx);
+    // A worker's DMA waits on the entry's generation (host/worker.ts).
+    if (table !== undefined) this.engine.notifyWord(table * this.engine.layout.PAGE_SIZE + grpid * this.engine.layout.PRG_SIZE + this.engine.layout.PRG_GEN);
+    const w = this.waiting.get(ctx);
+    const e = w?.[grpid];
+    if (e) { w![grpid] = undefined; e.resolve(code); }
+  }
+
+  /** The request a DMA sent (sent = true: tell the FAULT's readers) or joined: engine context ctx's group g. */
+  pageRequestOf(ctx: number, g: number, sent: boolean): PendingPageRequest {
+    let w = this.waiting.get(ctx);
+    if (!w) this.waiting.set(ctx, w = []);
+    let e = w[g];
+    if (!e) {
+      const L = this.engine.layout;
+      const table = this.prgTables.get(ctx)! * L.PAGE_SIZE;
+      const { pages, perm } = this.engine.prgGroup(table, g);
+      const pasid = this.pasidOf(ctx);
+      let resolve!: (code: number) => void;
+      const response = new Promise<number>((r) => { resolve = r; });
+      e = { req: { addr: pages[0]!, pages, pasid: pasid === 0 ? undefined : pasid, perm, grpid: g, response }, resolve };
+      w[g] = e;
+    }
+    if (sent) this.priSignals.get(ctx)?.signal();
+    return e.req;
+  }
+
+  private pasidOf(ctx: number): number {
+    for (const [pasid, c] of this.contexts) if (c === ctx) return pasid;
+    return 0;
+  }
+
   /** Route a PASID's page requests (set while attached to a fault-capable HWPT). */
   setPageRequestSink(pasid: number, sink: PageRequestSink | null): void {
     if (sink) this.sinks.set(pasid, sink);
@@ -226,11 +312,17 @@ export class PciFunction {
     let ctx = this.contexts.get(pasid);
     if (did === 0) {
       if (ctx === undefined) return;
+      this.disablePri(pasid);
       this.engine.ctxSet(ctx, 0, pasid);
       // A shared function's contexts stay its own: a worker may have read
       // the index, which must never come to name another function's.
       if (this.directory) return;
       this.contexts.delete(pasid);
+      const prg = this.prgTables.get(ctx);
+      if (prg !== undefined) {
+        this.prgTables.delete(ctx);
+        this.engine.putFrames(prg, this.engine.layout.PRG_BYTES / this.engine.layout.PAGE_SIZE);
+      }
       this.pool.release(ctx);
       return;
     }
@@ -291,8 +383,6 @@ export function directoryLookup(dir: Int32Array, pasid: number): number {
 
 const TWO32 = 0x1_0000_0000;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-/** Page Request Group Indexes: 9 bits (PCIe §10.4.1). */
-const PRG_INDEXES = 512;
 /** Views kept by Dma.copy (a power of two). */
 const VIEWS = 16;
 
@@ -391,49 +481,67 @@ export class Dma {
     if (!Number.isSafeInteger(length) || length <= 0 || length >= TWO32) throw new RangeError(`a DMA view is 1 byte to 4 GiB - 1, not ${length}`);
     const ctx = this.contextOf(iova, pasid, write);
     const L = this.engine.layout;
-    const r = this.engine.dmaRanges(ctx, iova, length, write ? L.PERM_W : L.PERM_R);
+    const r = this.quiet(() => this.engine.dmaRanges(ctx, iova, length, write ? L.PERM_W : L.PERM_R));
     if (!Array.isArray(r)) throw this.dev.fault(new DmaFault(r.fault, r.iova, pasid, write ? 'write' : 'read', r.level));
     if (r.length !== 1) return null;
     const { seg, offset } = r[0]!;
     return this.phys.view(seg).subarray(offset, offset + length);
   }
 
-  /** Page requests outstanding, by PASID (-1: none) and page: the DMAs that wait for each. */
-  private readonly outstanding = new Map<string, PendingPageRequest>();
-  /** Page Request Group Indexes in use by outstanding requests, per PASID key. */
-  private readonly groups = new Map<number, Set<number>>();
-  /** During an asynchronous DMA: may a page request for this page go out? */
-  private gate: ((addr: bigint) => boolean) | null = null;
+  /** A round of readAsync / writeAsync whose fault may not be final: refused() reports nothing. */
+  private muted = false;
+
+  /**
+   * Run `fn` with the engine's page requests off for this instance's DMA
+   * faults (view, and the bounded retries of readAsync / writeAsync).
+   */
+  private quiet<T>(fn: () => T): T {
+    this.engine.setPriOff(true);
+    try {
+      return fn();
+    } finally {
+      this.engine.setPriOff(false);
+    }
+  }
 
   private async transferAsync(iova: number | bigint, buf: Uint8Array, opts: DmaAsyncOptions | undefined, write: boolean): Promise<void> {
     const pasid = opts?.pasid ?? 0;
     const limit = opts?.maxPageRequests ?? DMA_PAGE_REQUESTS;
     if (!Number.isInteger(limit) || limit < 0) throw new RangeError(`bad maxPageRequests ${limit}`);
+    /** Page requests this DMA waited for, per page. */
     const asked = new Map<bigint, number>();
-    let exhausted = false;
-    const gate = (addr: bigint) => {
-      const n = asked.get(addr) ?? 0;
-      if (n >= limit) { exhausted = true; return false; }
-      asked.set(addr, n + 1);
-      return true;
-    };
+    let spent = limit === 0;
     for (;;) {
       let fault: DmaFault;
-      exhausted = false;
-      this.gate = gate;
       try {
+        // Once some page has had its requests, a round first runs without
+        // page requests: a fault on a spent page is final.
+        if (spent) {
+          this.muted = true;
+          try {
+            this.quiet(() => this.transfer(iova, buf, pasid, write));
+            return;
+          } catch (e) {
+            if (!(e instanceof DmaFault)) throw e;
+            if (e.reason === 'blocked') throw e; // nothing attached: final, and reported where it was thrown
+            // Final: reported now, as any refused DMA (not when the round runs again with page requests).
+            if ((asked.get(e.iova & ~0xfffn) ?? 0) >= limit) { e.gaveUp = true; throw this.dev.fault(e); }
+          } finally {
+            this.muted = false;
+          }
+        }
         this.transfer(iova, buf, pasid, write);
         return;
       } catch (e) {
-        if (!(e instanceof DmaFault)) throw e;
+        if (!(e instanceof DmaFault) || e.gaveUp) throw e;
         fault = e;
-      } finally {
-        this.gate = null;
       }
       const req = fault.pageRequest;
-      if (!req) {
-        if (exhausted) fault.gaveUp = true;
-        throw fault;
+      if (!req) throw fault;
+      for (const p of req.pages) {
+        const n = (asked.get(p) ?? 0) + 1;
+        asked.set(p, n);
+        if (n >= limit) spent = true;
       }
       const code = await req.response;
       if (code !== IOMMUFD_PAGE_RESP_SUCCESS) {
@@ -444,43 +552,26 @@ export class Dma {
   }
 
   /**
-   * A refused DMA: a page request when PRI can fix it (the fault goes to
-   * the FAULT queue, not to the IOMMU's event reporting), else the fault
-   * reported as before. Returns the DmaFault to throw.
+   * A refused DMA. The engine has already done what PRI does about it
+   * (assembly/pri.ts; its outcome in the mailbox): sent a page request
+   * group to the FAULT queue, joined an outstanding one, or found the queue
+   * full; else the fault is reported as before. Returns the DmaFault to throw.
    */
   private refused(status: number, iova: bigint, pasid: number, write: boolean, level: number): DmaFault {
     const f = new DmaFault(status, iova, pasid, write ? 'write' : 'read', level);
-    const why = f.reason;
-    const fixable = f.stage === 1 && (why === 'not-present' || why === 'read-denied' || why === 'write-denied');
-    if (!fixable || !this.dev.options.pri || !this.dev.pageRequestSink(pasid)) return this.dev.fault(f);
-    const addr = iova & ~0xfffn;
-    const perm = write ? IOMMU_PGFAULT_PERM_WRITE : IOMMU_PGFAULT_PERM_READ;
-    const pkey = pasid === 0 ? -1 : pasid;
-    const key = `${pkey}:${addr}`;
-    const old = this.outstanding.get(key);
-    if (old && (old.perm & perm) === perm) {
-      f.pageRequest = old;
+    const L = this.engine.layout;
+    const st = this.engine.priStatus;
+    if (st === L.PRI_SENT || st === L.PRI_JOINED) {
+      f.pageRequest = this.dev.pageRequestOf(this.dev.context(pasid), this.engine.priGroup, st === L.PRI_SENT);
       return f;
     }
-    if (this.gate && !this.gate(addr)) return this.dev.fault(f);
-    let used = this.groups.get(pkey);
-    if (!used) this.groups.set(pkey, used = new Set());
-    let grpid = 0;
-    while (used.has(grpid)) grpid++;
-    if (grpid >= PRG_INDEXES) return this.dev.fault(f); // every group index outstanding: no request can go out
-    used.add(grpid);
-    const want = perm | (old?.perm ?? 0);
-    let req: PendingPageRequest | null = null;
-    const answered = () => {
-      used.delete(grpid);
-      if (req && this.outstanding.get(key) === req) this.outstanding.delete(key);
-    };
-    const response = this.dev.pri.request({ addr, perm: want, pasid: pasid === 0 ? undefined : pasid, grpid, last: true }, answered);
-    req = { addr, pasid: pasid === 0 ? undefined : pasid, perm: want, grpid, response };
-    // The sink may have answered at once (nothing takes the group): then it is not outstanding.
-    if (used.has(grpid)) this.outstanding.set(key, req);
-    f.pageRequest = req;
-    return f;
+    if (st === L.PRI_OVERFLOW) {
+      // The full queue took nothing: the IOMMU answered Success itself (layout.ts "Page requests").
+      const addr = iova & ~0xfffn;
+      f.pageRequest = { addr, pages: [addr], pasid: pasid === 0 ? undefined : pasid, perm: write ? IOMMU_PGFAULT_PERM_WRITE : IOMMU_PGFAULT_PERM_READ, grpid: -1, response: Promise.resolve(IOMMUFD_PAGE_RESP_SUCCESS) };
+      return f;
+    }
+    return this.muted ? f : this.dev.fault(f);
   }
 
   private transfer(iova: number | bigint, buf: Uint8Array, pasid: number, write: boolean): void {

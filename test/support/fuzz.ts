@@ -189,12 +189,11 @@ export function checkObjects(host: Host): void {
       case 'FAULT': {
         // Every group waiting (unread or unanswered) is of an attachment that still reports to this FAULT:
         // a detach or replace answers its groups (iommufd_auto_response_faults).
-        const q = obj.deliver;
-        const groups: Any[] = [...q.items.slice(q.head), ...obj.response.values()];
-        for (const g of groups) {
-          const dev = g.handle.dev;
-          const h = dev.attached?.get(g.handle.pasid);
-          if (!h || h.fault !== obj) fail(`FAULT ${obj.id}: a page-request group of device ${dev.id} pasid ${g.handle.pasid} waits, but that attachment no longer reports here`);
+        // Fault.waiting(): the attachment of each group in its engine ring and of each read and unanswered.
+        for (const g of obj.waiting() as { dev: Any; pasid: number }[]) {
+          const dev = g.dev;
+          const h = dev.attached?.get(g.pasid);
+          if (!h || h.fault !== obj) fail(`FAULT ${obj.id}: a page-request group of device ${dev.id} pasid ${g.pasid} waits, but that attachment no longer reports here`);
         }
         break;
       }
