@@ -138,12 +138,9 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     if (size < desc.minSize) throw new SysError('EINVAL');
     const kbuf = copyStructFromUser(desc, arg, size);
     const cmd = desc.struct.decode(kbuf);
-    const respond = () => {
-      desc.struct.encode(cmd, kbuf);
-      arg.set(kbuf.subarray(0, Math.min(size, desc.struct.size)));
-    };
+    const respond = () => copyStructToUser(desc, cmd, kbuf, arg, size);
     handler(this, cmd, respond);
-    respond();
+    copyStructToUser(desc, cmd, kbuf, arg, size);
     return 0;
   }
 
@@ -206,6 +203,21 @@ function copyStructFromUser(desc: IoctlDesc, arg: Uint8Array, size: number): Uin
   const ksize = desc.struct.size;
   for (let i = ksize; i < size; i++) if (arg[i] !== 0) throw new SysError('E2BIG');
   const kbuf = new Uint8Array(ksize);
-  kbuf.set(arg.subarray(0, Math.min(size, ksize)));
+  copyBytes(kbuf, arg, Math.min(size, ksize));
   return kbuf;
+}
+
+/** The copy back: the struct as the handler left it, min(size, sizeof) bytes of it. */
+function copyStructToUser(desc: IoctlDesc, cmd: Decoded<IoctlDesc['struct']>, kbuf: Uint8Array, arg: Uint8Array, size: number): void {
+  desc.struct.encode(cmd, kbuf);
+  copyBytes(arg, kbuf, Math.min(size, desc.struct.size));
+}
+
+/**
+ * to[0, n) = from[0, n), byte by byte. Structs are a few dozen bytes, and
+ * `subarray` (for `set`) makes V8 move a fresh on-heap typed array off the
+ * heap: ~300 ns, where this loop costs a few.
+ */
+function copyBytes(to: Uint8Array, from: Uint8Array, n: number): void {
+  for (let i = 0; i < n; i++) to[i] = from[i];
 }
