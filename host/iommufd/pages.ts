@@ -47,7 +47,7 @@ interface PinRun { first: number; last: number; count: number; pa: number }
 
 export class IoPages {
   /** The pinned pages: sorted by page index, non-overlapping. */
-  private runs: PinRun[] = [];
+  private readonly runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
   /** Byte offset of the first byte in its page (a double's % is a libm call: computed once). */
@@ -85,6 +85,18 @@ export class IoPages {
     return [Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE)];
   }
 
+  /** pin() of the pages holding bytes [offset, offset + length) (an area's). */
+  pinBytes(offset: number, length: number): void {
+    const at = this.pageOffset + offset;
+    this.pin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+  }
+
+  /** unpin() of the pages holding bytes [offset, offset + length). */
+  unpinBytes(offset: number, length: number): void {
+    const at = this.pageOffset + offset;
+    this.unpin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+  }
+
   /**
    * Pin pages [first, last]: those not pinned yet are pinned (EFAULT for a
    * user page the process cannot give, EINVAL for a file page past its end
@@ -94,6 +106,26 @@ export class IoPages {
   pin(first: number, last: number): void {
     if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
     const runs = this.runs;
+    if (runs.length === 0) {
+      // Nothing pinned yet (an area's own pages, the usual case): the whole
+      // range is the one hole, charged, pinned and made the run list at once.
+      const pages = last - first + 1;
+      this.account?.charge(pages);
+      let got: PhysRun[];
+      try {
+        got = this.pinPages(first, pages);
+      } catch (e) {
+        this.account?.uncharge(pages);
+        throw e;
+      }
+      let idx = first;
+      for (const r of got) {
+        const n = r.length / PAGE;
+        runs.push({ first: idx, last: idx + n - 1, count: 1, pa: r.pa });
+        idx += n;
+      }
+      return;
+    }
     // The holes of [first, last]: only those are pinned and charged.
     let i = this.runAt(first);
     let at = first, pages = 0;
@@ -124,12 +156,6 @@ export class IoPages {
         throw e;
       }
     }
-    if (runs.length === 0) {
-      // Nothing pinned before (an area's own pages): the new runs are the list.
-      for (const r of fresh) r.count = 1;
-      this.runs = fresh;
-      return;
-    }
     // Cut the runs at the range's ends, put the new runs in, count one more pin on all.
     this.split(first);
     this.split(last + 1);
@@ -151,8 +177,8 @@ export class IoPages {
     const only = runs[0];
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
       // The last pin of the only run (an area's own pages): release it whole.
-      this.runs = [];
-      this.mm.unpin([{ pa: only.pa, length: (last - first + 1) * PAGE }]);
+      runs.length = 0;
+      this.mm.unpinRun(only.pa, (last - first + 1) * PAGE);
       this.account?.uncharge(last - first + 1);
       return;
     }
