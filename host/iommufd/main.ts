@@ -7,7 +7,7 @@ import { type AddressSpace, MAP_SHARED, MAP_SHARED_VALIDATE, PROT_EXEC } from '.
 import { KFile } from '../kernel/file.js';
 import { SysError } from '../uapi/errno.js';
 import {
-  IOMMUFD_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_CMD_TEST, IOMMUFD_TEST_IOCTL, iommufdIoctlByNr, _IOC_NR, _IOC_TYPE,
+  IOMMUFD_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_CMD_TEST, IOMMUFD_TEST_IOCTL, iommufdIoctlByNr, iommufdIoctlByName, _IOC_NR, _IOC_TYPE,
   iommu_destroy, iommu_option, type IoctlDesc,
   IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_OP_GET, IOMMU_OPTION_OP_SET,
 } from '../uapi/iommufd.js';
@@ -53,6 +53,20 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
   IOMMU_TEST_CMD: iommufdTest,
 };
+
+/**
+ * HANDLERS by command number (the table's rows, the selftest's included):
+ * an array load per ioctl instead of a property lookup by name.
+ */
+const HANDLER_BY_NR: readonly (Handler | undefined)[] = (() => {
+  const out = new Array<Handler | undefined>(256).fill(undefined);
+  for (const [name, handler] of Object.entries(HANDLERS)) {
+    const desc = name === IOMMUFD_TEST_IOCTL.name ? IOMMUFD_TEST_IOCTL : iommufdIoctlByName(name);
+    if (!desc) throw new Error(`iommufd: no uapi row for handler ${name}`);
+    out[desc.nr] = handler;
+  }
+  return out;
+})();
 
 /** The simulated process's credentials and its locked-memory budget. */
 export interface Credentials {
@@ -133,7 +147,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     if (!desc) throw new SysError('ENOTTY');
     if (arg.length < 4) throw new SysError('EFAULT');
     const size = (arg[0] | (arg[1] << 8) | (arg[2] << 16) | (arg[3] << 24)) >>> 0;
-    const handler = HANDLERS[desc.name];
+    const handler = HANDLER_BY_NR[nr];
     if (!handler || desc.request !== request || _IOC_TYPE(request) !== IOMMUFD_TYPE) throw new SysError('ENOTTY');
     if (size < desc.minSize) throw new SysError('EINVAL');
     const kbuf = copyStructFromUser(desc, arg, size);
@@ -214,10 +228,12 @@ function copyStructToUser(desc: IoctlDesc, cmd: Decoded<IoctlDesc['struct']>, kb
 }
 
 /**
- * to[0, n) = from[0, n), byte by byte. Structs are a few dozen bytes, and
- * `subarray` (for `set`) makes V8 move a fresh on-heap typed array off the
- * heap: ~300 ns, where this loop costs a few.
+ * to[0, n) = from[0, n). Never through `subarray`: a view of a fresh
+ * on-heap typed array makes V8 move it off the heap (~300 ns). When all of
+ * `from` goes (a struct of the kernel's size, the usual case) one `set`;
+ * else byte by byte (about twice as slow as `set` for 40 bytes).
  */
 function copyBytes(to: Uint8Array, from: Uint8Array, n: number): void {
+  if (from.length === n) { to.set(from); return; }
   for (let i = 0; i < n; i++) to[i] = from[i];
 }

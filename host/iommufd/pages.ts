@@ -177,7 +177,7 @@ export class IoPages {
     const only = runs[0];
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
       // The last pin of the only run (an area's own pages): release it whole.
-      runs.length = 0;
+      runs.pop();
       this.mm.unpinRun(only.pa, (last - first + 1) * PAGE);
       this.account?.uncharge(last - first + 1);
       return;
