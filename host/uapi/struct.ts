@@ -163,9 +163,12 @@ function loadScalar(code: number, b: Uint8Array, at: number): number | bigint {
 }
 
 // A C assignment truncates to the field width; so do these.
+function storeU32(b: Uint8Array, at: number, x: number | bigint): void {
+  putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x)));
+}
 function storeScalar(code: number, b: Uint8Array, at: number, x: number | bigint): void {
   switch (code) {
-    case T_U32: putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x))); return;
+    case T_U32: storeU32(b, at, x); return;
     case T_U64: putU64(b, at, x); return;
     case T_U8: b[at] = typeof x === 'number' ? x : Number(BigInt.asUintN(8, x)); return;
     case T_U16: { const v = typeof x === 'number' ? x : Number(BigInt.asUintN(16, x)); b[at] = v; b[at + 1] = v >>> 8; return; }
@@ -221,14 +224,20 @@ type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
 function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
-  const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
-  const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+  // u32 and u64 fields (nearly all of them) call their own load or store
+  // directly: through loadScalar / storeScalar's switch they cost a call
+  // that V8 did not inline, on every field of every ioctl.
+  const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})`
+    : acc.code === T_U32 ? `U32(b, o + ${acc.offset})` : acc.code === T_U64 ? `U64(b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
+  const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)`
+    : acc.code === T_U32 ? `P32(t, o + ${acc.offset}, x)` : acc.code === T_U64 ? `P64(t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode] = new Function('L', 'S', 'read', 'write', 'A', 'N', body)(loadScalar, storeScalar, read, write, accessors, name);
+    const [decode, encode] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+      loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
     return { decode, encode };
   } catch {
     return null;
