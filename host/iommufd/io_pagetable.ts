@@ -11,6 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import type { DomainOps } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import type { IoPages } from './pages.js';
+import { pageOff } from '../kernel/phys.js';
 
 export const ULONG_MAX = (1n << 64n) - 1n;
 export const PAGE_SIZE = 4096n;
@@ -163,7 +164,7 @@ export class IoPagetable {
       // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment
       // (an offset of 0, the usual one, suits any: no BigInt() of it then).
       if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
-      const inPage = (e.pages.pageOffset + e.offset) % 4096;
+      const inPage = pageOff(e.pages.pageOffset + e.offset);
       if (align !== 1n && inPage !== 0 && BigInt(inPage) % align !== 0n) throw new SysError('EINVAL');
       // The slices add up to `length`: the last one ends at iova + length (no BigInt() of its length).
       const next = i === elems.length - 1 ? iova + length : at + BigInt(e.length);

@@ -152,9 +152,12 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     if (size < desc.minSize) throw new SysError('EINVAL');
     const kbuf = copyStructFromUser(desc, arg, size);
     const cmd = desc.struct.decode(kbuf);
-    const respond = () => copyStructToUser(desc, cmd, kbuf, arg, size);
+    // The values as copied in: the copy back re-encodes only what the handler changed.
+    const before = { ...cmd };
+    // A handler's early copy back (the count before EMSGSIZE): the buffer then holds cmd, and so does `before`.
+    const respond = () => { copyStructToUser(desc, cmd, before, kbuf, arg, size); Object.assign(before, cmd); };
     handler(this, cmd, respond);
-    copyStructToUser(desc, cmd, kbuf, arg, size);
+    copyStructToUser(desc, cmd, before, kbuf, arg, size);
     return 0;
   }
 
@@ -221,9 +224,14 @@ function copyStructFromUser(desc: IoctlDesc, arg: Uint8Array, size: number): Uin
   return kbuf;
 }
 
-/** The copy back: the struct as the handler left it, min(size, sizeof) bytes of it. */
-function copyStructToUser(desc: IoctlDesc, cmd: Decoded<IoctlDesc['struct']>, kbuf: Uint8Array, arg: Uint8Array, size: number): void {
-  desc.struct.encode(cmd, kbuf);
+/**
+ * The copy back (iommufd_ucmd_respond): the kernel's buffer as the handler
+ * left it, min(size, sizeof) bytes of it. The buffer still holds the bytes
+ * copied in; the fields the handler changed are written over them.
+ */
+function copyStructToUser(desc: IoctlDesc, cmd: Decoded<IoctlDesc['struct']>, before: Decoded<IoctlDesc['struct']>,
+  kbuf: Uint8Array, arg: Uint8Array, size: number): void {
+  desc.struct.encodeChanged(cmd, before, kbuf);
   copyBytes(arg, kbuf, Math.min(size, desc.struct.size));
 }
 

@@ -11,6 +11,7 @@
 
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
+import { pageOff } from '../kernel/phys.js';
 import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 
@@ -50,7 +51,7 @@ export class IoPages {
   private readonly runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
-  /** Byte offset of the first byte in its page (a double's % is a libm call: computed once). */
+  /** Byte offset of the first byte in its page (computed once). */
   readonly pageOffset: number;
 
   /** @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE). */
@@ -62,7 +63,7 @@ export class IoPages {
     private readonly account: PinAccount | null,
   ) {
     const b = this.base;
-    this.pageOffset = Number.isSafeInteger(b) ? b % PAGE : 0;
+    this.pageOffset = Number.isSafeInteger(b) ? pageOff(b) : 0;
   }
 
   /** The byte address the pages start at: the VA, or the file offset. */
@@ -213,7 +214,7 @@ export class IoPages {
     const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
     let j = this.runAt(first);
     let r = runs[j];
-    let start = r.pa + (first - r.first) * PAGE + (at % PAGE);
+    let start = r.pa + (first - r.first) * PAGE + pageOff(at);
     let next = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
     for (j++; j < runs.length && runs[j].first <= last; j++) {
       r = runs[j];
@@ -223,7 +224,7 @@ export class IoPages {
       start = r.pa;
       next = end;
     }
-    const tail = (at + length) % PAGE;
+    const tail = pageOff(at + length);
     out.push({ pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) });
     return out;
   }

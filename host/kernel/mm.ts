@@ -16,7 +16,7 @@
 import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
 import { MemFile } from './memfd.js';
-import { PhysMem, PAGE_SIZE, SEG_SPAN } from './phys.js';
+import { PhysMem, PAGE_SIZE, SEG_SPAN, pageOff } from './phys.js';
 
 // include/uapi/asm-generic/mman-common.h, mman.h
 export const PROT_NONE = 0;
@@ -137,7 +137,7 @@ export class AddressSpace {
   pin(va: number, length: number, writable: boolean): PhysRun[] {
     const runs: PhysRun[] = [];
     const need = writable ? PROT_READ | PROT_WRITE : PROT_READ;
-    if (va % PAGE_SIZE === 0 && length % PAGE_SIZE === 0) {
+    if (pageOff(va) === 0 && pageOff(length) === 0) {
       // Whole pages (every pin iommufd makes): run by run, not page by page,
       // and without the visitor closures (a 4 KiB IOAS_MAP pins through here).
       if (length > 0) this.check(va, length, need);
@@ -181,7 +181,7 @@ export class AddressSpace {
 
   private holdRun(pa: number, length: number, delta: 1 | -1): void {
     if (pa >= SEG_SPAN) { this.phys.pinSegment(Math.floor(pa / SEG_SPAN), delta); return; }
-    const first = Math.floor(pa / PAGE_SIZE), n = Math.ceil((pa % PAGE_SIZE + length) / PAGE_SIZE);
+    const first = Math.floor(pa / PAGE_SIZE), n = Math.ceil((pageOff(pa) + length) / PAGE_SIZE);
     if (delta > 0) this.engine.getFrames(first, n);
     else this.engine.putFrames(first, n);
   }

@@ -97,6 +97,15 @@ export interface StructDef<F extends readonly FieldSpec[] = readonly FieldSpec[]
    * value is refused (RangeError) that region is left partly written.
    */
   encode(values: StructInput<F, A>, into?: Uint8Array, byteOffset?: number): Uint8Array;
+  /**
+   * Write back, over `into` (which holds the bytes `before` was decoded from),
+   * the fields of `values` that differ from `before`; array fields are
+   * written whole. The result is the bytes encode() would give, except that
+   * padding keeps its bytes (as a kernel's buffer keeps the user's). For the
+   * copy back of an ioctl: a handler changes one or two fields, and each
+   * u64 field written costs a bigint conversion.
+   */
+  encodeChanged(values: StructValues<F, A>, before: StructValues<F, A>, into: Uint8Array, byteOffset?: number): void;
   /** Read one field; the buffer only needs to reach the field's end. */
   get<K extends FieldName<F, A>>(bytes: Uint8Array, field: K, byteOffset?: number): StructValues<F, A>[K];
   /** Write one field, leaving the rest of the struct as it is. */
@@ -211,6 +220,7 @@ function write(structName: string, acc: Accessor, view: Uint8Array, at: number, 
 
 type DecodeFn = (b: Uint8Array, o: number) => Record<string, unknown>;
 type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
+type EncodeChangedFn = (v: Record<string, unknown>, w: Record<string, unknown>, t: Uint8Array, o: number) => void;
 
 /**
  * decode and encode specialised to one struct: straight-line code with the
@@ -221,7 +231,7 @@ type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
  * codes; nothing a caller passes). Where code generation is refused (a
  * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
  */
-function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn } | null {
+function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
   // u32 and u64 fields (nearly all of them) call their own load or store
@@ -234,11 +244,12 @@ function specialise(name: string, accessors: readonly Accessor[], aliasList: rea
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+    function encodeChanged(v, w, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined${acc.isArray ? '' : ` && x !== w[${JSON.stringify(n)}]`}) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+    const [decode, encode, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
       loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
-    return { decode, encode };
+    return { decode, encode, encodeChanged };
   } catch {
     return null;
   }
@@ -352,6 +363,15 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
         if (v !== undefined) write(name, acc, view, base + acc.offset, v);
       }
       return target;
+    },
+    encodeChanged(values, before, into, byteOffset = 0) {
+      checkRange(name, into, byteOffset, size);
+      const given = values as Record<string, unknown>, old = before as Record<string, unknown>;
+      if (fast) { fast.encodeChanged(given, old, into, byteOffset); return; }
+      for (const [field, acc] of [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList]) {
+        const v = given[field];
+        if (v !== undefined && (acc.isArray || v !== old[field])) write(name, acc, into, byteOffset + acc.offset, v);
+      }
     },
     get(bytes, field, byteOffset = 0) {
       const acc = lookup(field);
