@@ -153,7 +153,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     const kbuf = copyStructFromUser(desc, arg, size);
     const cmd = desc.struct.decode(kbuf);
     // The values as copied in: the copy back re-encodes only what the handler changed.
-    const before = { ...cmd };
+    const before = desc.struct.snapshot(cmd);
     // A handler's early copy back (the count before EMSGSIZE): the buffer then holds cmd, and so does `before`.
     const respond = () => { copyStructToUser(desc, cmd, before, kbuf, arg, size); Object.assign(before, cmd); };
     handler(this, cmd, respond);

@@ -106,6 +106,12 @@ export interface StructDef<F extends readonly FieldSpec[] = readonly FieldSpec[]
    * u64 field written costs a bigint conversion.
    */
   encodeChanged(values: StructValues<F, A>, before: StructValues<F, A>, into: Uint8Array, byteOffset?: number): void;
+  /**
+   * A shallow copy of decoded values (the `before` of encodeChanged): one
+   * object literal per struct, where a spread at a site that sees every
+   * struct goes through V8's slow generic copy.
+   */
+  snapshot(values: StructValues<F, A>): StructValues<F, A>;
   /** Read one field; the buffer only needs to reach the field's end. */
   get<K extends FieldName<F, A>>(bytes: Uint8Array, field: K, byteOffset?: number): StructValues<F, A>[K];
   /** Write one field, leaving the rest of the struct as it is. */
@@ -221,6 +227,7 @@ function write(structName: string, acc: Accessor, view: Uint8Array, at: number, 
 type DecodeFn = (b: Uint8Array, o: number) => Record<string, unknown>;
 type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
 type EncodeChangedFn = (v: Record<string, unknown>, w: Record<string, unknown>, t: Uint8Array, o: number) => void;
+type SnapshotFn = (v: Record<string, unknown>) => Record<string, unknown>;
 
 /**
  * decode and encode specialised to one struct: straight-line code with the
@@ -231,7 +238,7 @@ type EncodeChangedFn = (v: Record<string, unknown>, w: Record<string, unknown>, 
  * codes; nothing a caller passes). Where code generation is refused (a
  * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
  */
-function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn } | null {
+function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
   // u32 and u64 fields (nearly all of them) call their own load or store
@@ -244,12 +251,13 @@ function specialise(name: string, accessors: readonly Accessor[], aliasList: rea
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+    function snapshot(v) { return { ${fields.map(([n]) => `${JSON.stringify(n)}: v[${JSON.stringify(n)}]`).join(', ')} }; },
     function encodeChanged(v, w, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined${acc.isArray ? '' : ` && x !== w[${JSON.stringify(n)}]`}) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+    const [decode, encode, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
       loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
-    return { decode, encode, encodeChanged };
+    return { decode, encode, encodeChanged, snapshot };
   } catch {
     return null;
   }
@@ -372,6 +380,9 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
         const v = given[field];
         if (v !== undefined && (acc.isArray || v !== old[field])) write(name, acc, into, byteOffset + acc.offset, v);
       }
+    },
+    snapshot(values) {
+      return (fast ? fast.snapshot(values as Record<string, unknown>) : { ...values }) as StructValues<F, A>;
     },
     get(bytes, field, byteOffset = 0) {
       const acc = lookup(field);
