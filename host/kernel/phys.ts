@@ -92,7 +92,8 @@ export class PhysMem {
     const s = this.segs.get(seg);
     if (!s) throw new SysError('EFAULT');
     // A grown non-shared Memory detached the old buffer: the view reads as empty.
-    if (s.source instanceof WebAssembly.Memory && s.view.byteLength === 0) s.view = new Uint8Array(s.source.buffer, 0, s.size);
+    // (.length: a typed array's byteLength is a slow path in Node 20's V8.)
+    if (s.source instanceof WebAssembly.Memory && s.view.length === 0) s.view = new Uint8Array(s.source.buffer, 0, s.size);
     return s.view;
   }
 
