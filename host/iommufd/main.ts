@@ -68,6 +68,24 @@ const HANDLER_BY_NR: readonly (Handler | undefined)[] = (() => {
   return out;
 })();
 
+/**
+ * Whether a command's handler takes `respond` (declares a third parameter:
+ * it copies the struct back before it fails, as IOAS_IOVA_RANGES does before
+ * EMSGSIZE). Only those get the closure: most of an ioctl's cost is garbage.
+ */
+const TAKES_RESPOND: readonly boolean[] = HANDLER_BY_NR.map((h) => h !== undefined && h.length > 2);
+
+/**
+ * One kernel buffer per command number, reused: taken for a call and put
+ * back when it ends. A call of the same command made while one runs (a
+ * handler's own ioctl) finds none and allocates. Small typed arrays are
+ * most of an ioctl's garbage.
+ */
+const KBUFS: (Uint8Array | null)[] = new Array<Uint8Array | null>(256).fill(null);
+
+/** A respond for handlers that never call it (TAKES_RESPOND false). */
+const NO_RESPOND = (): void => { throw new Error('iommufd: this handler does not respond early'); };
+
 /** The simulated process's credentials and its locked-memory budget. */
 export interface Credentials {
   readonly capSysResource: boolean;
@@ -150,14 +168,19 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     const handler = HANDLER_BY_NR[nr];
     if (!handler || desc.request !== request || _IOC_TYPE(request) !== IOMMUFD_TYPE) throw new SysError('ENOTTY');
     if (size < desc.minSize) throw new SysError('EINVAL');
-    const kbuf = copyStructFromUser(desc, arg, size);
-    const cmd = desc.struct.decode(kbuf);
-    // The values as copied in: the copy back re-encodes only what the handler changed.
-    const before = desc.struct.snapshot(cmd);
-    // A handler's early copy back (the count before EMSGSIZE): the buffer then holds cmd, and so does `before`.
-    const respond = () => { copyStructToUser(desc, cmd, before, kbuf, arg, size); Object.assign(before, cmd); };
-    handler(this, cmd, respond);
-    copyStructToUser(desc, cmd, before, kbuf, arg, size);
+    const kbuf = copyStructFromUser(desc, arg, size, KBUFS[nr]);
+    KBUFS[nr] = null;
+    try {
+      const cmd = desc.struct.decode(kbuf);
+      // The values as copied in: the copy back re-encodes only what the handler changed.
+      const before = desc.struct.snapshot(cmd);
+      // A handler's early copy back (the count before EMSGSIZE): the buffer then holds cmd, and so does `before`.
+      const respond = TAKES_RESPOND[nr] ? () => { copyStructToUser(desc, cmd, before, kbuf, arg, size); Object.assign(before, cmd); } : NO_RESPOND;
+      handler(this, cmd, respond);
+      copyStructToUser(desc, cmd, before, kbuf, arg, size);
+    } finally {
+      KBUFS[nr] = kbuf;
+    }
     return 0;
   }
 
@@ -215,12 +238,15 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
  * accepted only if its tail is zero (E2BIG); bytes the caller did not
  * provide are a fault (EFAULT).
  */
-function copyStructFromUser(desc: IoctlDesc, arg: Uint8Array, size: number): Uint8Array {
+function copyStructFromUser(desc: IoctlDesc, arg: Uint8Array, size: number, spare: Uint8Array | null): Uint8Array {
   if (arg.length < size) throw new SysError('EFAULT');
   const ksize = desc.struct.size;
   for (let i = ksize; i < size; i++) if (arg[i] !== 0) throw new SysError('E2BIG');
-  const kbuf = new Uint8Array(ksize);
-  copyBytes(kbuf, arg, Math.min(size, ksize));
+  const n = Math.min(size, ksize);
+  // A reused buffer is zeroed past what the copy fills (a fresh one is zero).
+  const kbuf = spare ?? new Uint8Array(ksize);
+  if (spare !== null && n < ksize) kbuf.fill(0, n);
+  copyBytes(kbuf, arg, n);
   return kbuf;
 }
 

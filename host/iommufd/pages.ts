@@ -48,7 +48,7 @@ interface PinRun { first: number; last: number; count: number; pa: number }
 
 export class IoPages {
   /** The pinned pages: sorted by page index, non-overlapping. */
-  private readonly runs: PinRun[] = [];
+  private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
   /** Byte offset of the first byte in its page (computed once). */
@@ -119,12 +119,14 @@ export class IoPages {
         this.account?.uncharge(pages);
         throw e;
       }
+      // A new list (not push() into the empty one: that allocates room for 17).
       let idx = first;
-      for (const r of got) {
+      this.runs = got.map((r) => {
         const n = r.length / PAGE;
-        runs.push({ first: idx, last: idx + n - 1, count: 1, pa: r.pa });
+        const run = { first: idx, last: idx + n - 1, count: 1, pa: r.pa };
         idx += n;
-      }
+        return run;
+      });
       return;
     }
     // The holes of [first, last]: only those are pinned and charged.
@@ -178,7 +180,7 @@ export class IoPages {
     const only = runs[0];
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
       // The last pin of the only run (an area's own pages): release it whole.
-      runs.pop();
+      this.runs = [];
       this.mm.unpinRun(only.pa, (last - first + 1) * PAGE);
       this.account?.uncharge(last - first + 1);
       return;
@@ -209,7 +211,7 @@ export class IoPages {
   /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
   physRuns(offset: number, length: number): PhysRun[] {
     const runs = this.runs;
-    const out: PhysRun[] = [];
+    let out: PhysRun[] | null = null; // made when a second run shows up: `[]` then push() allocates room for 17
     const at = this.pageOffset + offset;
     const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
     let j = this.runAt(first);
@@ -220,12 +222,14 @@ export class IoPages {
       r = runs[j];
       const end = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
       if (contiguous(next, r.pa)) { next = end; continue; }
-      out.push({ pa: start, length: next - start });
+      (out ??= []).push({ pa: start, length: next - start });
       start = r.pa;
       next = end;
     }
     const tail = pageOff(at + length);
-    out.push({ pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) });
+    const lastRun = { pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) };
+    if (out === null) return [lastRun];
+    out.push(lastRun);
     return out;
   }
 

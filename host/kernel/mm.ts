@@ -135,7 +135,7 @@ export class AddressSpace {
    * physical runs. EFAULT if a page is unmapped, or lacks the access.
    */
   pin(va: number, length: number, writable: boolean): PhysRun[] {
-    const runs: PhysRun[] = [];
+    let runs: PhysRun[] | null = null;
     const need = writable ? PROT_READ | PROT_WRITE : PROT_READ;
     if (pageOff(va) === 0 && pageOff(length) === 0) {
       // Whole pages (every pin iommufd makes): run by run, not page by page,
@@ -145,31 +145,35 @@ export class AddressSpace {
       for (let at = va; at < end;) {
         const v = this.find(at)!;
         const to = Math.min(end, v.end);
-        this.vmaRuns(v, at, to, runs);
+        runs = this.vmaRuns(v, at, to, runs);
         at = to;
       }
     } else {
-      this.access(va, length, need, (pa, _at, n) => addRun(runs, pa, n));
+      this.access(va, length, need, (pa, _at, n) => { runs = addRun(runs, pa, n); });
     }
+    if (runs === null) return [];
     for (const r of runs) this.holdRun(r.pa, r.length, +1);
     return runs;
   }
 
   /** The physical runs behind [from, to) of one VMA (page aligned), merged into `runs` as they come. */
-  private vmaRuns(v: Vma, from: number, to: number, runs: PhysRun[]): void {
+  private vmaRuns(v: Vma, from: number, to: number, runs: PhysRun[] | null): PhysRun[] {
     const b = v.backing;
     const first = (from - v.start) / PAGE_SIZE, n = (to - from) / PAGE_SIZE;
-    if (b.kind === 'phys') { addRun(runs, b.base + first * PAGE_SIZE, n * PAGE_SIZE); return; }
-    if (b.kind === 'file') { for (let i = 0; i < n; i++) addRun(runs, b.file.frame(b.pgoff + first + i) * PAGE_SIZE, PAGE_SIZE); return; }
+    if (b.kind === 'phys') return addRun(runs, b.base + first * PAGE_SIZE, n * PAGE_SIZE);
+    if (b.kind === 'file') {
+      for (let i = 0; i < n; i++) runs = addRun(runs, b.file.frame(b.pgoff + first + i) * PAGE_SIZE, PAGE_SIZE);
+      return runs!;
+    }
     let start = b.frames[first], count = 1;
     for (let i = 1; i < n; i++) {
       const f = b.frames[first + i];
       if (f === start + count) { count++; continue; }
-      addRun(runs, start * PAGE_SIZE, count * PAGE_SIZE);
+      runs = addRun(runs, start * PAGE_SIZE, count * PAGE_SIZE);
       start = f;
       count = 1;
     }
-    addRun(runs, start * PAGE_SIZE, count * PAGE_SIZE);
+    return addRun(runs, start * PAGE_SIZE, count * PAGE_SIZE);
   }
 
   unpin(runs: PhysRun[]): void {
@@ -323,10 +327,17 @@ export class AddressSpace {
 
 function roundUp(n: number): number { return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE; }
 
-/** Append [pa, pa + n) to a list of physical runs, extending the last run when it continues it in the same segment. */
-function addRun(runs: PhysRun[], pa: number, n: number): void {
+/**
+ * Append [pa, pa + n) to a list of physical runs, extending the last run
+ * when it continues it in the same segment; returns the list. The list is
+ * made here, for its first run: `[]` then push() would allocate room for 17
+ * (a 4 KiB pin has one run).
+ */
+function addRun(runs: PhysRun[] | null, pa: number, n: number): PhysRun[] {
+  if (runs === null) return [{ pa, length: n }];
   const last = runs[runs.length - 1];
-  if (last && last.pa + last.length === pa && sameSegment(last.pa, pa)) last.length += n;
+  if (last.pa + last.length === pa && sameSegment(last.pa, pa)) last.length += n;
   else runs.push({ pa, length: n });
+  return runs;
 }
 function sameSegment(a: number, b: number): boolean { return Math.floor(a / SEG_SPAN) === Math.floor(b / SEG_SPAN); }
