@@ -119,14 +119,15 @@ export class IoPages {
         this.account?.uncharge(pages);
         throw e;
       }
-      // A new list (not push() into the empty one: that allocates room for 17).
+      // A new list at its size (push() into the empty one would allocate room for 17).
+      const fresh = new Array<PinRun>(got.length);
       let idx = first;
-      this.runs = got.map((r) => {
-        const n = r.length / PAGE;
-        const run = { first: idx, last: idx + n - 1, count: 1, pa: r.pa };
+      for (let i = 0; i < got.length; i++) {
+        const n = got[i].length / PAGE;
+        fresh[i] = { first: idx, last: idx + n - 1, count: 1, pa: got[i].pa };
         idx += n;
-        return run;
-      });
+      }
+      this.runs = fresh;
       return;
     }
     // The holes of [first, last]: only those are pinned and charged.
