@@ -251,9 +251,10 @@ function copyStructFromUser(desc: IoctlDesc, arg: Uint8Array, size: number, spar
   const ksize = desc.struct.size;
   for (let i = ksize; i < size; i++) if (arg[i] !== 0) throw new SysError('E2BIG');
   const n = Math.min(size, ksize);
-  // A reused buffer is zeroed past what the copy fills (a fresh one is zero).
-  const kbuf = spare ?? new Uint8Array(ksize);
-  if (spare !== null && n < ksize) kbuf.fill(0, n);
+  // A reused buffer (of this struct's size) is zeroed past what the copy fills; a fresh one is zero.
+  const reuse = spare !== null && spare.length === ksize;
+  const kbuf = reuse ? spare : new Uint8Array(ksize);
+  if (reuse && n < ksize) kbuf.fill(0, n);
   copyBytes(kbuf, arg, n);
   return kbuf;
 }

@@ -101,7 +101,9 @@ export interface StructDef<F extends readonly FieldSpec[] = readonly FieldSpec[]
    * Write back, over `into` (which holds the bytes `before` was decoded from),
    * the fields of `values` that differ from `before`; array fields are
    * written whole. The result is the bytes encode() would give, except that
-   * padding keeps its bytes (as a kernel's buffer keeps the user's). For the
+   * padding keeps its bytes (as a kernel's buffer keeps the user's), and a
+   * field changed under one name of a union is kept even when the other
+   * name is not (encode() writes aliases last, whatever they hold). For the
    * copy back of an ioctl: a handler changes one or two fields, and each
    * u64 field written costs a bigint conversion.
    */
