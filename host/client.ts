@@ -5,7 +5,7 @@
 
 import type { Host } from './host.js';
 import {
-  IOMMUFD_IOCTL, iommu_ioas_iova_ranges, iommu_iova_range, IOMMU_IOAS_IOVA_RANGES,
+  IOMMUFD_IOCTL, iommu_ioas_iova_ranges, iommu_iova_range, iommu_ioas_map, iommu_ioas_unmap, IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, type IoctlDesc,
 } from './uapi/iommufd.js';
 import { VFIO_IOCTL, VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_DETACH_PASID } from './uapi/vfio.js';
@@ -40,18 +40,27 @@ function methodName(cName: string, prefix: string): string {
   return cName.slice(prefix.length).toLowerCase().replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
 }
 
+/**
+ * Encode `fields` as the row's struct with its size word (the first field:
+ * size, or argsz for VFIO) set to the struct's own size, and make the
+ * ioctl. Returns the bytes as the kernel left them.
+ */
+function ioctlStruct(host: Host, fd: number, row: IoctlDesc, fields: Record<string, number | bigint>): Uint8Array {
+  const s = row.struct;
+  const bytes = s.encode(fields);
+  const sizeWord = s.fields[0];
+  if (sizeWord.type !== 'u32') throw new TypeError(`${s.name}: the size word is not a u32`);
+  // The size word's bytes, little-endian (struct.set would look the field up by name first).
+  const at = sizeWord.offset, v = s.size;
+  bytes[at] = v; bytes[at + 1] = v >>> 8; bytes[at + 2] = v >>> 16; bytes[at + 3] = v >>> 24;
+  host.ioctl(fd, row.request, bytes);
+  return bytes;
+}
+
 function bindCalls(host: Host, fd: number, rows: readonly IoctlDesc[], prefix: string): Record<string, unknown> {
   const out: Record<string, unknown> = { fd, close: () => host.close(fd) };
   for (const row of rows) {
-    const s = row.struct;
-    // The first field is the size word (size, or argsz for VFIO): the struct's own size.
-    const sizeField = s.fields[0].name;
-    out[methodName(row.name, prefix)] = (fields: Record<string, number | bigint> = {}) => {
-      const bytes = s.encode(fields);
-      s.set(bytes, sizeField, s.size);
-      host.ioctl(fd, row.request, bytes);
-      return s.decode(bytes);
-    };
+    out[methodName(row.name, prefix)] = (fields: Record<string, number | bigint> = {}) => row.struct.decode(ioctlStruct(host, fd, row, fields));
   }
   return out;
 }
@@ -101,12 +110,14 @@ export class Iommufd {
     const flags = (a.iova !== undefined ? IOMMU_IOAS_MAP_FIXED_IOVA : 0) |
       (a.readable !== false ? IOMMU_IOAS_MAP_READABLE : 0) | (a.writeable !== false ? IOMMU_IOAS_MAP_WRITEABLE : 0);
     // u64 fields take numbers as they are: BigInt() here would cost a conversion each way.
-    return this.calls.ioasMap({ flags, ioas_id: a.ioasId, user_va: a.userVa, length: a.length, iova: a.iova ?? 0 }).iova;
+    // Only the field wanted is read back (no decoding of the rest, whose BigInt()s cost most of a decode).
+    const bytes = ioctlStruct(this.host, this.fd, IOMMUFD_IOCTL.IOMMU_IOAS_MAP, { flags, ioas_id: a.ioasId, user_va: a.userVa, length: a.length, iova: a.iova ?? 0 });
+    return iommu_ioas_map.get(bytes, 'iova');
   }
 
   /** IOMMU_IOAS_UNMAP; returns the bytes unmapped. */
   ioasUnmap(ioasId: number, iova: number | bigint, length: number | bigint): bigint {
-    return this.calls.ioasUnmap({ ioas_id: ioasId, iova, length }).length;
+    return iommu_ioas_unmap.get(ioctlStruct(this.host, this.fd, IOMMUFD_IOCTL.IOMMU_IOAS_UNMAP, { ioas_id: ioasId, iova, length }), 'length');
   }
 
   /** Unmap everything (iova 0, length U64_MAX); returns the bytes unmapped. */

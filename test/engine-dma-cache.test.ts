@@ -5,7 +5,7 @@
 // counters count what the per-page probes would have.
 
 import { describe, expect, it } from 'vitest';
-import type { Engine } from '../host/engine/engine.js';
+import { DMA_PIECES, type Engine } from '../host/engine/engine.js';
 import { makeEngine, MiB, PAGE, segPa, type Variant } from './support/engine.js';
 
 const R = 1, W = 2, RW = 3;
@@ -93,6 +93,19 @@ for (const variant of ['release', 'debug'] as Variant[]) {
       expect(dma(e, 1, iova, longer, W)).toBe(e.layout.F_WRITE);
       expect(dma(e, 1, iova, len - 0x100, W)).toBe(pa + 0x80n);
       expect(dma(e, 2, iova, len)).toBe(e.layout.F_BLOCKED);
+    });
+
+    it('dmaContiguous answers as dma_ranges does: the address, -status, or DMA_PIECES', () => {
+      const { e, seg, did, pa } = setup();
+      const lo = Number(iova & 0xffffffffn), hi = Number(iova >> 32n);
+      expect(e.dmaContiguous(1, lo, hi, len, R)).toBe(Number(pa + 0x80n));
+      expect(e.dmaContiguous(2, lo, hi, len, R)).toBe(-e.layout.F_BLOCKED);
+      // Page 5 elsewhere: the DMA takes three ranges.
+      e.ptUnmap(did, 0x40_0000n + 5n * PAGE, PAGE);
+      e.ptMap(did, 0x40_0000n + 5n * PAGE, segPa(seg, 0x800_0000n), PAGE, RW);
+      expect(e.dmaContiguous(1, lo, hi, len, R)).toBe(DMA_PIECES);
+      e.ptUnmap(did, 0x40_0000n + 5n * PAGE, PAGE);
+      expect(e.dmaContiguous(1, lo, hi, len, R)).toBe(-e.layout.F_NOT_PRESENT);
     });
   });
 }

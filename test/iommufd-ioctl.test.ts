@@ -203,6 +203,20 @@ describe('dispatch (main.c iommufd_fops_ioctl)', () => {
     expect([...b.subarray(s + 8)]).toEqual(new Array(8).fill(0x77));
   });
 
+  it('a shorter struct reads zeros past its size even right after a full one left bytes there', () => {
+    // copy_struct_from_user() zero-fills the kernel struct past user_size on
+    // every call; the kernel buffer is reused between calls here, so the
+    // tail of the previous call must not show through. VEVENTQ_ALLOC's
+    // __reserved lies past min_size and is checked first (EOPNOTSUPP).
+    const S = uapi.iommu_veventq_alloc;
+    expect(T.IOMMU_VEVENTQ_ALLOC.minSize).toBeLessThan(S.size);
+    const full = S.encode({ size: S.size, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, __reserved: 1 });
+    expectErrno(() => host.ioctl(ictx.fd, uapi.IOMMU_VEVENTQ_ALLOC, full), 'EOPNOTSUPP');
+    const short = S.encode({ size: T.IOMMU_VEVENTQ_ALLOC.minSize, type: uapi.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 }).subarray(0, T.IOMMU_VEVENTQ_ALLOC.minSize);
+    // __reserved reads as 0: the next check (veventq_depth 0) answers.
+    expectErrno(() => host.ioctl(ictx.fd, uapi.IOMMU_VEVENTQ_ALLOC, short), 'EINVAL');
+  });
+
   it('a failed call copies nothing back', () => {
     // ioas.c iommufd_ioas_map(): cmd->iova is written and iommufd_ucmd_respond() called only when rc == 0.
     const ioas = ictx.ioasAlloc();

@@ -178,6 +178,34 @@ describe('struct codec', () => {
     expect(() => s.offsetOf('nope' as never)).toThrow(TypeError);
     expect(() => defineStruct('d', [['a', 'u8'], ['a', 'u8']])).toThrow(TypeError);
   });
+
+  it('encodeChanged writes back only the changed fields, over the bytes decoded; snapshot copies the values', () => {
+    // The ioctl copy back: padding keeps the bytes it had (a kernel buffer
+    // keeps the user's), an unchanged field is not rewritten, arrays go whole.
+    const s = defineStruct('cb', [['a', 'u32'], ['b', 'u64'], ['c', 'u8'], ['arr', 'u16', 2]], { out_a: 'a' });
+    const bytes = s.encode({ a: 1, b: 0x1_0000_0002n, c: 3, arr: [4, 5] });
+    bytes[5] = 0xee; // padding between a and b
+    const cmd = s.decode(bytes);
+    const before = s.snapshot(cmd);
+    expect(before).toEqual(cmd);
+    expect(before).not.toBe(cmd);
+    cmd.b = 7n;
+    cmd.arr[1] = 9;
+    s.encodeChanged(cmd, before, bytes);
+    expect(s.decode(bytes)).toEqual({ a: 1, out_a: 1, b: 7n, c: 3, arr: [4, 9] });
+    expect(bytes[5]).toBe(0xee);
+    // A union member changed under one name is kept (encode() would write the alias's old value last).
+    const again = s.decode(bytes);
+    const was = s.snapshot(again);
+    again.a = 42;
+    s.encodeChanged(again, was, bytes);
+    expect(s.get(bytes, 'out_a')).toBe(42);
+    // Nothing changed: nothing written.
+    const copy = bytes.slice();
+    const same = s.decode(bytes);
+    s.encodeChanged(same, s.snapshot(same), bytes);
+    expect(bytes).toEqual(copy);
+  });
 });
 
 describe('ioctl request encoding (include/uapi/asm-generic/ioctl.h)', () => {

@@ -11,6 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import type { DomainOps } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import type { IoPages } from './pages.js';
+import { pageOff } from '../kernel/phys.js';
 
 export const ULONG_MAX = (1n << 64n) - 1n;
 export const PAGE_SIZE = 4096n;
@@ -46,9 +47,6 @@ export interface PagesSlice { pages: IoPages; offset: number; length: number }
 
 /** The address an automatic IOVA keeps the alignment of (the VA or file offset). */
 const addrOf = (e: PagesSlice): bigint => (Number.isSafeInteger(e.pages.base) ? BigInt(e.pages.base + e.offset) : 0n);
-
-/** The page indexes of its pages an area uses. */
-const pageRange = (a: Area): [number, number] => a.pages.indexRange(a.offset, a.bytes);
 
 export interface Area {
   iova: bigint;
@@ -159,45 +157,50 @@ export class IoPagetable {
     const align = this.iovaAlignment;
     if (length === 0n || !aligned(length, align)) throw new SysError('EINVAL');
     const iova = fixedIova === null ? this.allocIova(length, addrOf(elems[0])) : (this.checkIova(fixedIova, length, align), fixedIova);
-    const areas: Area[] = [];
+    // Lists sized up front: `[]` then push() allocates room for 17 (most of a 4 KiB map's garbage was such room).
+    const areas: Area[] = new Array<Area>(elems.length);
     let at = iova;
-    for (const e of elems) {
-      // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment.
+    for (let i = 0; i < elems.length; i++) {
+      const e = elems[i];
+      // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment
+      // (an offset of 0, the usual one, suits any: no BigInt() of it then).
       if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
-      if (align !== 1n && BigInt((e.pages.pageOffset + e.offset) % 4096) % align !== 0n) throw new SysError('EINVAL');
-      const next = at + BigInt(e.length);
-      areas.push({ iova: at, last: next - 1n, pages: e.pages, offset: e.offset, bytes: e.length, perm });
+      const inPage = pageOff(e.pages.pageOffset + e.offset);
+      if (align !== 1n && inPage !== 0 && BigInt(inPage) % align !== 0n) throw new SysError('EINVAL');
+      // The slices add up to `length`: the last one ends at iova + length (no BigInt() of its length).
+      const next = i === elems.length - 1 ? iova + length : at + BigInt(e.length);
+      areas[i] = { iova: at, last: next - 1n, pages: e.pages, offset: e.offset, bytes: e.length, perm };
       at = next;
     }
-    const filled: Area[] = [];
+    let filled = 0; // areas[0, filled) are in every domain
     try {
-      for (const a of areas) { this.fillDomains(a); filled.push(a); }
+      for (; filled < areas.length; filled++) this.fillDomains(areas[filled]);
     } catch (e) {
-      for (const a of filled) this.unfillDomains(a);
+      for (let i = 0; i < filled; i++) this.unfillDomains(areas[i]);
       throw e;
     }
-    for (const a of areas) { a.pages.get(); this.areas.splice(this.firstAreaFrom(a.iova), 0, a); }
+    for (const a of areas) { a.pages.get(); insertAt(this.areas, this.firstAreaFrom(a.iova), a); }
     return iova;
   }
 
   /** Pin an area's pages and map it into every domain; undone if any domain fails. */
   private fillDomains(area: Area): void {
     if (this.domains.length === 0) return;
-    area.pages.pin(...pageRange(area));
+    area.pages.pinBytes(area.offset, area.bytes);
     let done = 0;
     try {
       for (const d of this.domains) { this.mapInto(d, area); done++; }
     } catch (e) {
-      for (let i = 0; i <= done && i < this.domains.length; i++) this.ptUnmap(this.domains[i], area.iova, area.last - area.iova + 1n);
-      area.pages.unpin(...pageRange(area));
+      for (let i = 0; i <= done && i < this.domains.length; i++) this.ptUnmapArea(this.domains[i], area);
+      area.pages.unpinBytes(area.offset, area.bytes);
       throw e;
     }
   }
 
   private unfillDomains(area: Area): void {
     if (this.domains.length === 0) return;
-    for (const d of this.domains) this.ptUnmap(d, area.iova, area.last - area.iova + 1n);
-    area.pages.unpin(...pageRange(area));
+    for (const d of this.domains) this.ptUnmapArea(d, area);
+    area.pages.unpinBytes(area.offset, area.bytes);
   }
 
   /**
@@ -250,14 +253,16 @@ export class IoPagetable {
 
   private mapInto(d: Domain, area: Area): void {
     let iova = area.iova;
-    for (const r of area.pages.physRuns(area.offset, area.bytes)) {
+    const runs = area.pages.physRuns(area.offset, area.bytes);
+    for (let i = 0; i < runs.length; i++) {
+      const r = runs[i];
       if (this.hugePages) {
         this.ptMap(d, iova, r.pa, r.length, area.perm);
       } else {
         // HUGE_PAGES=0: PAGE_SIZE IOPTEs only, so that any page can be cut out later (VFIO type1).
         for (let off = 0; off < r.length; off += 4096) this.ptMap(d, iova + BigInt(off), r.pa + off, 4096, area.perm);
       }
-      iova += BigInt(r.length);
+      if (i + 1 < runs.length) iova += BigInt(r.length);
     }
   }
 
@@ -266,9 +271,10 @@ export class IoPagetable {
     else this.engine.ptMap(d.did, iova, pa, length, perm);
   }
 
-  private ptUnmap(d: Domain, iova: bigint, length: bigint): void {
-    if (d.ops) d.ops.unmap(iova, length);
-    else this.engine.ptUnmap(d.did, iova, length);
+  /** Unmap a whole area from a domain; the engine takes its length as the number it is kept as. */
+  private ptUnmapArea(d: Domain, a: Area): void {
+    if (d.ops) d.ops.unmap(a.iova, a.last - a.iova + 1n);
+    else this.engine.ptUnmap(d.did, a.iova, a.bytes);
   }
 
   /** iopt_add_access: a pinning access needs every area PAGE_SIZE-aligned (EADDRINUSE). */
@@ -287,29 +293,40 @@ export class IoPagetable {
     if (length === 0n) throw new SysError('EINVAL');
     const last = iova + length - 1n;
     if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
-    const hit = this.areasIn(iova, last);
-    if (hit.some((a) => a.iova < iova || a.last > last)) throw new SysError('ENOENT');
-    if (hit.length === 0) throw new SysError('ENOENT');
-    // iommufd_access_notify_unmap: accesses drop their pins of these areas first.
+    // The areas touching [iova, last] are areas[from, to): an index range, no list.
+    const from = this.firstAreaFrom(iova);
+    let to = from;
+    for (; to < this.areas.length && this.areas[to].iova <= last; to++) {
+      if (this.areas[to].iova < iova || this.areas[to].last > last) throw new SysError('ENOENT');
+    }
+    if (to === from) throw new SysError('ENOENT');
+    // iommufd_access_notify_unmap: accesses drop their pins of these areas first
+    // (or refuse, EBUSY); they leave the area list as it is, so [from, to) still holds.
     for (const x of this.accesses) x.unmap(iova, last);
-    return this.removeAreas(hit);
+    return this.removeAreas(from, to);
   }
 
   /** iopt_unmap_all: succeeds even when empty. */
   unmapAll(): bigint {
     for (const x of this.accesses) x.unmap(0n, ULONG_MAX);
-    return this.removeAreas([...this.areas]);
+    return this.removeAreas(0, this.areas.length);
   }
 
-  private removeAreas(list: Area[]): bigint {
+  /** Remove areas[from, to): those done leave the list even if one fails. Returns their bytes. */
+  private removeAreas(from: number, to: number): bigint {
     let total = 0n;
-    for (const a of list) {
-      // The engine invalidates the IOTLB before ptUnmap returns: from here on
-      // no DMA reaches these pages through this IOAS.
-      this.unfillDomains(a);
-      this.areas.splice(this.areas.indexOf(a), 1);
-      a.pages.put();
-      total += BigInt(a.bytes);
+    let i = from;
+    try {
+      for (; i < to; i++) {
+        const a = this.areas[i];
+        // The engine invalidates the IOTLB before ptUnmap returns: from here on
+        // no DMA reaches these pages through this IOAS.
+        this.unfillDomains(a);
+        a.pages.put();
+        total += BigInt(a.bytes);
+      }
+    } finally {
+      removeRange(this.areas, from, i - from);
     }
     return total;
   }
@@ -345,12 +362,12 @@ export class IoPagetable {
     const filled: Area[] = [];
     try {
       for (const a of this.areas) {
-        if (pin) a.pages.pin(...pageRange(a));
+        if (pin) a.pages.pinBytes(a.offset, a.bytes);
         filled.push(a);
         this.mapInto(d, a);
       }
     } catch (e) {
-      for (const a of filled) { this.ptUnmap(d, a.iova, a.last - a.iova + 1n); if (pin) a.pages.unpin(...pageRange(a)); }
+      for (const a of filled) { this.ptUnmapArea(d, a); if (pin) a.pages.unpinBytes(a.offset, a.bytes); }
       this.unreserve(d);
       throw e;
     }
@@ -363,8 +380,8 @@ export class IoPagetable {
     if (i < 0) return;
     const last = this.domains.length === 1;
     for (const a of this.areas) {
-      this.ptUnmap(d, a.iova, a.last - a.iova + 1n);
-      if (last) a.pages.unpin(...pageRange(a));
+      this.ptUnmapArea(d, a);
+      if (last) a.pages.unpinBytes(a.offset, a.bytes);
     }
     this.domains.splice(i, 1);
     this.unreserve(d);
@@ -383,6 +400,20 @@ export class IoPagetable {
     out.push({ start: next, last: ULONG_MAX });
     return out;
   }
+}
+
+// splice(i, 0, x) and splice(from, n) without splice's fixed cost (it
+// builds the array of removed elements): a large part of a 4 KiB IOAS_MAP's
+// bookkeeping went there. Both are O(length), as splice is.
+function insertAt<T>(list: T[], i: number, x: T): void {
+  list.push(x);
+  for (let j = list.length - 1; j > i; j--) list[j] = list[j - 1];
+  list[i] = x;
+}
+function removeRange<T>(list: T[], from: number, n: number): void {
+  if (n === 0) return;
+  for (let j = from; j + n < list.length; j++) list[j] = list[j + n];
+  for (let k = 0; k < n; k++) list.pop();
 }
 
 const min = (a: bigint, b: bigint) => (a < b ? a : b);

@@ -31,10 +31,14 @@ export class ObjectTable {
     return obj;
   }
 
-  /** The object of that id and one of those types, or ENOENT. */
-  get<T extends IommufdObject>(id: number, ...types: T['type'][]): T {
+  /**
+   * The object of that id and of one of the given types (any type when none
+   * is given), or ENOENT. Two fixed parameters, not a rest array: every
+   * ioctl looks an object up.
+   */
+  get<T extends IommufdObject>(id: number, type?: T['type'], orType?: T['type']): T {
     const obj = this.objs.get(id);
-    if (!obj || (types.length > 0 && !types.includes(obj.type))) throw new SysError('ENOENT');
+    if (!obj || (type !== undefined && obj.type !== type && obj.type !== orType)) throw new SysError('ENOENT');
     return obj as T;
   }
 

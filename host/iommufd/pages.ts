@@ -11,6 +11,7 @@
 
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
+import { pageOff } from '../kernel/phys.js';
 import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 
@@ -50,7 +51,7 @@ export class IoPages {
   private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
-  /** Byte offset of the first byte in its page (a double's % is a libm call: computed once). */
+  /** Byte offset of the first byte in its page (computed once). */
   readonly pageOffset: number;
 
   /** @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE). */
@@ -62,7 +63,7 @@ export class IoPages {
     private readonly account: PinAccount | null,
   ) {
     const b = this.base;
-    this.pageOffset = Number.isSafeInteger(b) ? b % PAGE : 0;
+    this.pageOffset = Number.isSafeInteger(b) ? pageOff(b) : 0;
   }
 
   /** The byte address the pages start at: the VA, or the file offset. */
@@ -85,6 +86,18 @@ export class IoPages {
     return [Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE)];
   }
 
+  /** pin() of the pages holding bytes [offset, offset + length) (an area's). */
+  pinBytes(offset: number, length: number): void {
+    const at = this.pageOffset + offset;
+    this.pin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+  }
+
+  /** unpin() of the pages holding bytes [offset, offset + length). */
+  unpinBytes(offset: number, length: number): void {
+    const at = this.pageOffset + offset;
+    this.unpin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+  }
+
   /**
    * Pin pages [first, last]: those not pinned yet are pinned (EFAULT for a
    * user page the process cannot give, EINVAL for a file page past its end
@@ -94,6 +107,29 @@ export class IoPages {
   pin(first: number, last: number): void {
     if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
     const runs = this.runs;
+    if (runs.length === 0) {
+      // Nothing pinned yet (an area's own pages, the usual case): the whole
+      // range is the one hole, charged, pinned and made the run list at once.
+      const pages = last - first + 1;
+      this.account?.charge(pages);
+      let got: PhysRun[];
+      try {
+        got = this.pinPages(first, pages);
+      } catch (e) {
+        this.account?.uncharge(pages);
+        throw e;
+      }
+      // A new list at its size (push() into the empty one would allocate room for 17).
+      const fresh = new Array<PinRun>(got.length);
+      let idx = first;
+      for (let i = 0; i < got.length; i++) {
+        const n = got[i].length / PAGE;
+        fresh[i] = { first: idx, last: idx + n - 1, count: 1, pa: got[i].pa };
+        idx += n;
+      }
+      this.runs = fresh;
+      return;
+    }
     // The holes of [first, last]: only those are pinned and charged.
     let i = this.runAt(first);
     let at = first, pages = 0;
@@ -124,12 +160,6 @@ export class IoPages {
         throw e;
       }
     }
-    if (runs.length === 0) {
-      // Nothing pinned before (an area's own pages): the new runs are the list.
-      for (const r of fresh) r.count = 1;
-      this.runs = fresh;
-      return;
-    }
     // Cut the runs at the range's ends, put the new runs in, count one more pin on all.
     this.split(first);
     this.split(last + 1);
@@ -152,7 +182,7 @@ export class IoPages {
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
       // The last pin of the only run (an area's own pages): release it whole.
       this.runs = [];
-      this.mm.unpin([{ pa: only.pa, length: (last - first + 1) * PAGE }]);
+      this.mm.unpinRun(only.pa, (last - first + 1) * PAGE);
       this.account?.uncharge(last - first + 1);
       return;
     }
@@ -182,23 +212,25 @@ export class IoPages {
   /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
   physRuns(offset: number, length: number): PhysRun[] {
     const runs = this.runs;
-    const out: PhysRun[] = [];
+    let out: PhysRun[] | null = null; // made when a second run shows up: `[]` then push() allocates room for 17
     const at = this.pageOffset + offset;
     const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
     let j = this.runAt(first);
     let r = runs[j];
-    let start = r.pa + (first - r.first) * PAGE + (at % PAGE);
+    let start = r.pa + (first - r.first) * PAGE + pageOff(at);
     let next = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
     for (j++; j < runs.length && runs[j].first <= last; j++) {
       r = runs[j];
       const end = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
       if (contiguous(next, r.pa)) { next = end; continue; }
-      out.push({ pa: start, length: next - start });
+      (out ??= []).push({ pa: start, length: next - start });
       start = r.pa;
       next = end;
     }
-    const tail = (at + length) % PAGE;
-    out.push({ pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) });
+    const tail = pageOff(at + length);
+    const lastRun = { pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) };
+    if (out === null) return [lastRun];
+    out.push(lastRun);
     return out;
   }
 

@@ -3,7 +3,7 @@
 // the context points at is what its DMA reaches; no context = blocked.
 
 import type { Engine } from '../engine/engine.js';
-import { split64 } from '../engine/engine.js';
+import { split64, DMA_PIECES } from '../engine/engine.js';
 import type { IommuDriver, IommuKind } from '../iommu/driver.js';
 import { SysError } from '../uapi/errno.js';
 import { IOMMU_PGFAULT_PERM_READ, IOMMU_PGFAULT_PERM_WRITE, IOMMUFD_PAGE_RESP_SUCCESS, IOMMUFD_PAGE_RESP_INVALID } from '../uapi/iommufd.js';
@@ -594,27 +594,29 @@ export class Dma {
     if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
-    const n = this.engine.dmaRangesRaw(ctx, lo, hi, len, access);
-    if (n < 0) throw this.refused(-n, this.engine.lastFaultIova, pasid, write, this.engine.lastLevel);
-    if (n === 1) {
-      const pa = this.engine.dmaSingle(len);
-      if (pa >= 0) {
+    const pa = this.engine.dmaContiguous(ctx, lo, hi, len, access);
+    if (pa >= 0) {
+      if (pa < TWO32) {
+        // Segment 0, the engine's memory: its view was just checked by dmaContiguous.
+        this.copy(this.engine.bytesChecked, pa, buf, 0, len, write);
+      } else {
         const seg = Math.floor(pa / TWO32);
-        this.copy(seg, pa - seg * TWO32, buf, 0, len, write);
-        return;
+        this.copy(this.phys.view(seg), pa - seg * TWO32, buf, 0, len, write);
       }
+      return;
     }
+    if (pa !== DMA_PIECES) throw this.refused(-pa, this.engine.lastFaultIova, pasid, write, this.engine.lastLevel);
     const ranges = this.engine.dmaRanges(ctx, iova, len, access);
     if (!Array.isArray(ranges)) throw this.refused(ranges.fault, ranges.iova, pasid, write, ranges.level);
     let at = 0;
     for (const r of ranges) {
-      this.copy(r.seg, r.offset, buf, at, r.length, write);
+      this.copy(this.phys.view(r.seg), r.offset, buf, at, r.length, write);
       at += r.length;
     }
   }
 
-  private copy(seg: number, offset: number, buf: Uint8Array, at: number, n: number, write: boolean): void {
-    const mem = this.phys.view(seg);
+  /** Copy n bytes between buf[at..] and mem[offset..] (the bytes of the segment the range is in). */
+  private copy(mem: Uint8Array, offset: number, buf: Uint8Array, at: number, n: number, write: boolean): void {
     if (write) { mem.set(at === 0 && n === buf.length ? buf : buf.subarray(at, at + n), offset); return; }
     const slot = (offset >>> 12) & (VIEWS - 1);
     let view = this.views[slot];

@@ -827,12 +827,13 @@ export const IOMMUFD_IOCTLS: readonly IoctlDesc[] = Object.freeze(
   Object.values(IOMMUFD_IOCTL).sort((a, b) => a.nr - b.nr),
 );
 
-const BY_NR: ReadonlyMap<number, IoctlDesc> = new Map(IOMMUFD_IOCTLS.map((d) => [d.nr, d]));
+/** Rows by command number (an 8-bit _IOC_NR): an array load per ioctl, not a Map lookup. */
+const BY_NR: readonly (IoctlDesc | undefined)[] = IOMMUFD_IOCTLS.reduce<(IoctlDesc | undefined)[]>((a, d) => { a[d.nr] = d; return a; }, new Array(256).fill(undefined));
 const BY_NAME: ReadonlyMap<string, IoctlDesc> = new Map(IOMMUFD_IOCTLS.map((d) => [d.name, d]));
 
 /** The row for a command number (`_IOC_NR(request)`), or undefined. */
 export function iommufdIoctlByNr(nr: number): IoctlDesc | undefined {
-  return BY_NR.get(nr);
+  return BY_NR[nr];
 }
 
 /** The row for a C name such as 'IOMMU_IOAS_MAP', or undefined. */

@@ -97,6 +97,23 @@ export interface StructDef<F extends readonly FieldSpec[] = readonly FieldSpec[]
    * value is refused (RangeError) that region is left partly written.
    */
   encode(values: StructInput<F, A>, into?: Uint8Array, byteOffset?: number): Uint8Array;
+  /**
+   * Write back, over `into` (which holds the bytes `before` was decoded from),
+   * the fields of `values` that differ from `before`; array fields are
+   * written whole. The result is the bytes encode() would give, except that
+   * padding keeps its bytes (as a kernel's buffer keeps the user's), and a
+   * field changed under one name of a union is kept even when the other
+   * name is not (encode() writes aliases last, whatever they hold). For the
+   * copy back of an ioctl: a handler changes one or two fields, and each
+   * u64 field written costs a bigint conversion.
+   */
+  encodeChanged(values: StructValues<F, A>, before: StructValues<F, A>, into: Uint8Array, byteOffset?: number): void;
+  /**
+   * A shallow copy of decoded values (the `before` of encodeChanged): one
+   * object literal per struct, where a spread at a site that sees every
+   * struct goes through V8's slow generic copy.
+   */
+  snapshot(values: StructValues<F, A>): StructValues<F, A>;
   /** Read one field; the buffer only needs to reach the field's end. */
   get<K extends FieldName<F, A>>(bytes: Uint8Array, field: K, byteOffset?: number): StructValues<F, A>[K];
   /** Write one field, leaving the rest of the struct as it is. */
@@ -163,9 +180,12 @@ function loadScalar(code: number, b: Uint8Array, at: number): number | bigint {
 }
 
 // A C assignment truncates to the field width; so do these.
+function storeU32(b: Uint8Array, at: number, x: number | bigint): void {
+  putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x)));
+}
 function storeScalar(code: number, b: Uint8Array, at: number, x: number | bigint): void {
   switch (code) {
-    case T_U32: putU32(b, at, typeof x === 'number' ? x : Number(BigInt.asUintN(32, x))); return;
+    case T_U32: storeU32(b, at, x); return;
     case T_U64: putU64(b, at, x); return;
     case T_U8: b[at] = typeof x === 'number' ? x : Number(BigInt.asUintN(8, x)); return;
     case T_U16: { const v = typeof x === 'number' ? x : Number(BigInt.asUintN(16, x)); b[at] = v; b[at + 1] = v >>> 8; return; }
@@ -208,6 +228,8 @@ function write(structName: string, acc: Accessor, view: Uint8Array, at: number, 
 
 type DecodeFn = (b: Uint8Array, o: number) => Record<string, unknown>;
 type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
+type EncodeChangedFn = (v: Record<string, unknown>, w: Record<string, unknown>, t: Uint8Array, o: number) => void;
+type SnapshotFn = (v: Record<string, unknown>) => Record<string, unknown>;
 
 /**
  * decode and encode specialised to one struct: straight-line code with the
@@ -218,18 +240,26 @@ type EncodeFn = (v: Record<string, unknown>, t: Uint8Array, o: number) => void;
  * codes; nothing a caller passes). Where code generation is refused (a
  * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
  */
-function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn } | null {
+function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
-  const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
-  const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+  // u32 and u64 fields (nearly all of them) call their own load or store
+  // directly: through loadScalar / storeScalar's switch they cost a call
+  // that V8 did not inline, on every field of every ioctl.
+  const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})`
+    : acc.code === T_U32 ? `U32(b, o + ${acc.offset})` : acc.code === T_U64 ? `U64(b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
+  const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)`
+    : acc.code === T_U32 ? `P32(t, o + ${acc.offset}, x)` : acc.code === T_U64 ? `P64(t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+    function snapshot(v) { return { ${fields.map(([n]) => `${JSON.stringify(n)}: v[${JSON.stringify(n)}]`).join(', ')} }; },
+    function encodeChanged(v, w, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined${acc.isArray ? '' : ` && x !== w[${JSON.stringify(n)}]`}) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode] = new Function('L', 'S', 'read', 'write', 'A', 'N', body)(loadScalar, storeScalar, read, write, accessors, name);
-    return { decode, encode };
+    const [decode, encode, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+      loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
+    return { decode, encode, encodeChanged, snapshot };
   } catch {
     return null;
   }
@@ -343,6 +373,18 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
         if (v !== undefined) write(name, acc, view, base + acc.offset, v);
       }
       return target;
+    },
+    encodeChanged(values, before, into, byteOffset = 0) {
+      checkRange(name, into, byteOffset, size);
+      const given = values as Record<string, unknown>, old = before as Record<string, unknown>;
+      if (fast) { fast.encodeChanged(given, old, into, byteOffset); return; }
+      for (const [field, acc] of [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList]) {
+        const v = given[field];
+        if (v !== undefined && (acc.isArray || v !== old[field])) write(name, acc, into, byteOffset + acc.offset, v);
+      }
+    },
+    snapshot(values) {
+      return (fast ? fast.snapshot(values as Record<string, unknown>) : { ...values }) as StructValues<F, A>;
     },
     get(bytes, field, byteOffset = 0) {
       const acc = lookup(field);
