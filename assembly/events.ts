@@ -71,33 +71,52 @@ export function ringPush(id: u32, w0: u64, w1: u64, w2: u64, w3: u64): i32 {
   const r = ring(id);
   if (load<u32>(r + RING_BASE) == 0) return ERR_INVAL; // a free slot: nowhere to write
   const held = lock(r);
-  const depth = load<u32>(r + RING_DEPTH);
-  const lw = load<u32>(r + RING_LOST);
-  const bytes = lw >> 8;
-  const seq = load<u32>(r + RING_SEQ);
-  store<u32>(r + RING_SEQ, (seq + 1) & INT_MAX);
-  const count = load<u32>(r + RING_COUNT);
-  if (count == depth) {
-    // Full: the LOST_EVENTS header (at the tail, whether or not it was) takes the sequence.
-    store<u32>(r + RING_LOST, lw | 1);
-    store<u32>(r + RING_LOST_SEQ, seq);
-  } else {
-    store<u32>(r + RING_LOST, lw & ~1); // the new record replaces a LOST_EVENTS header at the tail
-    let slot = load<u32>(r + RING_HEAD) + count;
-    if (slot >= depth) slot -= depth;
-    const rec = <usize>load<u32>(r + RING_BASE) + <usize>slot * (RING_HEADER + bytes);
-    store<u32>(rec, 0);
-    store<u32>(rec, seq, 4);
-    // The data: the words it holds, little-endian, then cut to `bytes`.
-    const d = rec + RING_HEADER;
-    if (bytes >= 8) store<u64>(d, w0); else if (bytes == 4) store<u32>(d, <u32>w0);
-    if (bytes >= 16) store<u64>(d, w1, 8);
-    if (bytes >= 24) store<u64>(d, w2, 16);
-    if (bytes >= 32) store<u64>(d, w3, 24);
-    store<u32>(r + RING_COUNT, count + 1);
-  }
+  produce(r, w0, w1, w2, w3);
   unlock(r, held);
   return 0;
+}
+
+/**
+ * The producer's inner code (ringPush and the fault path, under the ring's
+ * lock when there is one): one record, or the LOST_EVENTS header when full.
+ * A fault storm runs it once per refused IOVA, so it is straight-line code:
+ * count and next sequence (adjacent words) read and written as one u64, the
+ * header as one u64, an SMMUv3 record's 32 data bytes as four u64 stores.
+ */
+// @ts-ignore: decorator
+@inline function produce(r: usize, w0: u64, w1: u64, w2: u64, w3: u64): void {
+  const depth = load<u32>(r + RING_DEPTH);
+  const lw = load<u32>(r + RING_LOST);
+  const cs = load<u64>(r + RING_COUNT); // RING_COUNT, then RING_SEQ
+  const count = <u32>cs;
+  const seq = <u32>(cs >> 32);
+  const next = <u64>((seq + 1) & INT_MAX) << 32;
+  if (count == depth) {
+    // Full: the LOST_EVENTS header (at the tail, whether or not it was) takes the sequence.
+    store<u32>(r + RING_SEQ, <u32>(next >> 32));
+    store<u64>(r + RING_LOST, (<u64>seq << 32) | (lw | 1)); // RING_LOST, then RING_LOST_SEQ
+    return;
+  }
+  store<u64>(r + RING_COUNT, next | (count + 1));
+  if ((lw & 1) != 0) store<u32>(r + RING_LOST, lw & ~1); // the new record replaces a LOST_EVENTS header at the tail
+  const bytes = lw >> 8;
+  let slot = load<u32>(r + RING_HEAD) + count;
+  if (slot >= depth) slot -= depth;
+  const rec = <usize>load<u32>(r + RING_BASE) + <usize>slot * (RING_HEADER + bytes);
+  store<u64>(rec, <u64>seq << 32); // flags 0, sequence
+  // The data: the words it holds, little-endian, then cut to `bytes`.
+  const d = rec + RING_HEADER;
+  if (bytes == 32) {
+    store<u64>(d, w0);
+    store<u64>(d, w1, 8);
+    store<u64>(d, w2, 16);
+    store<u64>(d, w3, 24);
+    return;
+  }
+  if (bytes >= 8) store<u64>(d, w0); else if (bytes == 4) store<u32>(d, <u32>w0);
+  if (bytes >= 16) store<u64>(d, w1, 8);
+  if (bytes >= 24) store<u64>(d, w2, 16);
+  if (bytes >= 32) store<u64>(d, w3, 24);
 }
 
 /** Route context c's refused translations to ring `id` (0: none) with StreamID `tag`. */
@@ -126,7 +145,8 @@ const CLASS_IN: u64 = 0b10;
  * input address (arm_vmaster_report_event's record). A blocked context
  * records nothing here (its reason is the host's: C_BAD_CD and the like).
  */
-export function recordFault(c: u32, st: u32, iova: u64, access: u32): void {
+// @ts-ignore: decorator
+@inline export function recordFault(c: u32, st: u32, iova: u64, access: u32): void {
   if (c >= maxContexts) return;
   const x = ctxTable + <usize>c * CTX_SIZE;
   const id = load<u32>(x + CTX_RING);
@@ -142,5 +162,27 @@ export function recordFault(c: u32, st: u32, iova: u64, access: u32): void {
   const w0 = type | (<u64>load<u32>(x + CTX_TAG) << 32);
   // RnW [35] = 1 for a read; S2 [39]; CLASS [41:40].
   const w1 = ((access & PERM_W) != 0 ? 0 : <u64>1 << 35) | (s2 ? (<u64>1 << 39) | (CLASS_TT << 40) : CLASS_IN << 40);
-  ringPush(id, w0, w1, iova, 0);
+  // A fault storm's record, inline in the translation loops: no worker to
+  // lock out, an SMMUv3 ring (32 data bytes) with room and no LOST_EVENTS
+  // header at its tail. Anything else through ringPush.
+  const r = ring(id);
+  const base = load<u32>(r + RING_BASE);
+  const cs = load<u64>(r + RING_COUNT); // RING_COUNT, then RING_SEQ
+  const count = <u32>cs;
+  if (base == 0 || load<u32>(r + RING_LOST) != 32 << 8 || count == load<u32>(r + RING_DEPTH) ||
+      load<u32>(CTRL_BASE + CTRL_INST_COUNT) != 0) {
+    ringPush(id, w0, w1, iova, 0);
+    return;
+  }
+  const seq = <u32>(cs >> 32);
+  store<u64>(r + RING_COUNT, (<u64>((seq + 1) & INT_MAX) << 32) | (count + 1));
+  let slot = load<u32>(r + RING_HEAD) + count;
+  const depth = load<u32>(r + RING_DEPTH);
+  if (slot >= depth) slot -= depth;
+  const rec = <usize>base + <usize>slot * (RING_HEADER + 32);
+  store<u64>(rec, <u64>seq << 32); // flags 0, sequence
+  store<u64>(rec, w0, RING_HEADER);
+  store<u64>(rec, w1, RING_HEADER + 8);
+  store<u64>(rec, iova, RING_HEADER + 16);
+  store<u64>(rec, 0, RING_HEADER + 24);
 }

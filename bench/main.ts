@@ -205,19 +205,31 @@ let naive = 0;
   ref.map(1, IOVA, 0x100000n, BigInt(PAGES * 4096), 3);
   const refIovas = iovas.map(BigInt);
   let sink = 0;
-  let ours: number, call: number, empty: number;
-  [ours, naive, call, empty] = measureAlt([
+  let ours: number, call: number, empty: number, hot: number;
+  // What the per-call case measures: Engine.translate, the public per-call
+  // API, which is the engine's translate export itself (no JS in between:
+  // host/engine/engine.ts), over 4096 distinct pages in turn, every call a
+  // hit. Its IOTLB sets are then 4096 x 32 bytes, 128 KiB, beyond the L1:
+  // each call waits for the L2, the empty call (limit.empty, same
+  // signature, same arguments) touches no memory. iotlb.hit.percall.hot
+  // (no target) is the same call on 8 pages, whose sets stay in the L1: it
+  // tells the IOTLB's working set from the work of the call. Each body is
+  // its own closure: one call site shared by two engines (or an empty call
+  // and an engine) goes polymorphic and measures V8's dispatch instead.
+  [ours, naive, call, empty, hot] = measureAlt([
     [PAGES * 64, (ops) => { for (let i = 0; i < ops; i++) sink += engine.translate(ctx, iovas[i & (PAGES - 1)], 0, 1); }],
     [PAGES * 16, (ops) => {
       for (let i = 0; i < ops; i++) { const r = ref.iotlb.translate(1, 0, refIovas[i & (PAGES - 1)], 1); if (r.ok) sink++; }
     }],
     [PAGES * 64, (ops) => { for (let i = 0; i < ops; i++) sink += engine.ctxDomain(i & 1); }],
     [PAGES * 64, (ops) => { for (let i = 0; i < ops; i++) sink += lim.empty(ctx, iovas[i & (PAGES - 1)], 0, 1); }],
+    [PAGES * 64, (ops) => { for (let i = 0; i < ops; i++) sink += engine.translate(ctx, iovas[i & 7], 0, 1); }],
   ]);
   if (sink === -1) console.log(sink);
   report({ id: 'iotlb.hit.percall', what: 'IOTLB-hit translation, one call each', value: ours, unit: 'ns', baseline: 'naive TS (Map+DataView)', baselineValue: naive, ratio: naive / ours, target: '>= 8x faster' }, naive / ours >= 8);
   report({ id: 'iotlb.hit.percall.vs_call', what: 'per-call hit against a minimal engine call (Engine.ctxDomain)', value: ours, unit: 'ns', baseline: 'minimal wasm call', baselineValue: call, ratio: ours / call, target: '<= 3x' }, ours / call <= 3);
   report({ id: 'iotlb.hit.percall.vs_empty', what: 'per-call hit against an empty JS-to-wasm call of the same signature (limit.empty)', value: ours, unit: 'ns', baseline: 'empty wasm call', baselineValue: empty, ratio: ours / empty, target: '<= 3x' }, ours / empty <= 3);
+  report({ id: 'iotlb.hit.percall.hot', what: 'the per-call hit on 8 pages (their IOTLB sets stay in the L1) against the empty call: the call and the probe without the IOTLB working set of the 4096-page case', value: hot, unit: 'ns', baseline: 'empty wasm call', baselineValue: empty, ratio: hot / empty, target: null }, null);
 }
 
 // --- 2. IOTLB hit, batched: against the naive model and the limit loop -------------

@@ -106,6 +106,28 @@ describe('event rings', () => {
     expect(drain(ring, 2, 32).map((r) => [r.seq, r.data[0]])).toEqual([[5, 9n]]);
   });
 
+  it('fault-path records follow the same rules: they wrap past the end, overflow to a LOST_EVENTS header, and the next fault that fits removes it', () => {
+    const ring = newRing(3);
+    e.ctxRoute(3, ring, 5);
+    const fault = (iova: number) => expect(e.translate(3, iova, 0, R)).toBe(e.layout.F_NOT_PRESENT);
+    fault(0x5000); fault(0x6000);
+    expect(drain(ring, 3, 32).map((r) => [r.seq, r.data[2]])).toEqual([[0, 0x5000n], [1, 0x6000n]]);
+    for (let i = 0; i < 5; i++) fault(0x10_0000 + i * 4096); // head at slot 2: slots 2, 0, 1, then full
+    expect(lost(ring)).toEqual({ lost: true, seq: 6 });
+    expect(drain(ring, 3, 32).map((r) => [r.seq, r.data[2]])).toEqual([[2, 0x10_0000n], [3, 0x10_1000n], [4, 0x10_2000n]]);
+    e.ringPush(ring, [1n, 0n, 0n, 0n]); // the host's event and the engine's share one sequence
+    fault(0x7000);
+    expect(lost(ring).lost).toBe(false);
+    expect(drain(ring, 3, 32).map((r) => [r.seq, r.data[2]])).toEqual([[7, 0n], [8, 0x7000n]]);
+    // The first record after an overflow is a fault's: it removes the header too.
+    for (let i = 0; i < 4; i++) fault(0x20_0000 + i * 4096);
+    expect(lost(ring)).toEqual({ lost: true, seq: 12 });
+    drain(ring, 3, 32);
+    fault(0x8000);
+    expect(lost(ring).lost).toBe(false);
+    expect(drain(ring, 3, 32).map((r) => [r.seq, r.data[2]])).toEqual([[13, 0x8000n]]);
+  });
+
   it('a ring of 4-byte events keeps 4 bytes of each (the selftest type)', () => {
     const ring = newRing(3, 4);
     e.ringPush(ring, [0x1234n, 0n, 0n, 0n]);
