@@ -781,6 +781,43 @@ step('shared-memory mode: IOTLB-hit translation throughput of two workers agains
   report({ id: 'shared.translate.2w', what: `IOTLB-hit translations per microsecond, two workers at once (translateBatch N = 256 between enter() and leave(), each worker its own IOTLB) against one worker alone; ${cpus().length} cores`, value: t2, unit: '/us', baseline: 'one worker', baselineValue: t1, ratio: t2 / t1, target: '>= 1.7x' }, t2 / t1 >= 1.7);
 }
 
+// --- Snapshot and restore: against a plain copy of the engine's memory ---------------
+step('snapshot and restore of a host with 64 MiB of guest memory mapped and a device attached');
+{
+  const h = await createHost({ memoryLimit: 256 << 20 });
+  const fd = h.open('/dev/iommu');
+  const iommufd = new Iommufd(h, fd);
+  const ioas = iommufd.ioasAlloc();
+  const dev = h.addDevice();
+  const vfio = new VfioDevice(h, dev.path);
+  vfio.bind(iommufd);
+  vfio.attach(ioas);
+  const MIB = 1 << 20, size = 64 * MIB;
+  const ram = h.mmap(size);
+  const rand = rng(11);
+  const chunk = new Uint8Array(MIB);
+  for (let at = 0; at < size; at += MIB) { for (let i = 0; i < MIB; i += 64) chunk[i] = rand() * 256; h.mem.write(ram + at, chunk); }
+  iommufd.ioasMap({ ioasId: ioas, userVa: ram, length: size, iova: 0x1000_0000n });
+  const reps = quick ? 3 : 7;
+  let bytes: Uint8Array = new Uint8Array(0);
+  const save: number[] = [], load: number[] = [], copy: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    let t = performance.now();
+    bytes = h.snapshot();
+    save.push(performance.now() - t);
+    t = performance.now();
+    await createHost({ restore: bytes });
+    load.push(performance.now() - t);
+    t = performance.now();
+    h.engine.bytes.slice();
+    copy.push(performance.now() - t);
+  }
+  const s = median(save), l = median(load), c = median(copy);
+  const memMiB = h.engine.memory.buffer.byteLength / MIB;
+  report({ id: 'snapshot.save', what: `host.snapshot(): ${(bytes.length / MIB).toFixed(1)} MiB of snapshot from ${memMiB} MiB of engine memory (64 MiB of it guest RAM)`, value: s, unit: 'ms', baseline: 'copy of the engine memory', baselineValue: c, ratio: s / c, target: null }, null);
+  report({ id: 'snapshot.restore', what: 'createHost({ restore }) of that snapshot (the engine compiled once: the module is cached)', value: l, unit: 'ms', baseline: 'copy of the engine memory', baselineValue: c, ratio: l / c, target: null }, null);
+}
+
 // ---- outputs ------------------------------------------------------------------------
 
 const seconds = (performance.now() - t0run) / 1000;
