@@ -134,6 +134,7 @@ export function checkInvariants(host: Host, opts: CheckOptions = {}): void {
     checkObjects(host);
     checkPins(host);
     checkTranslations(host, opts);
+    checkMockDomains(host);
   } finally {
     cached = null;
   }
@@ -185,6 +186,28 @@ export function checkObjects(host: Host): void {
         break;
       case 'VIOMMU':
         bump(obj.hwpt);
+        // The mock's HW queues: queue N holds queue N - 1 (iommufd_hw_queue_depend).
+        for (const q of (obj.ops?.queues ?? []) as Any[]) {
+          if (!q) continue;
+          if (!seen.has(q.core) || q.core.viommu !== obj) fail(`VIOMMU ${obj.id}: HW queue slot ${q.index} holds a queue that is not in the table`);
+          if (q.prev) bump(q.prev.core);
+        }
+        break;
+      case 'HW_QUEUE':
+        bump(obj.viommu);
+        if (!obj.access || !seen.has(obj.access)) fail(`HW_QUEUE ${obj.id}: its internal access is gone`);
+        break;
+      case 'ACCESS':
+        // Selftest accesses (an fd holds them) and HW queues' internal accesses: the driver's reference, and the IOAS.
+        bump(obj);
+        if (obj.ioas) {
+          if (!seen.has(obj.ioas)) fail(`ACCESS ${obj.id}: its IOAS is gone`);
+          if (!obj.ioas.iopt.accesses.has(obj)) fail(`ACCESS ${obj.id}: not in its IOAS's access list`);
+          bump(obj.ioas);
+        }
+        break;
+      case 'SELFTEST':
+        if (!obj.idev || !seen.has(obj.idev) || obj.idev.pci !== obj.pci) fail(`SELFTEST ${obj.id}: its DEVICE is gone`);
         break;
       case 'FAULT': {
         // Every group waiting (unread or unanswered) is of an attachment that still reports to this FAULT:
@@ -214,14 +237,19 @@ export function checkObjects(host: Host): void {
   // (An area of IOMMU_IOAS_MAP_FILE holds its file too, whatever the file is.)
   const files = liveFiles(host);
   for (const f of files) if (f.queue && seen.has(f.queue) && f.refs > 0) bump(f.queue);
+  // An iommufd mmap (the mock vIOMMU's pages) holds its owner per VMA (iommufd_fops_vma_open).
+  for (const v of inner(host).mm.vmas as Any[]) if (v.backing.file?.owner && seen.has(v.backing.file.owner)) bump(v.backing.file.owner);
+  // Each IOAS's access list holds live accesses only.
+  for (const { obj } of objs) {
+    if (obj.type !== 'IOAS') continue;
+    for (const a of obj.iopt.accesses as Set<Any>) if (!seen.has(a) || a.ioas !== obj) fail(`IOAS ${obj.id}: its access list holds an access that is not attached to it`);
+  }
   for (const { obj } of objs) {
     if (obj.type === 'HWPT_PAGING' || obj.type === 'HWPT_NESTED') {
       const n = attachedCount.get(obj) ?? 0;
       if (obj.attached !== n) fail(`${obj.type} ${obj.id}: attached = ${obj.attached}, devices say ${n}`);
       if (obj.auto && n === 0) fail(`automatic HWPT_PAGING ${obj.id} with no device left`);
     }
-    // Objects the fuzzer does not model (ACCESS, HW_QUEUE, SELFTEST, mmap holders) are only checked for >= 1.
-    if (obj.type === 'ACCESS' || obj.type === 'HW_QUEUE' || obj.type === 'SELFTEST') { if (obj.users < 1) fail(`${obj.type} ${obj.id}: users ${obj.users}`); continue; }
     const want = expected.get(obj)!;
     if (obj.users !== want) fail(`${obj.type} ${obj.id}: users = ${obj.users}, the graph needs ${want}`);
   }
@@ -231,7 +259,8 @@ export function checkObjects(host: Host): void {
   // A function no DEVICE is bound to, or a PASID nothing is attached at, has no context (blocked).
   const bound = new Map<Any, Any>();
   for (const { obj } of objs) if (obj.type === 'DEVICE') bound.set(obj.pci, obj);
-  for (const pci of pciFunctions(host)) {
+  // (Mock devices, IOMMU_TEST_OP_MOCK_DOMAIN's, are not in the machine's list: those of live DEVICEs are checked too.)
+  for (const pci of new Set([...pciFunctions(host), ...bound.keys()])) {
     const idev = bound.get(pci);
     for (const pasid of (pci.contexts as Map<number, number>).keys()) {
       if (!idev || !idev.attached.has(pasid)) fail(`${pci.path} pasid ${pasid}: a context without an attachment`);
@@ -247,15 +276,22 @@ export function checkObjects(host: Host): void {
 export function checkPins(host: Host): void {
   /** Per pages object: [first, last + 1) page intervals needed by areas of IOASes with domains. */
   const pagesObjs = new Map<Any, number[]>();
-  let accesses = false;
+  const needOf = (p: Any): number[] => {
+    let need = pagesObjs.get(p);
+    if (!need) pagesObjs.set(p, (need = []));
+    return need;
+  };
   for (const { obj } of allObjects(host)) {
-    if (obj.type === 'ACCESS' || obj.type === 'HW_QUEUE') accesses = true;
+    // An access's pins (iommufd_access_pin_pages): a selftest ACCESS's items (ACCESS_PAGES), a HW queue's internal access.
+    if (obj.type === 'ACCESS') {
+      const pins: Any[] = obj.items ? [...obj.items.values()].flatMap((it: Any) => it.pins) : obj.pins;
+      for (const p of pins) needOf(p.pages).push(p.first, p.last + 1);
+      continue;
+    }
     if (obj.type !== 'IOAS') continue;
     const iopt = obj.iopt;
-    if (iopt.accesses.size > 0) accesses = true;
     for (const a of iopt.areas) {
-      let need = pagesObjs.get(a.pages);
-      if (!need) pagesObjs.set(a.pages, (need = []));
+      const need = needOf(a.pages);
       if (iopt.domains.length === 0) continue;
       const [first, last] = a.pages.indexRange(a.offset, a.bytes);
       need.push(first, last + 1);
@@ -266,11 +302,11 @@ export function checkPins(host: Host): void {
   let charged = 0;
   for (const [p, need] of pagesObjs) {
     const runs = p.runs as { first: number; last: number; count: number; pa: number }[];
-    if (!accesses) {
+    {
       const want = steps(need.map((x, i) => [x, i % 2 === 0 ? 1 : -1] as [number, number]));
       const have = steps(runs.flatMap((r) => [[r.first, r.count], [r.last + 1, -r.count]] as [number, number][]));
       if (want.join() !== have.join()) {
-        fail(`a pages object's pins [first, end, count]: ${show(have)}; its areas with domains need ${show(want)}`);
+        fail(`a pages object's pins [first, end, count]: ${show(have)}; its areas with domains and the accesses need ${show(want)}`);
       }
     }
     for (const r of runs) {
@@ -282,8 +318,7 @@ export function checkPins(host: Host): void {
       for (let i = 0; i < n; i++) holders[pfn + i]++;
     }
   }
-  if (!accesses && host.lockedPages !== charged) fail(`RLIMIT_MEMLOCK charge ${host.lockedPages} pages, pinned and charged ${charged}`);
-  if (accesses) return;
+  if (host.lockedPages !== charged) fail(`RLIMIT_MEMLOCK charge ${host.lockedPages} pages, pinned and charged ${charged}`);
   // Frames: one reference per VMA page that owns it, per memfd page, per pages object pinning it.
   const mm = inner(host).mm;
   const memfiles = new Set<Any>();
@@ -352,6 +387,7 @@ export function checkTranslations(host: Host, opts: CheckOptions = {}): void {
       toCheck.set(k, { pasid: Number(p), iova: BigInt(i) });
     }
     for (const [pasid, h] of idev.attached as Map<number, Any>) {
+      if (h.type === 'HWPT_NESTED') { checkNested(host, idev, pasid, h, opts); continue; }
       if (h.type !== 'HWPT_PAGING') continue;
       const areas = h.ioas.iopt.areas as Any[];
       const add = (iova: bigint) => toCheck.set(`${pasid}:${iova}`, { pasid, iova });
@@ -408,6 +444,190 @@ export function checkTranslations(host: Host, opts: CheckOptions = {}): void {
     if (seen.size > 64) {
       const drop = [...seen].slice(0, seen.size - 64);
       for (const k of drop) seen.delete(k);
+    }
+  }
+}
+
+/**
+ * Mock paging domains (attached or not): each area's first and last 2 KiB
+ * IOPTE translates to the area's bytes, and the 2 KiB just outside an area
+ * that no other area covers translates to nothing (MockPagingTable's
+ * halves: selftest.c's 2 KiB granule over a 4 KiB table).
+ */
+export function checkMockDomains(host: Host): void {
+  for (const { obj: h } of allObjects(host)) {
+    if (h.type !== 'HWPT_PAGING' || h.driver.kind !== 'mock' || !h.ops || !h.ioas.iopt.domains.includes(h)) continue;
+    const t = h.ops;
+    for (const a of h.ioas.iopt.areas as Any[]) {
+      for (const iova of [a.iova, (a.last + 1n) - 2048n]) {
+        const got = t.iovaToPhys(iova);
+        if (got !== areaPa(a, iova)) fail(`mock HWPT_PAGING ${h.id}: iova 0x${iova.toString(16)} (area [0x${a.iova.toString(16)}, 0x${a.last.toString(16)}]) translates to ${got === null ? 'nothing' : `0x${got.toString(16)}`}, the area's byte is at 0x${areaPa(a, iova).toString(16)}`);
+      }
+      for (const iova of [a.iova - 2048n, a.last + 1n]) {
+        if (iova < 0n || areaAt(h.ioas, iova)) continue;
+        const got = t.iovaToPhys(iova);
+        if (got !== null) fail(`mock HWPT_PAGING ${h.id}: iova 0x${iova.toString(16)}, next to area [0x${a.iova.toString(16)}, 0x${a.last.toString(16)}] and in none, translates to 0x${got.toString(16)}`);
+      }
+    }
+  }
+}
+
+/** The physical ranges [pa, end) behind an IOAS's areas: readable ones, and writable ones. */
+function stage2Ranges(ioas: Any): { r: [number, number][]; w: [number, number][] } {
+  const r: [number, number][] = [], w: [number, number][] = [];
+  for (const a of ioas.iopt.areas as Any[]) {
+    for (const run of a.pages.physRuns(a.offset, a.bytes) as { pa: number; length: number }[]) {
+      if (a.perm & 1) r.push([run.pa, run.pa + run.length]);
+      if (a.perm & 2) w.push([run.pa, run.pa + run.length]);
+    }
+  }
+  return { r, w };
+}
+
+const inRanges = (ranges: [number, number][], pa: number) => ranges.some(([lo, hi]) => lo <= pa && pa < hi);
+
+const S1_ADDR = 0x000f_ffff_ffff_f000n;
+/** The x86-64 entry bits a simple first-stage entry may have: P, R/W, U/S, PWT, PCD, A, D, and the address. */
+const S1_SIMPLE = S1_ADDR | 0x7fn;
+
+/** 8 bytes of a guest-physical address through stage 2 (the parent's areas), or null where stage 2 maps nothing. */
+function readGpa(host: Host, ioas: Any, gpa: bigint, buf: Uint8Array): boolean {
+  const a = areaAt(ioas, gpa);
+  if (!a || a.last - gpa + 1n < BigInt(buf.length)) return false;
+  inner(host).phys.read(areaPa(a, gpa), buf);
+  return true;
+}
+
+/**
+ * The VT-d first-stage walk (x86-64 paging, VT-d 3.6 / 9.7) of a nested
+ * HWPT, done here from the guest's table through the parent's areas: the
+ * physical address a DMA at iova must reach, null where it must fault, or
+ * 'unknown' where the table uses what this walk does not model (large
+ * pages, XD, ignored bits, a table page stage 2 maps read-only: the engine
+ * decides those, and only the stage-2 bound is checked).
+ */
+function vtdS1Ref(host: Host, h: Any, iova: bigint, write: boolean): number | null | 'unknown' {
+  const levels = h.s1.addrWidth === 57 ? 5 : 4;
+  if (iova >= 1n << BigInt(levels === 5 ? 56 : 47)) return 'unknown';
+  const ioas = h.parent.ioas;
+  const buf = new Uint8Array(8);
+  const dv = new DataView(buf.buffer);
+  let table = h.s1.root & ~0xfffn;
+  let rw = true;
+  for (let level = levels; level >= 1; level--) {
+    const gpa = table + ((iova >> BigInt(12 + 9 * (level - 1))) & 511n) * 8n;
+    const a = areaAt(ioas, gpa);
+    if (!a) return null; // a table entry stage 2 does not map: F_STAGE2
+    if ((a.perm & 3) !== 3) return 'unknown'; // A/D written back through a read-only stage 2
+    readGpa(host, ioas, gpa, buf);
+    const e = dv.getBigUint64(0, true);
+    if (!(e & 1n)) return null;
+    if (e & ~S1_SIMPLE) return 'unknown';
+    if (!(e & 4n)) return null; // user requests need U/S at every level
+    if (!(e & 2n)) rw = false;
+    table = e & S1_ADDR;
+  }
+  if (write && !rw) return null;
+  const gpa = table | (iova & 0xfffn);
+  const a = areaAt(ioas, gpa);
+  if (!a || !(a.perm & (write ? 2 : 1))) return null;
+  return areaPa(a, gpa);
+}
+
+/** Up to `max` IOVAs (page-aligned) that a nested HWPT's VT-d first-stage table maps, found by walking it from its root. */
+function vtdS1Leaves(host: Host, h: Any, max: number): bigint[] {
+  const levels = h.s1.addrWidth === 57 ? 5 : 4;
+  const ioas = h.parent.ioas;
+  const out: bigint[] = [];
+  const page = new Uint8Array(4096);
+  const dv = new DataView(page.buffer);
+  let tables = 0;
+  const walk = (table: bigint, level: number, base: bigint): void => {
+    if (out.length >= max || tables++ >= 16) return;
+    if (!readGpa(host, ioas, table, page)) return;
+    const entries: bigint[] = [];
+    for (let i = 0; i < 512; i++) entries.push(dv.getBigUint64(i * 8, true));
+    for (let i = 0; i < 512 && out.length < max; i++) {
+      const e = entries[i];
+      if (!(e & 1n) || (e & ~S1_SIMPLE)) continue;
+      const iova = base | (BigInt(i) << BigInt(12 + 9 * (level - 1)));
+      if (level === 1) out.push(iova);
+      else walk(e & S1_ADDR, level - 1, iova);
+    }
+  };
+  walk(h.s1.root & ~0xfffn, levels, 0n);
+  return out;
+}
+
+function tryTranslate(dma: Any, iova: bigint, pasid: number, write: boolean): { pa: number } | null {
+  try {
+    return dma.translate(iova, { pasid, write });
+  } catch (e) {
+    if (e instanceof DmaFault) return null;
+    throw e;
+  }
+}
+
+/**
+ * A device attached to a HWPT_NESTED: what a DMA through it reaches.
+ * Whatever the first stage (a VT-d table in guest memory, an SMMUv3 vSTE
+ * and CD, the mock's nested domain), stage 2 bounds it: a translation lands
+ * in a physical page that an area of the parent's IOAS maps (writable, for
+ * a write), and a DMA reads the bytes memory holds there. Where the first
+ * stage is a VT-d table this walk can follow, the translation is exactly
+ * the table's (after dropping the domain's cached entries once: a guest
+ * that changed its table without invalidating may see stale entries). The
+ * mock's nested domains have no table: DMA through them is refused.
+ */
+function checkNested(host: Host, idev: Any, pasid: number, h: Any, opts: CheckOptions): void {
+  const dma = idev.pci.dma;
+  const ioas = h.parent.ioas;
+  const where = (iova: bigint) => `${idev.pci.path} pasid ${pasid} iova 0x${iova.toString(16)} (HWPT_NESTED ${h.id} on HWPT_PAGING ${h.parent.id}, IOAS ${ioas.id})`;
+  const areas = ioas.iopt.areas as Any[];
+  const probes = new Set<bigint>();
+  for (const a of areas.slice(0, 4)) probes.add(a.iova & ~0xfffn);
+  if (opts.rng && areas.length > 0) {
+    for (let s = 0; s < (opts.samples ?? 2); s++) {
+      const a = opts.rng.pick(areas);
+      probes.add((a.iova & ~0xfffn) + opts.rng.bigint(0n, BigInt(Math.max(1, Math.floor(a.bytes / PAGE)))) * 4096n);
+    }
+  }
+  if (h.s1) for (const iova of vtdS1Leaves(host, h, opts.full ? 16 : 4)) probes.add(iova);
+  if (h.domain) {
+    for (const iova of probes) expectFault(() => dma.translate(iova, { pasid }), `${where(iova)}: through the mock's nested domain`);
+    return;
+  }
+  const ranges = stage2Ranges(ioas);
+  const phys = inner(host).phys;
+  for (const iova of probes) {
+    for (const write of [false, true]) {
+      let got = tryTranslate(dma, iova, pasid, write);
+      if (h.s1) {
+        const ref = vtdS1Ref(host, h, iova, write);
+        const agrees = (g: { pa: number } | null) => ref === 'unknown' || (ref === null ? g === null : g !== null && g.pa === ref);
+        if (!agrees(got)) {
+          host.engine.flushDomain(h.did);
+          got = tryTranslate(dma, iova, pasid, write);
+          if (!agrees(got)) {
+            fail(`${where(iova)}: ${write ? 'write' : 'read'} translates to ${got ? `pa 0x${got.pa.toString(16)}` : 'a fault'}, the first-stage table and stage 2 give ${ref === null ? 'a fault' : `pa 0x${(ref as number).toString(16)}`}`);
+          }
+        }
+      }
+      if (!got) continue;
+      if (!inRanges(write ? ranges.w : ranges.r, got.pa)) fail(`${where(iova)}: ${write ? 'write' : 'read'} reaches pa 0x${got.pa.toString(16)}, which no ${write ? 'writable ' : ''}area of the parent's IOAS maps`);
+      if (!write && opts.dma !== false) {
+        const n = Math.min(16, PAGE - (got.pa % PAGE));
+        let bytes: Uint8Array;
+        try {
+          bytes = dma.read(iova, n, { pasid });
+        } catch (e) {
+          if (e instanceof DmaFault) fail(`${where(iova)}: translates to pa 0x${got.pa.toString(16)}, but a DMA read faults (${e.message})`);
+          throw e;
+        }
+        const want = new Uint8Array(n);
+        phys.read(got.pa, want);
+        for (let i = 0; i < n; i++) if (bytes[i] !== want[i]) fail(`${where(iova)}: DMA read byte ${i} = ${bytes[i]}, memory at pa 0x${got.pa.toString(16)} holds ${want[i]}`);
+      }
     }
   }
 }
