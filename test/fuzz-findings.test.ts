@@ -6,6 +6,8 @@
 import { expect, test } from 'vitest';
 import { newHost, Iommufd, VfioDevice, PAGE, expectBytes } from './support/host.js';
 import { checkInvariants } from './support/fuzz.js';
+import { Selftest, err } from './support/selftest.js';
+import { uapi } from '../host/index.js';
 
 test('two domains on one IOAS: an area mapped after both stays pinned when one domain goes (ioctl fuzzer, seeds 3541276485, 4055794551)', async () => {
   // io_pagetable pinned an area once when mapped into N domains, but a
@@ -46,5 +48,37 @@ test('two domains on one IOAS: an area mapped after both stays pinned when one d
   c.detach();
   expect(host.engine.refcount(pa / PAGE)).toBe(0);
   expect(host.lockedPages).toBe(0);
+  checkInvariants(host);
+});
+
+test('IOMMU_TEST_OP_ACCESS_REPLACE_IOAS through another iommufd looks the IOAS up in the access\'s own iommufd (ioctl fuzzer, seed 1592598564, test kernel, call 30729)', async () => {
+  // The op looked ioas_id up in the iommufd the command came through. An
+  // access of iommufd A moved onto an IOAS of iommufd B took a user of it
+  // that only A's objects could drop: closing B then found that IOAS busy
+  // ("iommufd teardown: objects still in use"). Linux looks the id up in
+  // access->ictx (drivers/iommu/iommufd/device.c,
+  // iommufd_access_change_ioas_id: iommufd_get_ioas(access->ictx, id)).
+  const host = await newHost({ iommufdTest: true });
+  const a = new Selftest(host);
+  const b = new Selftest(host);
+  const ioasA = a.ioasAlloc(); // 1 in A
+  const accessFd = a.createAccess(ioasA, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES); // its object takes 2 in A
+  b.ioasAlloc(); // 1 in B
+  b.ioasAlloc(); // 2 in B
+  const ioasB = b.ioasAlloc(); // 3 in B, nothing under 3 in A
+  err('ENOENT', () => b.accessReplaceIoas(accessFd, ioasB));
+  checkInvariants(host);
+  // An id of A, named through B's fd, moves the access within A.
+  const ioasA2 = a.ioasAlloc(); // 3 in A
+  expect(ioasA2).toBe(ioasB);
+  b.accessReplaceIoas(accessFd, ioasA2);
+  checkInvariants(host);
+  err('EBUSY', () => a.destroy(ioasA2)); // the access holds it
+  b.destroy(ioasB); // B's own IOAS 3 is free
+  host.close(b.fd); // B tears down: none of its objects is held from A
+  checkInvariants(host);
+  a.destroyAccess(accessFd);
+  a.destroy(ioasA2);
+  a.teardown();
   checkInvariants(host);
 });

@@ -155,7 +155,7 @@ export function checkObjects(host: Host): void {
     expected.set(obj, expected.get(obj) ?? 1);
   }
   const attachedCount = new Map<Any, number>();
-  for (const { obj } of objs) {
+  for (const { ictx, obj } of objs) {
     switch (obj.type) {
       case 'DEVICE': {
         bump(obj); // the binding driver's reference
@@ -202,6 +202,7 @@ export function checkObjects(host: Host): void {
         bump(obj);
         if (obj.ioas) {
           if (!seen.has(obj.ioas)) fail(`ACCESS ${obj.id}: its IOAS is gone`);
+          if (ictx.objects.find(obj.ioas.id) !== obj.ioas) fail(`ACCESS ${obj.id}: its IOAS ${obj.ioas.id} is of another iommufd`);
           if (!obj.ioas.iopt.accesses.has(obj)) fail(`ACCESS ${obj.id}: not in its IOAS's access list`);
           bump(obj.ioas);
         }
@@ -1248,8 +1249,8 @@ export class IoctlFuzzer {
         const m = this.pickMap(a?.ioas ?? mockPaging?.ioas ?? undefined);
         const half = r.chance(0.1) ? 2048n : 0n;
         u.iova = m ? m.iova + half : this.pickIova();
-        u.length = m ? (r.chance(0.6) ? m.length - half : BigInt(r.int(1, Math.max(1, Number(m.length / 2048n)))) * 2048n) : this.pickLen();
-        u.uptr = m?.va !== undefined && r.chance(0.8) ? BigInt(m.va) + half : this.pickPtr();
+        u.length = m ? (r.chance(0.6) ? m.length - half : BigInt(r.int(1, Math.min(4096, Math.max(1, Number(m.length / 2048n))))) * 2048n) : this.pickLen();
+        u.uptr = Number.isSafeInteger(m?.va) && r.chance(0.8) ? BigInt(m!.va!) + half : this.pickPtr();
         if (member === 'access_pages') {
           u.flags = r.weighted([[5, 0], [4, 1], [1, 0x10000], [1, 0x10001], [1, r.u32()]]);
           if (u.flags & 0x10000) u.iova = BigInt(r.below(4)) | (BigInt(r.below(4) * PAGE) << 32n);
@@ -1269,7 +1270,7 @@ export class IoctlFuzzer {
           if (u.page_size > 0n) { u.iova -= u.iova % u.page_size; u.length -= u.length % u.page_size; }
           if (u.length > 4096n * 8n * BigInt(PAGE)) u.length = 64n * u.page_size;
           u.uptr = r.chance(0.95) ? BigInt(this.scratch) : 0n;
-          const bits = new Uint8Array(PAGE).map(() => (r.chance(0.5) ? r.below(256) : 0));
+          const bits = new Uint8Array(256).map(() => (r.chance(0.5) ? r.below(256) : 0));
           this.host.mem.write(this.scratch, bits);
         }
         break;
