@@ -82,3 +82,44 @@ test('IOMMU_TEST_OP_ACCESS_REPLACE_IOAS through another iommufd looks the IOAS u
   a.teardown();
   checkInvariants(host);
 });
+
+test('a page request the RID\'s fault queue took for a PASID nothing is attached at is answered when the RID\'s attachment goes (ioctl fuzzer, seeds 1592598564, 3541276485, 4055794551, test kernel)', async () => {
+  // The mock reports a page request for a PASID nothing is attached at to
+  // the RID's domain (its user PASID table: iommu_report_device_fault /
+  // find_fault_handler, drivers/iommu/io-pgfault.c). The group belongs to
+  // the RID's attach handle, so replacing or detaching the RID answers it
+  // (iommufd_auto_response_faults matches group->attach_handle,
+  // drivers/iommu/iommufd/fault.c). The host keyed the group by the
+  // request's PASID instead: it outlived the RID's attachment, readable
+  // and answerable on a FAULT nothing reported to any more.
+  const host = await newHost({ iommufdTest: true });
+  const t = new Selftest(host);
+  const ioasId = t.ioasAlloc();
+  const m = t.mockDomain(ioasId);
+  const fault = t.ioctl(uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc, {});
+  const hwpt = t.ioctl(uapi.IOMMU_HWPT_ALLOC, uapi.iommu_hwpt_alloc, {
+    dev_id: m.idevId, pt_id: ioasId, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id,
+  }).out_hwpt_id;
+  t.mockDomainReplace(m.stdevId, hwpt);
+  const trigger = (pasid: number) => t.testCmd('trigger_iopf', uapi.IOMMU_TEST_OP_TRIGGER_IOPF, {
+    'trigger_iopf.dev_id': m.idevId, 'trigger_iopf.pasid': pasid, 'trigger_iopf.grpid': 2,
+    'trigger_iopf.perm': uapi.IOMMU_PGFAULT_PERM_READ, 'trigger_iopf.addr': 0xdeadbeafn,
+  });
+  const rec = new Uint8Array(uapi.iommu_hwpt_pgfault.size);
+  // One group read (waiting for its response), one unread.
+  trigger(3);
+  expect(host.read(fault.out_fault_fd, rec)).toBe(rec.length);
+  expect(uapi.iommu_hwpt_pgfault.decode(rec)).toMatchObject({ pasid: 3, flags: uapi.IOMMU_PGFAULT_FLAGS_PASID_VALID | uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE });
+  const cookie = uapi.iommu_hwpt_pgfault.decode(rec).cookie;
+  trigger(3);
+  checkInvariants(host);
+  t.mockDomainReplace(m.stdevId, ioasId); // the RID leaves the fault-capable HWPT: both groups are answered
+  checkInvariants(host);
+  expect(host.read(fault.out_fault_fd, rec)).toBe(0);
+  // The read group's cookie is no longer one the FAULT waits on (iommufd_fault_fops_write: EINVAL).
+  err('EINVAL', () => host.write(fault.out_fault_fd, uapi.iommu_hwpt_page_response.encode({ cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS })));
+  t.destroy(hwpt);
+  host.close(fault.out_fault_fd);
+  t.destroy(fault.out_fault_id);
+  checkInvariants(host);
+});

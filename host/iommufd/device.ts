@@ -63,7 +63,7 @@ export class IommufdDevice extends IommufdObject {
    */
   rewire(): void {
     for (const [pasid, hwpt] of this.attached) {
-      this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+      this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault, pasid) : null);
       this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     }
   }
@@ -196,7 +196,7 @@ export class IommufdDevice extends IommufdObject {
     }
     if (!old && this.attached.size === 0) this.users++; // +1 while attached
     this.pci.setContext(pasid, hwpt.did);
-    this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+    this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault, pasid) : null);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
     this.route(pasid);
@@ -209,11 +209,19 @@ export class IommufdDevice extends IommufdObject {
     }
   }
 
-  /** iommufd_fault_iopf_handler for this device: its groups, as struct iommu_hwpt_pgfault sources. */
-  private faultSink(fault: Fault): PageRequestSink {
+  /**
+   * iommufd_fault_iopf_handler for this device: its groups, as struct
+   * iommu_hwpt_pgfault sources. A group belongs to the attachment whose
+   * sink took it (its attach handle, at `attachedPasid`), which is not the
+   * request's PASID when a driver with a user PASID table reports a PASID
+   * nothing is attached at to the RID's domain (iommu_report_device_fault;
+   * the mock's TRIGGER_IOPF): a detach or replace of that attachment
+   * answers it (iommufd_auto_response_faults matches group->attach_handle).
+   */
+  private faultSink(fault: Fault, attachedPasid: number): PageRequestSink {
     return (pasid, pasidValid, reqs, respond) => fault.report({
       devId: this.id,
-      handle: { dev: this, pasid },
+      handle: { dev: this, pasid: attachedPasid },
       requests: reqs.map((r, i) => ({
         flags: (pasidValid ? IOMMU_PGFAULT_FLAGS_PASID_VALID : 0) | (i === reqs.length - 1 ? IOMMU_PGFAULT_FLAGS_LAST_PAGE : 0),
         pasid: pasidValid ? pasid : 0,
