@@ -9,9 +9,17 @@
  *   the VMAs, memfds and pinned pages objects need; RLIMIT_MEMLOCK's charge
  *   against the pinned pages) and the translations (every IOTLB entry and
  *   page-table leaf a device reaches agrees with the IOAS areas: the physical
- *   page of the area, its permissions, and the bytes a DMA returns).
+ *   page of the area, its permissions, and the bytes a DMA returns). The
+ *   test kernel's objects are part of it: SELFTEST and its DEVICE, ACCESS
+ *   objects (a selftest access's items and a HW queue's internal access
+ *   pin pages: counted with the areas'), HW_QUEUE and its dependency, a
+ *   vIOMMU's mmaps, mock domains at their 2 KiB granule. A device attached
+ *   to a HWPT_NESTED is checked against stage 2 (the parent's areas bound
+ *   every translation) and, for a VT-d first-stage table the checker can
+ *   walk, against that table.
  * - `IoctlFuzzer`: seeded random and mutated calls on every kind of fd,
- *   built from the uapi table; `step()` makes one call and classifies what
+ *   built from the uapi table (on a host with `iommufdTest`, IOMMU_TEST_CMD
+ *   from IOMMU_TEST_CMD_OPS too); `step()` makes one call and classifies what
  *   it threw: only SysError with a Linux errno (or DmaFault from a DMA) is
  *   allowed; a WebAssembly.RuntimeError or any other exception is a finding.
  */
@@ -271,7 +279,8 @@ export function checkObjects(host: Host): void {
 
 /**
  * Pins: each pages object's runs against its areas (a page is pinned while
- * an area of an IOAS with a domain covers it, once per such area); each
+ * an area of an IOAS with a domain covers it, once per such area) and its
+ * accesses (once per ACCESS_PAGES item or HW queue over it); each
  * user frame's reference count against its holders; RLIMIT_MEMLOCK.
  */
 export function checkPins(host: Host): void {
