@@ -1696,7 +1696,8 @@ export class IoctlFuzzer {
   private dmaOp(): string | undefined {
     const r = this.rng;
     let fns = pciFunctions(this.host);
-    if (this.test) fns = [...new Set([...fns, ...allObjects(this.host).filter(({ obj }) => obj.type === 'DEVICE').map(({ obj }) => obj.pci)])];
+    // With the test kernel, the mock devices too (in path order: a restored host lists its functions in another order).
+    if (this.test) fns = [...new Set([...fns, ...allObjects(this.host).filter(({ obj }) => obj.type === 'DEVICE').map(({ obj }) => obj.pci)])].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
     if (fns.length === 0) return undefined;
     const pci = r.pick(fns);
     // Mostly an IOVA its attachment maps (read from the inside), else anything.
