@@ -6,6 +6,8 @@
 import { expect, test } from 'vitest';
 import { newHost, Iommufd, VfioDevice, PAGE, expectBytes } from './support/host.js';
 import { checkInvariants } from './support/fuzz.js';
+import { Selftest, err } from './support/selftest.js';
+import { uapi } from '../host/index.js';
 
 test('two domains on one IOAS: an area mapped after both stays pinned when one domain goes (ioctl fuzzer, seeds 3541276485, 4055794551)', async () => {
   // io_pagetable pinned an area once when mapped into N domains, but a
@@ -46,5 +48,78 @@ test('two domains on one IOAS: an area mapped after both stays pinned when one d
   c.detach();
   expect(host.engine.refcount(pa / PAGE)).toBe(0);
   expect(host.lockedPages).toBe(0);
+  checkInvariants(host);
+});
+
+test('IOMMU_TEST_OP_ACCESS_REPLACE_IOAS through another iommufd looks the IOAS up in the access\'s own iommufd (ioctl fuzzer, seed 1592598564, test kernel, call 30729)', async () => {
+  // The op looked ioas_id up in the iommufd the command came through. An
+  // access of iommufd A moved onto an IOAS of iommufd B took a user of it
+  // that only A's objects could drop: closing B then found that IOAS busy
+  // ("iommufd teardown: objects still in use"). Linux looks the id up in
+  // access->ictx (drivers/iommu/iommufd/device.c,
+  // iommufd_access_change_ioas_id: iommufd_get_ioas(access->ictx, id)).
+  const host = await newHost({ iommufdTest: true });
+  const a = new Selftest(host);
+  const b = new Selftest(host);
+  const ioasA = a.ioasAlloc(); // 1 in A
+  const accessFd = a.createAccess(ioasA, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES); // its object takes 2 in A
+  b.ioasAlloc(); // 1 in B
+  b.ioasAlloc(); // 2 in B
+  const ioasB = b.ioasAlloc(); // 3 in B, nothing under 3 in A
+  err('ENOENT', () => b.accessReplaceIoas(accessFd, ioasB));
+  checkInvariants(host);
+  // An id of A, named through B's fd, moves the access within A.
+  const ioasA2 = a.ioasAlloc(); // 3 in A
+  expect(ioasA2).toBe(ioasB);
+  b.accessReplaceIoas(accessFd, ioasA2);
+  checkInvariants(host);
+  err('EBUSY', () => a.destroy(ioasA2)); // the access holds it
+  b.destroy(ioasB); // B's own IOAS 3 is free
+  host.close(b.fd); // B tears down: none of its objects is held from A
+  checkInvariants(host);
+  a.destroyAccess(accessFd);
+  a.destroy(ioasA2);
+  a.teardown();
+  checkInvariants(host);
+});
+
+test('a page request the RID\'s fault queue took for a PASID nothing is attached at is answered when the RID\'s attachment goes (ioctl fuzzer, seeds 1592598564, 3541276485, 4055794551, test kernel)', async () => {
+  // The mock reports a page request for a PASID nothing is attached at to
+  // the RID's domain (its user PASID table: iommu_report_device_fault /
+  // find_fault_handler, drivers/iommu/io-pgfault.c). The group belongs to
+  // the RID's attach handle, so replacing or detaching the RID answers it
+  // (iommufd_auto_response_faults matches group->attach_handle,
+  // drivers/iommu/iommufd/fault.c). The host keyed the group by the
+  // request's PASID instead: it outlived the RID's attachment, readable
+  // and answerable on a FAULT nothing reported to any more.
+  const host = await newHost({ iommufdTest: true });
+  const t = new Selftest(host);
+  const ioasId = t.ioasAlloc();
+  const m = t.mockDomain(ioasId);
+  const fault = t.ioctl(uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc, {});
+  const hwpt = t.ioctl(uapi.IOMMU_HWPT_ALLOC, uapi.iommu_hwpt_alloc, {
+    dev_id: m.idevId, pt_id: ioasId, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id,
+  }).out_hwpt_id;
+  t.mockDomainReplace(m.stdevId, hwpt);
+  const trigger = (pasid: number) => t.testCmd('trigger_iopf', uapi.IOMMU_TEST_OP_TRIGGER_IOPF, {
+    'trigger_iopf.dev_id': m.idevId, 'trigger_iopf.pasid': pasid, 'trigger_iopf.grpid': 2,
+    'trigger_iopf.perm': uapi.IOMMU_PGFAULT_PERM_READ, 'trigger_iopf.addr': 0xdeadbeafn,
+  });
+  const rec = new Uint8Array(uapi.iommu_hwpt_pgfault.size);
+  // One group read (waiting for its response), one unread.
+  trigger(3);
+  expect(host.read(fault.out_fault_fd, rec)).toBe(rec.length);
+  expect(uapi.iommu_hwpt_pgfault.decode(rec)).toMatchObject({ pasid: 3, flags: uapi.IOMMU_PGFAULT_FLAGS_PASID_VALID | uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE });
+  const cookie = uapi.iommu_hwpt_pgfault.decode(rec).cookie;
+  trigger(3);
+  checkInvariants(host);
+  t.mockDomainReplace(m.stdevId, ioasId); // the RID leaves the fault-capable HWPT: both groups are answered
+  checkInvariants(host);
+  expect(host.read(fault.out_fault_fd, rec)).toBe(0);
+  // The read group's cookie is no longer one the FAULT waits on (iommufd_fault_fops_write: EINVAL).
+  err('EINVAL', () => host.write(fault.out_fault_fd, uapi.iommu_hwpt_page_response.encode({ cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS })));
+  t.destroy(hwpt);
+  host.close(fault.out_fault_fd);
+  t.destroy(fault.out_fault_id);
   checkInvariants(host);
 });

@@ -69,7 +69,7 @@ export class IommufdDevice extends IommufdObject {
    */
   rewire(): void {
     for (const [pasid, hwpt] of this.attached) {
-      this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+      this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault, pasid) : null);
       this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     }
   }
@@ -206,7 +206,7 @@ export class IommufdDevice extends IommufdObject {
     // The old attachment's groups are answered before the context moves (iommufd_auto_response_faults).
     if (old?.fault) { old.fault.autoRespond(this, pasid); this.pci.disablePri(pasid); }
     this.pci.setContext(pasid, hwpt.did);
-    this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault) : null);
+    this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault, pasid) : null);
     if (hwpt.fault) this.routePri(hwpt.fault, pasid);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
@@ -229,11 +229,19 @@ export class IommufdDevice extends IommufdObject {
     if (ctx >= 0) fault.route(ctx, new DevicePriRoute(this, pasid, ctx));
   }
 
-  /** iommufd_fault_iopf_handler for this device: the groups the host makes, as struct iommu_hwpt_pgfault sources. */
-  private faultSink(fault: Fault): PageRequestSink {
+  /**
+   * iommufd_fault_iopf_handler for this device: its groups, as struct
+   * iommu_hwpt_pgfault sources. A group belongs to the attachment whose
+   * sink took it (its attach handle, at `attachedPasid`), which is not the
+   * request's PASID when a driver with a user PASID table reports a PASID
+   * nothing is attached at to the RID's domain (iommu_report_device_fault;
+   * the mock's TRIGGER_IOPF): a detach or replace of that attachment
+   * answers it (iommufd_auto_response_faults matches group->attach_handle).
+   */
+  private faultSink(fault: Fault, attachedPasid: number): PageRequestSink {
     return (pasid, pasidValid, reqs, respond) => fault.report({
       devId: this.id,
-      handle: { dev: this, pasid },
+      handle: { dev: this, pasid: attachedPasid },
       requests: reqs.map((r, i) => ({
         flags: (pasidValid ? IOMMU_PGFAULT_FLAGS_PASID_VALID : 0) | (i === reqs.length - 1 ? IOMMU_PGFAULT_FLAGS_LAST_PAGE : 0),
         pasid: pasidValid ? pasid : 0,

@@ -93,8 +93,8 @@ export class HwptNested extends IommufdObject {
   readonly auto = false;
   attached = 0;
   fault: Fault | null = null;
-  /** VT-d: the driver data as given (flags, address width), checked again at attach. */
-  readonly s1: { flags: bigint; addrWidth: number } | null;
+  /** VT-d: the driver data as given (flags, address width, checked again at attach; the first-stage table's GPA). */
+  readonly s1: { flags: bigint; addrWidth: number; root: bigint } | null;
   /** SMMUv3: the domain of the vSTE. */
   readonly vsmmu: VsmmuDomain | null;
   /**
@@ -113,7 +113,7 @@ export class HwptNested extends IommufdObject {
     super();
     if ('vtd' in config) {
       const { flags: f, addrWidth, root } = config.vtd;
-      this.s1 = { flags: f, addrWidth };
+      this.s1 = { flags: f, addrWidth, root };
       this.vsmmu = null;
       this.domain = null;
       this.viommu = null;

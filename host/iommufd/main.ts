@@ -236,7 +236,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
       for (const obj of [...this.objects.values()]) {
         if (obj.users === 1) { this.objects.remove(obj); progress = true; }
       }
-      if (!progress) throw new Error('iommufd teardown: objects still in use'); // a refcount bug
+      if (!progress) throw new Error(`iommufd teardown: objects still in use: ${[...this.objects.values()].map((o) => `${o.type} ${o.id} (users ${o.users})`).join(', ')}`); // a refcount bug
     }
   }
 }

@@ -141,7 +141,8 @@ function unpinItem(item: AccessItem): void {
 
 /** The "[iommufd_test_staccess]" file: closing it unpins everything and destroys the access. */
 export class AccessFile extends KFile {
-  constructor(readonly access: Access, private readonly objects: ObjectTable, private readonly ictx: KFile) {
+  /** @param objects the object table of the iommufd the access was created in (access->ictx). */
+  constructor(readonly access: Access, readonly objects: ObjectTable, private readonly ictx: KFile) {
     super('anon_inode:[iommufd_test_staccess]');
     ictx.get(); // iommufd_access_create holds the iommufd context
   }
@@ -176,11 +177,16 @@ function slicePages(s: { pages: IoPages; offset: number; length: number }): numb
   return out;
 }
 
-/** The access behind an access fd (iommufd_access_get): EBADFD for anything else. */
-function accessOf(ctx: SelftestCtx, fd: number): Access {
+/** The access fd (iommufd_access_get): EBADFD for anything else. */
+function accessFileOf(ctx: SelftestCtx, fd: number): AccessFile {
   const f = ctx.fdget(fd);
   if (!(f instanceof AccessFile)) throw new SysError('EBADFD');
-  return f.access;
+  return f;
+}
+
+/** The access behind an access fd. */
+function accessOf(ctx: SelftestCtx, fd: number): Access {
+  return accessFileOf(ctx, fd).access;
 }
 
 /** get_md_pagetable: a HWPT_PAGING (ENOENT) of the mock (EINVAL). */
@@ -294,11 +300,17 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
     }
     c['create_access.out_access_fd'] = ctx.installFd(new AccessFile(access, ctx.objects, ctx.file));
   }),
-  /** iommufd_access_replace: the old IOAS's pins go through the unmap callback. */
+  /**
+   * iommufd_access_replace: the old IOAS's pins go through the unmap
+   * callback. The IOAS is looked up in the access's own iommufd
+   * (iommufd_access_change_ioas_id: iommufd_get_ioas(access->ictx, id)),
+   * whichever iommufd the command came through.
+   */
   [IOMMU_TEST_OP_ACCESS_REPLACE_IOAS]: op(O.access_replace_ioas, (ctx, _env, c) => {
-    const access = accessOf(ctx, c.id);
+    const file = accessFileOf(ctx, c.id);
+    const access = file.access;
     if (!access.ioas) throw new SysError('ENOENT');
-    const ioas = ctx.objects.get<Ioas>(c['access_replace_ioas.ioas_id'], 'IOAS');
+    const ioas = file.objects.get<Ioas>(c['access_replace_ioas.ioas_id'], 'IOAS');
     if (ioas === access.ioas) return;
     const old = access.ioas;
     ioas.iopt.addAccess(access); // EADDRINUSE, before anything changes
