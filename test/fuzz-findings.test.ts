@@ -85,7 +85,7 @@ test('IOMMU_TEST_OP_ACCESS_REPLACE_IOAS through another iommufd looks the IOAS u
 
 test('a page request the RID\'s fault queue took for a PASID nothing is attached at is answered when the RID\'s attachment goes (ioctl fuzzer, seeds 1592598564, 3541276485, 4055794551, test kernel)', async () => {
   // The mock reports a page request for a PASID nothing is attached at to
-  // the RID's domain (its user PASID table: iommu_report_device_fault /
+  // the RID's NESTED domain (its user PASID table: iommu_report_device_fault /
   // find_fault_handler, drivers/iommu/io-pgfault.c). The group belongs to
   // the RID's attach handle, so replacing or detaching the RID answers it
   // (iommufd_auto_response_faults matches group->attach_handle,
@@ -97,8 +97,15 @@ test('a page request the RID\'s fault queue took for a PASID nothing is attached
   const ioasId = t.ioasAlloc();
   const m = t.mockDomain(ioasId);
   const fault = t.ioctl(uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc, {});
+  // A fault-capable mock nested HWPT at the RID, made on a vIOMMU over a nest parent (the selftest's iommufd_viommu fixture).
+  const parent = t.hwptAlloc(m.idevId, ioasId, uapi.IOMMU_HWPT_ALLOC_NEST_PARENT);
+  const viommu = t.ioctl(uapi.IOMMU_VIOMMU_ALLOC, uapi.iommu_viommu_alloc, { dev_id: m.idevId, hwpt_id: parent, type: uapi.IOMMU_VIOMMU_TYPE_SELFTEST }).out_viommu_id;
+  const vdev = t.ioctl(uapi.IOMMU_VDEVICE_ALLOC, uapi.iommu_vdevice_alloc, { viommu_id: viommu, dev_id: m.idevId, virt_id: 0x99n }).out_vdevice_id;
+  const data = t.mmap(4096);
+  host.mem.write(data, uapi.iommu_hwpt_selftest.encode({ iotlb: uapi.IOMMU_TEST_IOTLB_DEFAULT }));
   const hwpt = t.ioctl(uapi.IOMMU_HWPT_ALLOC, uapi.iommu_hwpt_alloc, {
-    dev_id: m.idevId, pt_id: ioasId, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id,
+    dev_id: m.idevId, pt_id: viommu, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id: fault.out_fault_id,
+    data_type: uapi.IOMMU_HWPT_DATA_SELFTEST, data_len: uapi.iommu_hwpt_selftest.size, data_uptr: BigInt(data),
   }).out_hwpt_id;
   t.mockDomainReplace(m.stdevId, hwpt);
   const trigger = (pasid: number) => t.testCmd('trigger_iopf', uapi.IOMMU_TEST_OP_TRIGGER_IOPF, {
@@ -119,6 +126,9 @@ test('a page request the RID\'s fault queue took for a PASID nothing is attached
   // The read group's cookie is no longer one the FAULT waits on (iommufd_fault_fops_write: EINVAL).
   err('EINVAL', () => host.write(fault.out_fault_fd, uapi.iommu_hwpt_page_response.encode({ cookie, code: uapi.IOMMUFD_PAGE_RESP_SUCCESS })));
   t.destroy(hwpt);
+  t.destroy(vdev);
+  t.destroy(viommu);
+  t.destroy(parent);
   host.close(fault.out_fault_fd);
   t.destroy(fault.out_fault_id);
   checkInvariants(host);

@@ -400,16 +400,19 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
   }),
   /**
    * iommufd_test_trigger_iopf: one page request (LAST_PAGE, PASID_VALID
-   * with a PASID) reported as the mock IOMMU reports it: to the fault queue
-   * of the domain attached at that PASID, or, the mock having a user PASID
-   * table, of the RID's domain. Without a fault-capable domain nothing is
-   * seen (the core answers it).
+   * with a PASID) reported as iommu_report_device_fault finds its handler
+   * (io-pgfault.c find_fault_handler): the domain attached at that PASID;
+   * failing that, the mock having a user PASID table, the NESTED domain
+   * attached at the RID (a paging one does not take it); a request without
+   * a PASID, the RID's domain. Without a fault-capable domain there nothing
+   * is seen (the core answers it).
    */
   [IOMMU_TEST_OP_TRIGGER_IOPF]: op(O.trigger_iopf, (ctx, _env, c) => {
     const idev = ctx.objects.get<IommufdDevice>(c['trigger_iopf.dev_id'], 'DEVICE');
     const pasid = c['trigger_iopf.pasid'];
     const pci = idev.pci;
-    const sink = pci.pageRequestSink(pasid) ?? (pasid !== NO_PASID ? pci.pageRequestSink(NO_PASID) : undefined);
+    const ridNested = idev.hwpt(NO_PASID)?.type === 'HWPT_NESTED';
+    const sink = pci.pageRequestSink(pasid) ?? (pasid !== NO_PASID && ridNested ? pci.pageRequestSink(NO_PASID) : undefined);
     sink?.(pasid, pasid !== NO_PASID, [{ addr: c['trigger_iopf.addr'], perm: c['trigger_iopf.perm'], grpid: c['trigger_iopf.grpid'], last: true }], () => {});
   }),
   /** iommufd_test_dev_check_cache: the mock device's cache slot holds `cache`. */
