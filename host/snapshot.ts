@@ -89,19 +89,19 @@ export interface Restorer {
 
 /**
  * How a class is saved beyond "every own field". `transient` fields are not
- * saved; a restored object gets what the function returns (called after
- * every object is rebuilt). `revive` runs after that, in the order objects
- * were saved: it re-makes what is derived from the new host (closures,
- * registrations in side tables). `save` / `load` replace the generic
- * handling of the fields they name. Rules of a base class apply to its
- * subclasses.
+ * saved; a restored object gets what the function returns (called once
+ * every object is rebuilt). `extra` saves state kept elsewhere (a side
+ * table, or what a transient field stands for), and `loadExtra` puts it
+ * back after the transient fields are set. `revive` runs last, in the order
+ * objects were saved: it re-makes what is derived from the new host
+ * (closures, registrations in side tables). Rules of a base class apply to
+ * its subclasses.
  */
 interface Rule {
   transient?: Record<string, (o: Any, r: Restorer) => unknown>;
-  revive?: (o: Any, r: Restorer) => void;
-  /** Extra state kept outside the object (a side table), saved with it. */
   extra?: (o: Any) => unknown;
-  loadExtra?: (o: Any, v: unknown) => void;
+  loadExtra?: (o: Any, v: unknown, r: Restorer) => void;
+  revive?: (o: Any, r: Restorer) => void;
 }
 
 const RULES = new Map<Ctor, Rule>([
@@ -120,15 +120,13 @@ const RULES = new Map<Ctor, Rule>([
   [PhysMem, {
     transient: { segs: () => new Map() },
     extra: (p) => [...p.segs].map(([id, s]: [number, Any]) => [id, s.size, s.pins]),
-    loadExtra: (p, v) => { p.pendingSegs = v; },
-    revive: (p, r) => {
-      for (const [id, size, pins] of p.pendingSegs as [number, number, number][]) {
+    loadExtra: (p, v, r) => {
+      for (const [id, size, pins] of v as [number, number, number][]) {
         const source = r.segment(id, size);
         p.segs.set(id, { source, size, view: viewOf(source), pins });
       }
-      delete p.pendingSegs;
-      r.engine.setSegmentView((seg) => (seg !== 0 && p.segs.has(seg) ? p.view(seg) : null));
     },
+    revive: (p, r) => r.engine.setSegmentView((seg) => (seg !== 0 && p.segs.has(seg) ? p.view(seg) : null)),
   }],
   // Listeners are the embedder's; page-request and fault sinks are closures
   // re-made from the attachments (IommufdDevice.rewire); the DMAs waiting
@@ -493,7 +491,7 @@ export function loadGraph(p: ParsedSnapshot, r: Restorer, externals: Map<string,
       throw bad('view out of range');
     }
   }
-  const pending: { o: Any; rules: Rule[] }[] = [];
+  const pending: { o: Any; rules: Rule[]; extra?: unknown }[] = [];
   const frozen: object[] = [];
   for (let i = 0; i < nodes.length; i++) {
     const n = node(i);
@@ -505,20 +503,22 @@ export function loadGraph(p: ParsedSnapshot, r: Restorer, externals: Map<string,
       case 'o': {
         const fields = n[3] as Json[];
         const rules = n[1] === '' ? [] : rulesOf(o);
+        let extra: unknown;
         for (let k = 0; k < fields.length; k += 2) {
           const key = fields[k] as string;
-          if (key === '\0extra') { rules.find((x) => x.loadExtra)?.loadExtra!(o, value(fields[k + 1])); continue; }
-          o[key] = value(fields[k + 1]);
+          if (key === '\0extra') extra = value(fields[k + 1]);
+          else o[key] = value(fields[k + 1]);
         }
         if (n[1] === '') for (const [k, make] of Object.entries(PLAIN_TRANSIENT)) if (isPlainTransientOwner(o, k)) o[k] = make();
-        if (rules.length) pending.push({ o, rules });
+        if (rules.length) pending.push({ o, rules, extra });
         if (n[2] === 1) frozen.push(o);
         break;
       }
     }
   }
-  for (const { o, rules } of pending) {
+  for (const { o, rules, extra } of pending) {
     for (const rule of rules) for (const [k, make] of Object.entries(rule.transient ?? {})) o[k] = make(o, r);
+    if (extra !== undefined) rules.find((x) => x.loadExtra)?.loadExtra!(o, extra, r);
   }
   for (const { o, rules } of pending) for (const rule of rules) rule.revive?.(o, r);
   for (const o of frozen) Object.freeze(o);
