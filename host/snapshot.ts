@@ -261,50 +261,71 @@ class Saver {
   }
 }
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
+/**
+ * Eight tables for CRC-32 slicing-by-8 (Intel's method: eight bytes per
+ * step, ~4x the byte-at-a-time loop): T[0] is the classic table, T[k][n]
+ * the CRC of byte n followed by k zero bytes.
+ */
+const CRC_T = (() => {
+  const t = new Uint32Array(8 * 256);
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
     t[n] = c >>> 0;
   }
+  for (let n = 0; n < 256; n++) for (let k = 1; k < 8; k++) t[k * 256 + n] = (t[(k - 1) * 256 + n] >>> 8) ^ t[t[(k - 1) * 256 + n] & 0xff];
   return t;
 })();
 
-/** CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320). */
+/** CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320; check value 0xCBF43926). */
 export function crc32(b: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  const t = CRC_T;
+  let c = 0xffffffff, i = 0;
+  for (const end = b.length & ~7; i < end; i += 8) {
+    const lo = c ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24));
+    c = t[1792 + (lo & 0xff)] ^ t[1536 + ((lo >>> 8) & 0xff)] ^ t[1280 + ((lo >>> 16) & 0xff)] ^ t[1024 + (lo >>> 24)] ^
+      t[768 + b[i + 4]] ^ t[512 + b[i + 5]] ^ t[256 + b[i + 6]] ^ t[b[i + 7]];
+  }
+  for (; i < b.length; i++) c = t[(c ^ b[i]) & 0xff] ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 
-/** Engine memory as runs of non-zero pages (most of a fresh engine's limit is zero). */
-function packMemory(mem: Uint8Array): Uint8Array {
-  const words = new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength >>> 2);
-  const pages = mem.byteLength / PAGE;
-  const runs: [number, number][] = [];
-  for (let p = 0; p < pages; p++) {
-    let zero = true;
-    for (let w = p * (PAGE / 4), e = w + PAGE / 4; w < e; w++) if (words[w] !== 0) { zero = false; break; }
-    if (zero) continue;
-    const last = runs[runs.length - 1];
-    if (last && last[0] + last[1] === p) last[1]++;
-    else runs.push([p, 1]);
+/**
+ * Blob 0: engine memory as runs of non-zero pages (most of a fresh
+ * engine's limit is zero), written straight into the snapshot.
+ */
+class PackedMemory {
+  readonly runs: [page: number, pages: number][] = [];
+  readonly length: number;
+
+  constructor(private readonly mem: Uint8Array) {
+    const words = new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength >>> 2);
+    const pages = mem.byteLength / PAGE;
+    let size = 8;
+    for (let p = 0; p < pages; p++) {
+      let zero = true;
+      for (let w = p * (PAGE / 4), e = w + PAGE / 4; w < e; w++) if (words[w] !== 0) { zero = false; break; }
+      if (zero) continue;
+      const last = this.runs[this.runs.length - 1];
+      if (last && last[0] + last[1] === p) last[1]++;
+      else { this.runs.push([p, 1]); size += 8; }
+      size += PAGE;
+    }
+    this.length = size;
   }
-  let size = 8;
-  for (const [, n] of runs) size += 8 + n * PAGE;
-  const out = new Uint8Array(size);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, mem.byteLength, true);
-  dv.setUint32(4, runs.length, true);
-  let at = 8;
-  for (const [p, n] of runs) {
-    dv.setUint32(at, p, true);
-    dv.setUint32(at + 4, n, true);
-    out.set(mem.subarray(p * PAGE, (p + n) * PAGE), at + 8);
-    at += 8 + n * PAGE;
+
+  /** u32 bytes, u32 runs, then per run u32 first page, u32 pages, the pages. */
+  writeTo(out: Uint8Array, dv: DataView, at: number): void {
+    dv.setUint32(at, this.mem.byteLength, true);
+    dv.setUint32(at + 4, this.runs.length, true);
+    at += 8;
+    for (const [p, n] of this.runs) {
+      dv.setUint32(at, p, true);
+      dv.setUint32(at + 4, n, true);
+      out.set(this.mem.subarray(p * PAGE, (p + n) * PAGE), at + 8);
+      at += 8 + n * PAGE;
+    }
   }
-  return out;
 }
 
 /** What a snapshot header holds besides the graph. */
@@ -331,7 +352,7 @@ export function saveSnapshot(engine: Engine, root: object, externals: Map<object
     graph: { root: rootValue, nodes: saver.nodes },
   });
   const head = new TextEncoder().encode(json);
-  const blobs = [packMemory(mem), ...saver.blobs];
+  const blobs = [new PackedMemory(mem), ...saver.blobs];
   let size = 24 + head.length + 4;
   for (const b of blobs) size += 4 + b.length;
   const out = new Uint8Array(size);
@@ -345,7 +366,8 @@ export function saveSnapshot(engine: Engine, root: object, externals: Map<object
   let at = 24 + head.length;
   for (const b of blobs) {
     dv.setUint32(at, b.length, true);
-    out.set(b, at + 4);
+    if (b instanceof PackedMemory) b.writeTo(out, dv, at + 4);
+    else out.set(b, at + 4);
     at += 4 + b.length;
   }
   dv.setUint32(at, crc32(out.subarray(0, at)), true);

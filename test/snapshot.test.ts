@@ -23,6 +23,7 @@ import { newHost, expectErrno, Iommufd, VfioDevice, PAGE } from './support/host.
 import { IoctlFuzzer, checkInvariants } from './support/fuzz.js';
 import { Selftest } from './support/selftest.js';
 import { Rng, testSeeds, withSeed } from './reference/rng.js';
+import { crc32 } from '../host/snapshot.js';
 
 const T = uapi.IOMMUFD_IOCTL;
 
@@ -301,6 +302,19 @@ describe('what the fuzzer reaches rarely', () => {
       try { await createHost({ restore: bytes }); } catch (e) { err = e; }
       expect(err instanceof SysError && err.code === 'EINVAL', `${String(err)}`).toBe(true);
     }
+  });
+
+  it('the checksum is CRC-32 (IEEE 802.3, as zlib): check value 0xCBF43926 for "123456789", and the byte-at-a-time result on odd lengths', () => {
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    // The bitwise definition, one bit at a time (reflected, init and final xor 0xFFFFFFFF).
+    const bitwise = (b: Uint8Array) => {
+      let c = 0xffffffff;
+      for (const x of b) { c ^= x; for (let k = 0; k < 8; k++) c = c & 1 ? (0xedb88320 ^ (c >>> 1)) >>> 0 : c >>> 1; }
+      return (c ^ 0xffffffff) >>> 0;
+    };
+    const rng = new Rng(7);
+    const bytes = Uint8Array.from({ length: 1031 }, () => rng.below(256));
+    for (const n of [0, 1, 7, 8, 9, 1031]) expect(crc32(bytes.subarray(0, n))).toBe(bitwise(bytes.subarray(0, n)));
   });
 
   it('zero pages are not stored: a fresh host\'s snapshot is a small part of its engine memory', async () => {
