@@ -133,3 +133,35 @@ test('a page request the RID\'s fault queue took for a PASID nothing is attached
   t.destroy(fault.out_fault_id);
   checkInvariants(host);
 });
+
+test('an attach whose page-request table cannot be allocated (ENOMEM) leaves the device as it was (ioctl fuzzer, seed 33, call 5430)', async () => {
+  // Attaching a PRI function to a fault-capable HWPT routes its context to
+  // the FAULT's ring with a PRG table (host/kernel/pci.ts enablePri). The
+  // device took its "attached" user before that allocation, so an ENOMEM
+  // there left users one too high, a context pointing at the HWPT and no
+  // attachment. A failed attach must change nothing (iommufd_device_attach
+  // unwinds on error: drivers/iommu/iommufd/device.c).
+  const host = await newHost({ memoryLimit: 8 << 20 });
+  const ictx = new Iommufd(host);
+  const ioas = ictx.ioasAlloc();
+  const fault = ictx.ioctl(uapi.IOMMUFD_IOCTL.IOMMU_FAULT_QUEUE_ALLOC, {});
+  const handle = host.addDevice({ pri: true, ats: true, pasidBits: 4 });
+  const dev = new VfioDevice(host, handle);
+  const devid = dev.bind(ictx.fd);
+  const hwpt = ictx.ioctl(uapi.IOMMUFD_IOCTL.IOMMU_HWPT_ALLOC, {
+    dev_id: devid, pt_id: ioas, flags: uapi.IOMMU_HWPT_FAULT_ID_VALID | uapi.IOMMU_HWPT_ALLOC_PASID, fault_id: fault.out_fault_id,
+  }).out_hwpt_id;
+  // Take every free frame.
+  const held: number[] = [];
+  for (;;) {
+    try { held.push(host.mmap(PAGE)); } catch { break; }
+  }
+  expect(held.length).toBeGreaterThan(0);
+  let code = 'OK';
+  try { dev.attach(hwpt); } catch (e) { code = (e as { code?: string }).code ?? String(e); }
+  expect(code).toBe('ENOMEM');
+  checkInvariants(host); // users, contexts and attachments agree
+  for (const va of held) host.munmap(va, PAGE);
+  expect(dev.attach(hwpt)).toBe(hwpt); // and it works once there is memory
+  checkInvariants(host);
+});

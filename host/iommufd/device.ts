@@ -202,12 +202,22 @@ export class IommufdDevice extends IommufdObject {
       if (moving) hwpt.ioas.iopt.unreserve(this);
       throw e;
     }
-    if (!old && this.attached.size === 0) this.users++; // +1 while attached
-    // The old attachment's groups are answered before the context moves (iommufd_auto_response_faults).
+    // The old attachment's groups are answered before the context moves
+    // (iommufd_auto_response_faults). Nothing below can fail then: the
+    // context and its PRG table exist already.
     if (old?.fault) { old.fault.autoRespond(this, pasid); this.pci.disablePri(pasid); }
-    this.pci.setContext(pasid, hwpt.did);
+    // A new context (ENOSPC) or PRG table (ENOMEM) may not be had: then
+    // everything is as it was (the context back on the old domain, or none).
+    try {
+      this.pci.setContext(pasid, hwpt.did);
+      if (hwpt.fault) this.routePri(hwpt.fault, pasid);
+    } catch (e) {
+      this.pci.setContext(pasid, old ? old.did : 0);
+      if (moving) hwpt.ioas.iopt.unreserve(this);
+      throw e;
+    }
+    if (!old && this.attached.size === 0) this.users++; // +1 while attached
     this.pci.setPageRequestSink(pasid, hwpt.fault ? this.faultSink(hwpt.fault, pasid) : null);
-    if (hwpt.fault) this.routePri(hwpt.fault, pasid);
     this.pci.setFaultSink(pasid, this.dmaFaultSink(hwpt));
     this.attached.set(pasid, hwpt);
     this.route(pasid);
