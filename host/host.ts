@@ -454,21 +454,17 @@ function handleOf(dev: PciFunction): DeviceHandle {
 
 /** Create a host: compile (or take) the engine, instantiate it, lay out its memory. */
 export async function createHost(options: HostOptions = {}): Promise<Host> {
+  const p = options.restore ? parseSnapshot(options.restore) : null;
+  const shared = options.shared ?? p?.header.engine.shared ?? false;
   // A shared memory needs the engine's shared build: the default when no build is named.
-  if (options.restore) {
-    const p = parseSnapshot(options.restore);
-    const shared = options.shared ?? p.header.engine.shared;
-    const module = await compileEngine(options.wasm, options.variant ?? (shared ? 'shared' : undefined));
-    const e = p.header.engine;
-    const engine = Engine.restore(module, e.limitBytes, e.bytes, shared, (mem) => unpackMemory(p.blobs[0], mem));
-    const saved = p.header.options as { iommufdTest?: boolean; vtd?: VtdOptions | null };
-    const host = new Host(engine, { ...options, iommufdTest: saved.iommufdTest === true, vtd: saved.vtd ?? undefined }, module);
-    host['adopt'](p, options.segments ?? {});
-    return host;
-  }
-  const module = await compileEngine(options.wasm, options.variant ?? (options.shared ? 'shared' : undefined));
-  const engine = Engine.create(module, options);
-  return new Host(engine, options, module);
+  const module = await compileEngine(options.wasm, options.variant ?? (shared ? 'shared' : undefined));
+  if (!p) return new Host(Engine.create(module, options), options, module);
+  const e = p.header.engine;
+  const engine = Engine.restore(module, e.limitBytes, e.bytes, shared, (mem) => unpackMemory(p.blobs[0], mem));
+  const saved = p.header.options as { iommufdTest?: boolean; vtd?: VtdOptions | null };
+  const host = new Host(engine, { ...options, iommufdTest: saved.iommufdTest === true, vtd: saved.vtd ?? undefined }, module);
+  host['adopt'](p, options.segments ?? {});
+  return host;
 }
 
 /** HostOptions.faultRing, checked, with its defaults. */

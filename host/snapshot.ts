@@ -41,7 +41,7 @@ import { KFile } from './kernel/file.js';
 import { MemFile } from './kernel/memfd.js';
 import { AddressSpace } from './kernel/mm.js';
 import { PhysMem, viewOf, type SegmentSource } from './kernel/phys.js';
-import { ContextPool, Dma, PciFunction, Pri } from './kernel/pci.js';
+import { ContextPool, Dma, DMA_VIEWS, PciFunction, Pri } from './kernel/pci.js';
 import { AtcDirectory, Ats } from './kernel/ats.js';
 import { IommufdFile } from './iommufd/main.js';
 import { ObjectTable } from './iommufd/object.js';
@@ -141,7 +141,7 @@ const RULES = new Map<Ctor, Rule>([
   // asynchronous DMA's round, which belongs to the program awaiting it.
   [Dma, {
     transient: {
-      viewOf: () => new Array(16).fill(null), viewAt: () => new Array(16).fill(-1), views: () => new Array(16).fill(new Uint8Array(0)),
+      viewOf: () => new Array(DMA_VIEWS).fill(null), viewAt: () => new Array(DMA_VIEWS).fill(-1), views: () => new Array(DMA_VIEWS).fill(new Uint8Array(0)),
       lastIova: () => -1n, lastLo: () => 0, lastHi: () => 0, muted: () => false,
     },
   }],

@@ -232,9 +232,12 @@ export class Engine {
   /** Owner: worker slots in use, and their frames. */
   private readonly workers = new Map<number, { region: number; pages: number }>();
 
-  private constructor(instance: WebAssembly.Instance, memory: WebAssembly.Memory, limitBytes: number, slot: number, region: number,
-    private readonly ext: SegmentAccess) {
-    ext.engineBytes = () => this.bytes;
+  /** The engine's window on embedder segments (its seg_load / seg_store imports). */
+  private readonly ext = new SegmentAccess();
+
+  private constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, limitBytes: number, slot: number, region: number) {
+    const instance = instantiate(module, memory, this.ext);
+    this.ext.engineBytes = () => this.bytes;
     this.memory = memory;
     this.limitBytes = limitBytes;
     this.shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
@@ -270,8 +273,7 @@ export class Engine {
     if (!Number.isInteger(setsLog2)) throw new RangeError('iotlbEntries / iotlbWays must be a power of two');
     const limitPages = Math.floor(limit / 65536);
     const memory = new WebAssembly.Memory({ initial: 1, maximum: limitPages, shared: opts.shared === true });
-    const ext = new SegmentAccess();
-    const engine = new Engine(instantiate(module, memory, ext), memory, limitPages * 65536, -1, 0, ext);
+    const engine = new Engine(module, memory, limitPages * 65536, -1, 0);
     const r = engine.x.init(limitPages, setsLog2, ways, opts.domains ?? 4096, opts.contexts ?? 4096);
     if (r !== 0) engine.fail(r, 'engine init');
     engine.refresh();
@@ -290,8 +292,7 @@ export class Engine {
     if (!(bytes % 65536 === 0 && bytes >= 65536 && bytes <= limitPages * 65536)) throw new SysError('EINVAL', 'snapshot: bad engine memory size');
     const memory = new WebAssembly.Memory({ initial: bytes / 65536, maximum: limitPages, shared });
     fill(new Uint8Array(memory.buffer));
-    const ext = new SegmentAccess();
-    const engine = new Engine(instantiate(module, memory, ext), memory, limitPages * 65536, -1, 0, ext);
+    const engine = new Engine(module, memory, limitPages * 65536, -1, 0);
     if (engine.x.resume() !== 0) throw new SysError('EINVAL', 'snapshot: the memory holds no engine of this layout version');
     return engine;
   }
@@ -315,8 +316,7 @@ export class Engine {
    * every use of its result (a DMA's copy), goes between enter() and leave().
    */
   static attach(module: WebAssembly.Module, share: WorkerShare): Engine {
-    const ext = new SegmentAccess();
-    return new Engine(instantiate(module, share.memory, ext), share.memory, share.limitBytes, share.slot, share.region, ext);
+    return new Engine(module, share.memory, share.limitBytes, share.slot, share.region);
   }
 
   /**

@@ -331,12 +331,7 @@ export class Fault extends IommufdObject {
       let done = 0;
       while (count > 0 && done < buf.length) {
         // The group: records up to the one flagged LAST_PAGE (written together, so all here).
-        let n = 0;
-        for (let slot = head; ;) {
-          n++;
-          if ((w[(base + slot * REC + L.PRI_FLAGS) >>> 2]! & L.PRI_LAST_PAGE) !== 0 || n === count) break;
-          slot = slot + 1 === depth ? 0 : slot + 1;
-        }
+        const n = this.groupLength(w, base, head, count);
         if (n * size > buf.length - done) break;
         const cookie = this.cookies.alloc();
         if (cookie > 0xffff_ffff) { this.cookies.free(cookie); break; } // xa_limit_32b exhausted
@@ -368,6 +363,20 @@ export class Fault extends IommufdObject {
       if (count === 0) w[(d + L.RING_LOST) >>> 2] = w[(d + L.RING_LOST) >>> 2]! & ~L.PRI_PRO;
       return done;
     });
+  }
+
+  /**
+   * Records of the group whose first record is at ring slot `slot`: up to
+   * the one flagged LAST_PAGE, at most `left` (what the ring holds from there).
+   */
+  private groupLength(w: Uint32Array, base: number, slot: number, left: number): number {
+    const L = this.engine.layout;
+    let n = 1;
+    while (n < left && (w[(base + slot * L.PRI_REC + L.PRI_FLAGS) >>> 2]! & L.PRI_LAST_PAGE) === 0) {
+      n++;
+      slot = slot + 1 === this.depth ? 0 : slot + 1;
+    }
+    return n;
   }
 
   private answer(g: Delivered, code: number): void {
@@ -410,12 +419,7 @@ export class Fault extends IommufdObject {
       const taken: Taken[] = [];
       let kept = 0;
       for (let i = 0, slot = head; i < count;) {
-        let n = 0;
-        for (let s = slot; ;) {
-          n++;
-          if ((w[(base + s * REC + L.PRI_FLAGS) >>> 2]! & L.PRI_LAST_PAGE) !== 0 || i + n === count) break;
-          s = s + 1 === depth ? 0 : s + 1;
-        }
+        const n = this.groupLength(w, base, slot, count - i);
         const first = base + slot * REC;
         const owner = this.owner(w[(first + L.PRI_SOURCE) >>> 2]!, w[(first + L.PRI_GRPID) >>> 2]!, false);
         const go = drop(owner);

@@ -384,7 +384,7 @@ export function directoryLookup(dir: Int32Array, pasid: number): number {
 const TWO32 = 0x1_0000_0000;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** Views kept by Dma.copy (a power of two). */
-const VIEWS = 16;
+export const DMA_VIEWS = 16;
 
 /** The device's DMA through whatever it is attached to. */
 export class Dma {
@@ -396,9 +396,9 @@ export class Dma {
    * from: after growth, or for a segment registered again, that differs
    * and the view is cut anew.
    */
-  private readonly viewOf: (Uint8Array | null)[] = new Array<Uint8Array | null>(VIEWS).fill(null);
-  private readonly viewAt = new Array<number>(VIEWS).fill(-1);
-  private readonly views = new Array<Uint8Array>(VIEWS).fill(new Uint8Array(0));
+  private readonly viewOf: (Uint8Array | null)[] = new Array<Uint8Array | null>(DMA_VIEWS).fill(null);
+  private readonly viewAt = new Array<number>(DMA_VIEWS).fill(-1);
+  private readonly views = new Array<Uint8Array>(DMA_VIEWS).fill(new Uint8Array(0));
   /** The last bigint IOVA and its halves: Number() of a bigint costs as much as the rest of a small DMA's setup. */
   private lastIova = -1n;
   private lastLo = 0;
@@ -579,7 +579,6 @@ export class Dma {
     if (len === 0) return;
     const L = this.engine.layout;
     const access = write ? L.PERM_W : L.PERM_R;
-    const ctx = this.dev.context(pasid);
     let lo: number, hi: number;
     // The common case, a safe integer below 2^32, without allocating.
     if (typeof iova === 'number' && iova >= 0 && iova < TWO32 && Number.isInteger(iova)) { lo = iova; hi = 0; }
@@ -591,7 +590,7 @@ export class Dma {
       lo = v - hi * TWO32; // not v % TWO32: a double's % is a libm call
       this.lastIova = iova; this.lastLo = lo; this.lastHi = hi;
     } else [lo, hi] = split64(checkIova(iova));
-    if (ctx < 0) throw this.dev.fault(new DmaFault(L.F_BLOCKED, BigInt(iova), pasid, write ? 'write' : 'read', 0));
+    const ctx = this.contextOf(iova, pasid, write);
     if (len >= TWO32) throw new RangeError('a DMA is at most 4 GiB - 1 bytes');
     // Fast path: the whole transfer is one physically contiguous range.
     const pa = this.engine.dmaContiguous(ctx, lo, hi, len, access);
@@ -618,7 +617,7 @@ export class Dma {
   /** Copy n bytes between buf[at..] and mem[offset..] (the bytes of the segment the range is in). */
   private copy(mem: Uint8Array, offset: number, buf: Uint8Array, at: number, n: number, write: boolean): void {
     if (write) { mem.set(at === 0 && n === buf.length ? buf : buf.subarray(at, at + n), offset); return; }
-    const slot = (offset >>> 12) & (VIEWS - 1);
+    const slot = (offset >>> 12) & (DMA_VIEWS - 1);
     let view = this.views[slot];
     if (this.viewOf[slot] !== mem || this.viewAt[slot] !== offset || view.length !== n) {
       view = mem.subarray(offset, offset + n);
