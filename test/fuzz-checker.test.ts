@@ -5,7 +5,7 @@
  * fuzzer to report it.
  */
 import { expect, test } from 'vitest';
-import { newHost, Iommufd, VfioDevice, PAGE } from './support/host.js';
+import { newHost, AttachedIoas, PAGE } from './support/host.js';
 import { checkInvariants, IoctlFuzzer, InvariantError, allObjectsForTest } from './support/fuzz.js';
 import { IoPages } from '../host/iommufd/pages.js';
 import { Rng } from './reference/rng.js';
@@ -13,11 +13,9 @@ import { uapi } from '../host/index.js';
 
 async function attached() {
   const host = await newHost();
-  const ictx = new Iommufd(host);
-  const ioas = ictx.ioasAlloc();
-  const dev = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
-  dev.bind(ictx.fd);
-  dev.attach(ioas);
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const dev = io.attach({ iommu: 'intel-vtd' });
   const va = host.mmap(4 * PAGE);
   return { host, ictx, ioas, dev, va };
 }

@@ -4,7 +4,7 @@
  * that found it.
  */
 import { expect, test } from 'vitest';
-import { newHost, Iommufd, VfioDevice, PAGE, expectBytes } from './support/host.js';
+import { newHost, Iommufd, VfioDevice, AttachedIoas, PAGE, expectBytes } from './support/host.js';
 import { checkInvariants } from './support/fuzz.js';
 import { Selftest, err } from './support/selftest.js';
 import { uapi } from '../host/index.js';
@@ -15,14 +15,10 @@ test('two domains on one IOAS: an area mapped after both stays pinned when one d
   // removing one of two domains dropped the pin the other still needed, and
   // after munmap the page was freed while the other domain still mapped it.
   const host = await newHost();
-  const ictx = new Iommufd(host);
-  const ioas = ictx.ioasAlloc();
-  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
-  const b = new VfioDevice(host, host.addDevice({ iommu: 'amd-vi' }));
-  a.bind(ictx.fd);
-  b.bind(ictx.fd);
-  a.attach(ioas);
-  b.attach(ioas);
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const a = io.attach({ iommu: 'intel-vtd' });
+  const b = io.attach({ iommu: 'amd-vi' });
   const va = host.mmap(PAGE);
   host.mem.write(va, new Uint8Array([7, 8, 9]));
   const iova = ictx.map(ioas, va, PAGE, 0x100000n);

@@ -7,7 +7,7 @@
  * once memory is back).
  */
 import { expect, test } from 'vitest';
-import { newHost, Iommufd, VfioDevice, uapi, PAGE, expectErrno, outcome } from './support/host.js';
+import { newHost, Iommufd, VfioDevice, AttachedIoas, uapi, PAGE, expectErrno, outcome } from './support/host.js';
 import { DmaFault } from '../host/index.js';
 import { checkInvariants, allObjectsForTest } from './support/fuzz.js';
 
@@ -87,11 +87,9 @@ test('engine memory limit: ENOMEM from page-table growth in IOAS_MAP, attach and
 test('RLIMIT_MEMLOCK: pins beyond the limit are ENOMEM (map, copy into a new pages object, attach), nothing half made', async () => {
   const LIMIT = 8;
   const host = await newHost({ credentials: { rlimitMemlock: LIMIT * PAGE } });
-  const ictx = new Iommufd(host);
-  const ioas = ictx.ioasAlloc();
-  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
-  a.bind(ictx.fd);
-  a.attach(ioas);
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const a = io.attach({ iommu: 'intel-vtd' });
   const va = host.mmap(32 * PAGE);
   ictx.map(ioas, va, 6 * PAGE, 0x100000n, RW | FIXED);
   expect(host.lockedPages).toBe(6);
@@ -167,14 +165,10 @@ test('IOMMU_OPTION_RLIMIT_MODE: get, set only on an empty iommufd (EBUSY), 0 or 
 
 test('engine memory limit with two domains on the IOAS: ENOMEM in the second domain undoes the first (IOAS_MAP, IOAS_COPY)', async () => {
   const host = await newHost({ memoryLimit: 8 << 20 });
-  const ictx = new Iommufd(host);
-  const ioas = ictx.ioasAlloc();
-  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
-  const b = new VfioDevice(host, host.addDevice({ iommu: 'amd-vi' }));
-  a.bind(ictx.fd);
-  b.bind(ictx.fd);
-  a.attach(ioas);
-  b.attach(ioas);
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const a = io.attach({ iommu: 'intel-vtd' });
+  const b = io.attach({ iommu: 'amd-vi' });
   const va = host.mmap(4 * PAGE);
   host.mem.write(va, new Uint8Array([4, 5, 6]));
   ictx.map(ioas, va, 4 * PAGE, 0x100000n, RW | FIXED);
@@ -203,11 +197,9 @@ test('engine memory limit with two domains on the IOAS: ENOMEM in the second dom
 test('engine memory limit: a memfd whose pages are allocated when pinned (IOAS_MAP_FILE) runs out part way: ENOMEM, no pin kept, memory never past the limit', async () => {
   const LIMIT = 8 << 20;
   const host = await newHost({ memoryLimit: LIMIT });
-  const ictx = new Iommufd(host);
-  const ioas = ictx.ioasAlloc();
-  const a = new VfioDevice(host, host.addDevice({ iommu: 'intel-vtd' }));
-  a.bind(ictx.fd);
-  a.attach(ioas);
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const a = io.attach({ iommu: 'intel-vtd' });
   const mfd = host.memfdCreate('limit');
   host.ftruncate(mfd, 64 * PAGE); // holes: pages come on first touch
   const filler = fill(host);

@@ -8,7 +8,7 @@
  * of host/uapi (the Linux 64-bit ABI), as a C program would call ioctl(2).
  */
 import { expect } from 'vitest';
-import { createHost, SysError, DmaFault, Errno, uapi, type Host, type HostOptions, type DeviceHandle } from '../../host/index.js';
+import { createHost, SysError, DmaFault, Errno, uapi, type Host, type HostOptions, type DeviceHandle, type DeviceOptions } from '../../host/index.js';
 import type { ErrnoCode } from '../../host/uapi/errno.js';
 import type { IoctlDesc, StructDef } from '../../host/uapi/index.js';
 
@@ -258,9 +258,9 @@ export class AttachedIoas {
     return this.ictx.unmap(this.ioas, iova, length);
   }
 
-  /** A new device, its cdev opened and bound to this iommufd (not attached). */
-  bind(): VfioDevice {
-    const dev = new VfioDevice(this.host, this.host.addDevice());
+  /** A new device (addDevice's options), its cdev opened and bound to this iommufd (not attached). */
+  bind(options?: DeviceOptions): VfioDevice {
+    const dev = new VfioDevice(this.host, this.host.addDevice(options));
     expect(dev.call(V.VFIO_DEVICE_BIND_IOMMUFD, { iommufd: this.fd }).ret).toBe(0);
     return dev;
   }
@@ -275,9 +275,9 @@ export class AttachedIoas {
     expect(dev.detach()).toBe(0);
   }
 
-  /** A new device, bound and attached to the IOAS. */
-  attach(): VfioDevice {
-    const dev = this.bind();
+  /** A new device (addDevice's options), bound and attached to the IOAS. */
+  attach(options?: DeviceOptions): VfioDevice {
+    const dev = this.bind(options);
     this.attachDevice(dev);
     return dev;
   }
