@@ -7,7 +7,7 @@ export * from "./layout";
 import { init as stateInit, maxDomains, mbx, bIn, bOut, statsBase, attach as stateAttach, resume as stateResume, instanceBytes, instanceSet } from "./state";
 import { framesInit, framesSave, framesResume, framesAlloc, framesGet, framesPut, framesRefcount, framesAvailable, framesFree, framesInMemory } from "./frames";
 import { segAdd, segRemove } from "./segments";
-import { ptCreate, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
+import { ptCreate, ptCreateArmS2, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
 import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump, s2EpochBump } from "./iotlb";
@@ -88,6 +88,8 @@ export function seg_remove(seg: u32): i32 {
 }
 
 export function pt_create(levels: u32, sizes: u32, fmt: u32): i32 { return ptCreate(levels, sizes, fmt); }
+/** An ARM stage-2 table of a 2^granuleShift-byte granule for an `ias`-bit IPA and an `oas`-bit output (radix.ts ptCreateArmS2). */
+export function pt_create_arm_s2(granuleShift: u32, ias: u32, oas: u32, sizes: u32): i32 { return ptCreateArmS2(granuleShift, ias, oas, sizes); }
 export function pt_destroy(did: u32): i32 { return ptDestroy(did); }
 /** A nested domain: the guest's first-stage table at GPA (rootLo, rootHi) over the stage-2 domain `parent`. */
 export function pt_create_nested(parent: u32, rootLo: u32, rootHi: u32, levels: u32, flags: u32): i32 {

@@ -220,10 +220,13 @@ export const SEG_PRESENT: u32 = 1;
 //   +0  root pfn (0 = free slot)   +4  levels (3..5; AMD v1 1..6)
 //   +8  leaf sizes (SZ_4K | SZ_2M | SZ_1G) in bits 2:0; VT-d: the host
 //       address width in 15:8 (0 = 52); ARM stage 2: log2 of the root's
-//       concatenated tables in 19:16 (radix.ts ptCreate)
+//       concatenated tables in 19:16 (radix.ts ptCreate), the granule in
+//       21:20 and the input address size in 29:24 (the sizes word of
+//       pt_create, below)
 //   +12 generation (16 bits: the IOTLB tag; bumped to flush the domain)
 //   +16 sizes present in the IOTLB (a superset; lets a lookup skip probes)
-//   +20 table pages held          +24 leaf bytes mapped (u64)
+//   +20 table frames held (4 KiB each: a 16 / 64 KiB granule's table
+//       holds 4 / 16)             +24 leaf bytes mapped (u64)
 //   +32 flags: DOMF_DIRTY = hardware dirty tracking on (VT-d SSADE)
 //   +36 entry format: FMT_VTD_SL, FMT_ARM_S2 or FMT_AMD_V1 (pte.ts), or
 //       FMT_X86_S1 for a nested domain (nested.ts): its table is the guest's
@@ -432,12 +435,30 @@ export const TLBE_SIZE: u32 = 32;
 export const TLBE_VALID: u32 = 0x80000000;
 export const TLBE_WRITABLE: u32 = 4;
 
-// The sizes word of pt_create (radix.ts ptCreate, kept as DOM_SIZES): leaf
-// sizes (SZ_*) in bits 2:0; VT-d: the host address width HAW in bits 15:8
-// (0 = 52; entry address bits 51:HAW are reserved, VT-d 9.8); ARM stage 2:
-// log2 of the concatenated root tables in bits 19:16.
+// The sizes word of pt_create (radix.ts ptCreate, kept as DOM_SIZES):
+//
+//   31:30  29:24   23:22  21:20    19:16    15:8      7:3   2:0
+//  +-----+-------+------+--------+--------+---------+-----+--------------+
+//  | 0   | IAS   | 0    | granule| concat | HAW     | 0   | leaf levels  |
+//  +-----+-------+------+--------+--------+---------+-----+--------------+
+//
+// - leaf levels: bit n - 1 = leaves at level n (SZ_4K, SZ_2M, SZ_1G name
+//   the 4 KiB granule's sizes; with a 16 / 64 KiB granule bit 0 is the
+//   granule's page and bit 1 its 32 MiB / 512 MiB block);
+// - HAW, VT-d: the host address width (0 = 52; entry address bits 51:HAW
+//   are reserved, VT-d 9.8);
+// - concat, ARM stage 2: log2 of the tables concatenated at the root;
+// - granule, ARM stage 2: (g - 12) / 2 for a 2^g-byte granule: 0 = 4 KiB,
+//   1 = 16 KiB, 2 = 64 KiB (pt_create_arm_s2 sets it; pt_create takes 0);
+// - IAS, ARM stage 2: the input address size in bits, 64 - VTCR.T0SZ
+//   (pt_create_arm_s2 sets it; 0 from pt_create: the table's whole span,
+//   12 + 9 * levels + concat bits). The root has 2^(IAS - root shift)
+//   entries: fewer than a table's (a partial initial table) or more
+//   (concatenated tables).
 export const PT_HAW_SHIFT: u32 = 8;
 export const PT_CONCAT_SHIFT: u32 = 16;
+export const PT_GRANULE_SHIFT: u32 = 20;
+export const PT_IAS_SHIFT: u32 = 24;
 
 // Leaf sizes, as a bit per size class.
 export const SZ_4K: u32 = 1;

@@ -1,6 +1,7 @@
 // Page-table entry formats of the host-owned I/O page tables. The radix
 // code (radix.ts) is the same for all: 512 u64 entries a table, 4 KiB /
-// 2 MiB / 1 GiB leaves; only the entry encoding differs, and it is here.
+// 2 MiB / 1 GiB leaves (ARM stage 2 also with a 16 or 64 KiB granule, below);
+// only the entry encoding differs, and it is here.
 // Levels count from the leaf: level 1 maps 4 KiB, level 2 2 MiB, level 3
 // 1 GiB (ARM calls these levels 3, 2, 1; AMD calls them 1, 2, 3 as here).
 //
@@ -42,6 +43,25 @@
 //   ignore the hint); in a table descriptor bit 52 is ignored. The root may
 //   be 2..16 concatenated tables (radix.ts ptCreate, walk.ts hostWalk).
 //
+// ARM VMSAv8-64 stage 2 with a 16 KiB or 64 KiB granule (radix.ts
+// ptCreateArmS2; Arm ARM D8.3, the descriptor formats per granule): a
+// table is one granule of 2^(g - 3) entries (2048 or 8192), level 1 maps
+// the granule, level 2 a block of 32 MiB (16K) or 512 MiB (64K). Output
+// addresses are 48 bits: no FEAT_LPA2 (VTCR.DS = 0, which a 16K 64 GiB
+// block or a 52-bit OA would need) and no FEAT_LPA (the 64K granule's
+// OA[51:48] in bits 15:12, and its 4 TiB block). Every physical address
+// here is below 2^40 (256 segments of 4 GiB), so 48 bits name them all.
+// Without DS, bits 9:8 are SH (written 0b11, Inner Shareable, as Linux
+// writes coherent stage-2 entries: ARM_LPAE_PTE_SH_IS) and OA is bits
+// 47:g, the bits below g RES0 (a leaf with one set is F_RESERVED: the
+// "address bits below the leaf's size" rule); the other fields are as for
+// 4 KiB.
+//
+//   63:55  54:53  52   51   50:48  47:g             g-1:12 11  10  9:8  7:6   5:2     1  0
+//  +------+------+----+----+------+----------------+------+---+---+----+-----+-------+--+--+
+//  | ign  |  XN  |Cont|DBM | res0 | OA [47:g]      | res0 |nG |AF | SH |S2AP |MemAttr|T |V |
+//  +------+------+----+----+------+----------------+------+---+---+----+-----+-------+--+--+
+//
 // AMD I/O page table v1 (AMD IOMMU spec 2.2.3, "I/O Page Tables for Host
 // Translations"), 1 to 6 levels (the DTE's Mode):
 //
@@ -59,13 +79,30 @@
 //   F_RESERVED, which the host reports as IO_PAGE_FAULT with RZ = 1
 //   (fault_records.ts). The diagram above is the PTE's.
 
-import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT } from "./layout";
+import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT, PT_GRANULE_SHIFT, PT_IAS_SHIFT } from "./layout";
 
 let fmt: u32 = FMT_VTD_SL;
+/** ARM stage 2: the mask of bits 9:8 that are OA[51:50] (3: 4 KiB granule, LPA2 layout; 0: 16/64 KiB, where they are SH). */
+let armHi: u64 = 3;
+/** ARM stage 2: SH written into new entries (0 with the LPA2 layout, whose shareability is in VTCR; Inner Shareable otherwise). */
+let armSh: u64 = 0;
 
 /** Select the format of the table the next operations touch. */
 // @ts-ignore: decorator
 @inline export function useFormat(f: u32): void { fmt = f; }
+
+/** Select the format and, for ARM stage 2, the granule's entry layout, from the domain's sizes word. */
+// @ts-ignore: decorator
+@inline export function useTable(f: u32, word: u32): void {
+  fmt = f;
+  const lpa2 = f != FMT_ARM_S2 || granuleCode(word) == 0;
+  armHi = lpa2 ? 3 : 0;
+  armSh = lpa2 ? 0 : ARM_SH_IS;
+}
+
+/** The sizes word's granule code: (g - 12) / 2 for a 2^g-byte granule (0 for every format but ARM stage 2's 16 and 64 KiB). */
+// @ts-ignore: decorator
+@inline export function granuleCode(word: u32): u32 { return (word >> GRANULE_SHIFT) & 3; }
 // @ts-ignore: decorator
 @inline export function format(): u32 { return fmt; }
 
@@ -78,6 +115,11 @@ export const SIZES_MASK: u32 = 7;
 export const OUT_BITS_SHIFT: u32 = PT_HAW_SHIFT;
 /** ARM stage 2: log2 of the tables concatenated at the root (0..4), bits 19:16 of the sizes word. */
 export const CONCAT_SHIFT: u32 = PT_CONCAT_SHIFT;
+/** ARM stage 2: the granule code (bits 21:20) and the input address size (bits 29:24) of the sizes word. */
+export const GRANULE_SHIFT: u32 = PT_GRANULE_SHIFT;
+export const IAS_SHIFT: u32 = PT_IAS_SHIFT;
+/** SH[1:0] = 0b11, Inner Shareable, in bits 9:8 of a descriptor without the LPA2 layout. */
+const ARM_SH_IS: u64 = 3 << 8;
 const ARM_T: u64 = 1 << 1;
 const ARM_AF: u64 = 1 << 10;
 const ARM_S2AP_R: u64 = 1 << 6;
@@ -117,7 +159,7 @@ export const AMD_PTE_RSVD: u64 = 0x07f0000000000000;
 // @ts-ignore: decorator
 @inline export function addrOf(pte: u64): u64 {
   if (fmt == FMT_VTD_SL) return pte & VTD_ADDR;
-  if (fmt == FMT_ARM_S2) return (pte & ARM_OA_LO) | (((pte >> 8) & 3) << 50);
+  if (fmt == FMT_ARM_S2) return (pte & ARM_OA_LO) | (((pte >> 8) & armHi) << 50);
   return pte & AMD_ADDR;
 }
 
@@ -125,7 +167,7 @@ export const AMD_PTE_RSVD: u64 = 0x07f0000000000000;
 // @ts-ignore: decorator
 @inline export function mkTable(t: u64, level: u32): u64 {
   if (fmt == FMT_VTD_SL) return t | PERM_R | PERM_W;
-  if (fmt == FMT_ARM_S2) return armOa(t) | ARM_T | 1;
+  if (fmt == FMT_ARM_S2) return armOa(t) | ARM_T | 1; // bits 11:2 of a table descriptor are ignored: no SH
   return t | (<u64>(level - 1) << 9) | AMD_IR | AMD_IW | AMD_PR;
 }
 
@@ -134,7 +176,7 @@ export const AMD_PTE_RSVD: u64 = 0x07f0000000000000;
 @inline export function mkLeaf(pa: u64, perm: u32, level: u32): u64 {
   if (fmt == FMT_VTD_SL) return pa | perm | (level > 1 ? VTD_PS : 0);
   if (fmt == FMT_ARM_S2) {
-    return armOa(pa) | (level == 1 ? ARM_T : 0) | 1 | ARM_AF | ARM_NORMAL_WB |
+    return armOa(pa) | armSh | (level == 1 ? ARM_T : 0) | 1 | ARM_AF | ARM_NORMAL_WB |
       ((perm & PERM_R) != 0 ? ARM_S2AP_R : 0) | ((perm & PERM_W) != 0 ? ARM_S2AP_W : 0);
   }
   return pa | AMD_PR | AMD_FC | ((perm & PERM_R) != 0 ? AMD_IR : 0) | ((perm & PERM_W) != 0 ? AMD_IW : 0);

@@ -3,7 +3,13 @@
 // 2, AMD v1). 3, 4 or 5 levels of 512 u64 entries (AMD v1: 1 to 6, the
 // top one of 6 using 128); leaves of 4 KiB
 // (level 1), 2 MiB (level 2) and 1 GiB (level 3) where the table allows them.
-// Every entry point selects the domain's format first (useFormat).
+// ARM stage 2 also takes a 16 or 64 KiB granule (ptCreateArmS2): 1 to 4
+// levels of 2^(g - 3) entries, each table one granule (4 or 16 frames,
+// aligned to its size), leaves of the granule and of 32 / 512 MiB blocks,
+// and a root of fewer (partial) or more (concatenated) entries than a
+// table's. The geometry (granule, bits per level, root index bits, input
+// width) is set with the format by every entry point (validDomain).
+// Every entry point selects the domain's format first (useTable).
 //
 // Permissions are ANDed over every level of a walk, as the hardware does
 // (VT-d 3.7.1; AMD 2.2.3); the tables made here grant everything above the
@@ -19,7 +25,7 @@
 // copies its flags to the smaller leaves, so a split never loses a dirty page.
 
 import {
-  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, SZ_2M, SZ_1G, FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
+  DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
 } from "./layout";
@@ -27,37 +33,68 @@ import { domTable, maxDomains, count, bOut } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
-import { useFormat, format, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit, SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT } from "./pte";
-import { hostWalk, setWalkResult, walkEntry, walkPerm, aboveWidth } from "./walk";
+import {
+  useTable, format, granuleCode, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit,
+  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, GRANULE_SHIFT, IAS_SHIFT,
+} from "./pte";
+import { hostWalk, setWalkResult, walkEntry, walkPerm, inputBits } from "./walk";
 import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
 import { nestedCreate, nestedWalk, nestedDestroy, flushChildren, stage2Changed, nPa, nIpa, nShift, nPerm, nLevel, nDirty } from "./nested";
 
 
 // @ts-ignore: decorator
 @inline function dom(did: u32): usize { return domTable + <usize>did * DOM_SIZE; }
+// The current table's geometry (validDomain sets it with the format): a
+// granule of 2^gShift bytes (4 KiB but for ARM stage 2's 16 / 64 KiB),
+// gBits index bits per level (tables of 2^gBits entries), the root's index
+// bits, and the input width in bits (64: no limit, a 6-level AMD table).
+let gShift: u32 = 12;
+let gBits: u32 = 9;
+let gRootBits: u32 = 9;
+let gWidth: u32 = 48;
+
 // @ts-ignore: decorator
-@inline function shiftOf(level: u32): u32 { return 12 + 9 * (level - 1); }
+@inline function shiftOf(level: u32): u32 { return gShift + gBits * (level - 1); }
 // @ts-ignore: decorator
 @inline function sizeBit(level: u32): u32 { return 1 << (level - 1); }
-/** ARM stage 2: log2 of the tables concatenated at the root (0 for one table, and for other formats). */
+/** Index bits of the table at `level` (the root's at level == levels). */
 // @ts-ignore: decorator
-@inline function concatOf(did: u32): u32 { return (load<u32>(dom(did) + DOM_SIZES) >> CONCAT_SHIFT) & 0xf; }
-/** The entry for iova in the table at `level`; the root (level == levels) has 512 << concat entries. */
+@inline function bitsAt(level: u32, levels: u32): u32 { return level == levels ? gRootBits : gBits; }
+/** The entry for iova in the table at `level`. */
 // @ts-ignore: decorator
-@inline function slotIn(table: u64, iova: u64, level: u32, levels: u32, concat: u32): usize {
-  const mask: u64 = level == levels ? (<u64>512 << concat) - 1 : 511;
+@inline function slotIn(table: u64, iova: u64, level: u32, levels: u32): usize {
+  const mask: u64 = (<u64>1 << bitsAt(level, levels)) - 1;
   return <usize>table + (<usize>((iova >> shiftOf(level)) & mask) << 3);
 }
+/** Is x past the table's input width? */
+// @ts-ignore: decorator
+@inline function outside(x: u64): bool { return gWidth < 64 && (x >> gWidth) != 0; }
+/** log2 of the frames a table of 2^entryBits entries takes: at least one granule (a partial root fills it). */
+// @ts-ignore: decorator
+@inline function framesLog2(entryBits: u32): u32 { return max(entryBits + 3, gShift) - 12; }
 
-/** Does did name a table? If so its format becomes the current one. */
+/** Set the geometry of a host table of format f, sizes word `word`, `levels` levels. */
+function useGeometry(f: u32, word: u32, levels: u32): void {
+  gShift = 12 + (granuleCode(word) << 1);
+  gBits = gShift - 3;
+  gWidth = f == FMT_AMD_V1 ? min<u32>(64, 12 + 9 * levels) : inputBits(word, levels);
+  gRootBits = gWidth - shiftOf(levels);
+}
+
+/** Does did name a table? If so its format (and a host table's geometry) becomes the current one. */
 function validDomain(did: u32): bool {
   if (did == 0 || did >= maxDomains || load<u32>(dom(did) + DOM_ROOT) == 0) return false;
-  useFormat(load<u32>(dom(did) + DOM_FORMAT));
+  const d = dom(did);
+  const f = load<u32>(d + DOM_FORMAT);
+  const word = load<u32>(d + DOM_SIZES);
+  useTable(f, word);
+  if (f < FMT_NESTED) useGeometry(f, word, load<u32>(d + DOM_LEVELS));
   return true;
 }
 
-/** A zeroed table of `n` pages (a concatenated root: n a power of two, aligned to its size), or 0. */
-function allocTable(did: u32, n: u32 = 1): u64 {
+/** A zeroed table of 2^entryBits entries (a granule; a concatenated root 2..16 of them, aligned to their size), or 0. */
+function allocTable(did: u32, entryBits: u32): u64 {
+  const n: u32 = 1 << framesLog2(entryBits);
   const pfn = framesAlloc(n, n);
   if (pfn < 0) return 0;
   const d = dom(did);
@@ -65,7 +102,8 @@ function allocTable(did: u32, n: u32 = 1): u64 {
   return <u64>pfn << 12;
 }
 
-function freeTable(did: u32, table: u64, n: u32 = 1): void {
+function freeTable(did: u32, table: u64, entryBits: u32): void {
+  const n: u32 = 1 << framesLog2(entryBits);
   framesPut(<u32>(table >> 12), n);
   const d = dom(did);
   store<u32>(d + DOM_TABLES, load<u32>(d + DOM_TABLES) - n);
@@ -88,6 +126,9 @@ function freeTable(did: u32, table: u64, n: u32 = 1): void {
  * concatenates up to 16 at start level 1 or 0): the input is 12 + 9 *
  * levels + n bits wide (40..43 bits from level 1, 49..52 from level 0,
  * which FEAT_LPA2 needs past 48). Kept in bits 19:16 of the sizes word.
+ * A table made here has the 4 KiB granule and IAS 0 in its sizes word
+ * (the levels' and concatenation's whole span); ptCreateArmS2 makes the
+ * others.
  */
 export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   const leafSizes = sizes & SIZES_MASK;
@@ -98,14 +139,67 @@ export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   if (fmt == FMT_AMD_V1 ? levels < 1 || levels > 6 : levels < 3 || levels > 5) return ERR_INVAL;
   if (leafSizes >> levels != 0) return ERR_INVAL; // a leaf above the root
   if (outBits != 0 && (fmt != FMT_VTD_SL || outBits < 32 || outBits > 52)) return ERR_INVAL;
+  return createTable(levels, sizes, fmt);
+}
+
+/**
+ * An ARM VMSAv8-64 stage-2 table with a granule of 2^granuleShift bytes
+ * (12, 14, 16) for an input (IPA) size of `ias` bits, the start level and
+ * the concatenation chosen as Linux's io-pgtable-arm does for a stage-2
+ * domain (arm_lpae_alloc_pgtable, arm_64_lpae_alloc_pgtable_s2), by the
+ * rules of the Arm ARM (DDI 0487 K.a, D8.2):
+ *   - levels = ceil((ias - g) / (g - 3)); the initial level resolves the
+ *     rest, ias - g - (g - 3)(levels - 1) bits: a partial table when that
+ *     is fewer than a table's g - 3;
+ *   - concatenation where the architecture makes it mandatory
+ *     (arm_lpae_concat_mandatory): R_DXBSH, a 16K granule with a 48-bit
+ *     input starts at level 1, not 0; R_SRKBC, the valid initial levels
+ *     per output size: 4K starting at level 0 with a 40- or 42-bit output
+ *     starts at level 1, 16K starting at level 0 with a 48-bit output at
+ *     level 1, 16K starting at level 1 with a 40-bit output at level 2. The
+ *     level skipped becomes 2^bits tables concatenated at the next, at most
+ *     16 (ARM_LPAE_S2_MAX_CONCAT_PAGES; more is EINVAL, as Linux fails).
+ * `oas`: the output size (VTCR.PS: 40, 42, 44 or 48; below 40 could not
+ * name every engine physical address, which reach 2^40). `ias`: 25..48
+ * (VTCR.T0SZ 16..39 with neither FEAT_LPA nor FEAT_TTST). `sizes`: leaf
+ * levels, bit 0 (the granule's page) required, bit 1 the 2 MiB / 32 MiB /
+ * 512 MiB block, bit 2 the 1 GiB block (4K only: 16K's 64 GiB needs
+ * VTCR.DS, 64K's 4 TiB FEAT_LPA). Returns the domain id, or ERR_INVAL.
+ */
+export function ptCreateArmS2(granuleShift: u32, ias: u32, oas: u32, sizes: u32): i32 {
+  const g = granuleShift;
+  if (g != 12 && g != 14 && g != 16) return ERR_INVAL;
+  if (ias < 25 || ias > 48 || (oas != 40 && oas != 42 && oas != 44 && oas != 48)) return ERR_INVAL;
+  if ((sizes & 1) == 0 || (sizes & ~(g == 12 ? SIZES_MASK : 3)) != 0) return ERR_INVAL;
+  const bits = g - 3;
+  const va = ias - g;
+  let levels = (va + bits - 1) / bits;
+  let rootBits = va - bits * (levels - 1);
+  const start = 4 - levels;
+  const mandatory = g == 14 && start == 0 ? oas == 48 || ias == 48
+    : g == 12 && start == 0 ? oas == 40 || oas == 42
+    : g == 14 && start == 1 && oas == 40;
+  if (mandatory) {
+    if (rootBits > 4) return ERR_INVAL; // more than 16 tables to concatenate
+    levels--;
+    rootBits += bits;
+  }
+  if (sizes >> levels != 0) return ERR_INVAL; // a leaf above the root
+  const concat = rootBits > bits ? rootBits - bits : 0;
+  return createTable(levels, sizes | (concat << CONCAT_SHIFT) | (((g - 12) >> 1) << GRANULE_SHIFT) | (ias << IAS_SHIFT), FMT_ARM_S2);
+}
+
+/** A new table: the first free domain slot, its root allocated (checked arguments). */
+function createTable(levels: u32, word: u32, fmt: u32): i32 {
   for (let did: u32 = 1; did < maxDomains; did++) {
     const d = dom(did);
     if (load<u32>(d + DOM_ROOT) != 0) continue;
-    const root = allocTable(did, 1 << concat);
+    useGeometry(fmt, word, levels);
+    const root = allocTable(did, gRootBits);
     if (root == 0) return ERR_NOMEM;
     store<u32>(d + DOM_ROOT, <u32>(root >> 12));
     store<u32>(d + DOM_LEVELS, levels);
-    store<u32>(d + DOM_SIZES, sizes);
+    store<u32>(d + DOM_SIZES, word);
     store<u32>(d + DOM_FORMAT, fmt);
     store<u64>(d + DOM_MAPPED, 0);
     store<u32>(d + DOM_FLAGS, 0);
@@ -117,22 +211,23 @@ export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   return ERR_FULL;
 }
 
-/** Free every table page of a subtree whose root table (of `n` pages) sits at `level`. */
-function freeSubtree(did: u32, table: u64, level: u32, n: u32 = 1): void {
+/** Free every table page of a subtree whose root table (of 2^entryBits entries) sits at `level`. */
+function freeSubtree(did: u32, table: u64, level: u32, entryBits: u32): void {
   if (level > 1) {
-    for (let i: u32 = 0; i < 512 * n; i++) {
+    const n: u32 = 1 << entryBits;
+    for (let i: u32 = 0; i < n; i++) {
       const pte = load<u64>(<usize>table + (<usize>i << 3));
-      if (present(pte) && !isLeaf(pte, level)) freeSubtree(did, addrOf(pte), level - 1);
+      if (present(pte) && !isLeaf(pte, level)) freeSubtree(did, addrOf(pte), level - 1, gBits);
     }
   }
-  freeTable(did, table, n);
+  freeTable(did, table, entryBits);
 }
 
 export function ptDestroy(did: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
   if (format() >= FMT_NESTED) { nestedDestroy(did); return 0; }
   const d = dom(did);
-  freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), 1 << concatOf(did));
+  freeSubtree(did, <u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), gRootBits);
   iotlbFlushDomain(did);
   store<u32>(d + DOM_ROOT, 0);
   store<u64>(d + DOM_MAPPED, 0);
@@ -145,15 +240,18 @@ export function ptDestroy(did: u32): i32 {
 
 /** The largest leaf level usable at (iova, pa) with `left` bytes to go. */
 function leafLevel(sizes: u32, iova: u64, pa: u64, left: u64): u32 {
-  if ((sizes & SZ_1G) != 0 && aligned(iova | pa, 30) && left >= (<u64>1 << 30)) return 3;
-  if ((sizes & SZ_2M) != 0 && aligned(iova | pa, 21) && left >= (<u64>1 << 21)) return 2;
+  for (let l: u32 = 3; l >= 2; l--) {
+    const sh = shiftOf(l);
+    if ((sizes & sizeBit(l)) != 0 && aligned(iova | pa, sh) && left >= (<u64>1 << sh)) return l;
+  }
   return 1;
 }
 
 /**
  * Map [iova, iova + len) to [pa, pa + len) with permission perm (PERM_R|W),
  * using the largest leaves that alignment allows. Every address must be
- * 4 KiB aligned; the range must be unmapped. On failure nothing stays mapped.
+ * aligned to the granule (4 KiB; an ARM stage-2 table's 16 or 64 KiB);
+ * the range must be unmapped. On failure nothing stays mapped.
  */
 export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   if (!validDomain(did)) return ERR_NOENT;
@@ -163,10 +261,9 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   const word = load<u32>(d + DOM_SIZES);
   const sizes = word & SIZES_MASK;
   const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
-  const concat = (word >> CONCAT_SHIFT) & 0xf;
   const end = iova + len;
-  if (len == 0 || !aligned(iova | pa | len, 12) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
-      end < iova || aboveWidth(end - 1, levels, concat) || !physRangeOk(pa, len)) return ERR_INVAL;
+  if (len == 0 || !aligned(iova | pa | len, gShift) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
+      end < iova || outside(end - 1) || !physRangeOk(pa, len)) return ERR_INVAL;
   if (outBits != 0 && ((pa + len - 1) >> outBits) != 0) return ERR_INVAL; // past the host address width
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   const start = iova;
@@ -175,10 +272,10 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
     const lvl = leafLevel(sizes, iova, pa, end - iova);
     let table = root;
     for (let l = levels; l > lvl; l--) {
-      const e = slotIn(table, iova, l, levels, concat);
+      const e = slotIn(table, iova, l, levels);
       let pte = load<u64>(e);
       if (!present(pte)) {
-        const t = allocTable(did);
+        const t = allocTable(did, gBits);
         if (t == 0) { err = ERR_NOMEM; break; }
         pte = mkTable(t, l);
         store<u64>(e, pte);
@@ -189,14 +286,14 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
     // Fill consecutive entries of this table while the leaf size holds.
     const sz = <u64>1 << shiftOf(lvl);
 
-    let e = slotIn(table, iova, lvl, levels, concat);
-    const tableEnd = <usize>table + (lvl == levels ? <usize>4096 << concat : 4096);
+    let e = slotIn(table, iova, lvl, levels);
+    const tableEnd = <usize>table + (<usize>8 << bitsAt(lvl, levels));
     while (true) {
       const old = load<u64>(e);
       if (present(old)) {
         // A table left empty by earlier unmaps may give way to a large leaf.
         if (isLeaf(old, lvl) || mappedIn(addrOf(old), lvl - 1) != 0) { err = ERR_EXISTS; break; }
-        freeSubtree(did, addrOf(old), lvl - 1);
+        freeSubtree(did, addrOf(old), lvl - 1, gBits);
       }
       store<u64>(e, mkLeaf(pa, perm, lvl));
       iova += sz; pa += sz; e += 8;
@@ -218,7 +315,7 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
 /** Table pages needed to rewrite a leaf of `level` as leaves one size down (and below, where a size is not allowed). */
 function splitCost(sizes: u32, level: u32): u32 {
   const sub = level - 1;
-  return sub > 1 && (sizes & sizeBit(sub)) == 0 ? 1 + 512 * splitCost(sizes, sub) : 1;
+  return sub > 1 && (sizes & sizeBit(sub)) == 0 ? 1 + (1 << gBits) * splitCost(sizes, sub) : 1;
 }
 
 /**
@@ -227,12 +324,13 @@ function splitCost(sizes: u32, level: u32): u32 {
  */
 function fillLeaves(did: u32, table: u64, level: u32, pa: u64, perm: u32, flags: u64, sizes: u32): void {
   const step = <u64>1 << shiftOf(level);
-  for (let i: usize = 0; i < 512; i++, pa += step) {
+  const n: usize = <usize>1 << gBits;
+  for (let i: usize = 0; i < n; i++, pa += step) {
     const e = <usize>table + (i << 3);
     if (level == 1 || (sizes & sizeBit(level)) != 0) {
       store<u64>(e, mkLeaf(pa, perm, level) | flags);
     } else {
-      const t = allocTable(did); // cannot fail: split() checked the cost first
+      const t = allocTable(did, gBits); // cannot fail: split() checked the cost first (4 KiB tables: a 16 / 64 KiB granule's blocks split into pages at once)
       fillLeaves(did, t, level - 1, pa, perm, flags, sizes);
       store<u64>(e, mkTable(t, level));
     }
@@ -246,9 +344,9 @@ function fillLeaves(did: u32, table: u64, level: u32, pa: u64, perm: u32, flags:
  */
 function split(did: u32, e: usize, level: u32): bool {
   const sizes = load<u32>(dom(did) + DOM_SIZES) & SIZES_MASK;
-  if (framesAvailable() < splitCost(sizes, level)) return false;
+  if (framesAvailable() < splitCost(sizes, level) << (gShift - 12)) return false;
   const pte = load<u64>(e);
-  const t = allocTable(did);
+  const t = allocTable(did, gBits);
   if (t == 0) return false;
   fillLeaves(did, t, level - 1, addrOf(pte), permOf(pte, level), pte & (accessedBit() | dirtyBit()), sizes);
   store<u64>(e, mkTable(t, level));
@@ -258,10 +356,9 @@ function split(did: u32, e: usize, level: u32): bool {
 /** Split every large leaf that `boundary` cuts (boundary is not its first byte). */
 function splitAt(did: u32, root: u64, levels: u32, boundary: u64): bool {
   let table = root;
-  const concat = concatOf(did);
-  if (aboveWidth(boundary, levels, concat)) return true; // the end of the address space: nothing cut
+  if (outside(boundary)) return true; // the end of the address space: nothing cut
   for (let l = levels; l >= 2; l--) {
-    const e = slotIn(table, boundary, l, levels, concat);
+    const e = slotIn(table, boundary, l, levels);
     const pte = load<u64>(e);
     if (!present(pte)) return true;
     if (isLeaf(pte, l)) {
@@ -291,7 +388,7 @@ function clearTable(did: u32, table: u64, level: u32, base: u64, first: u64, las
       cleared += span;
     } else if (lo >= first && hi <= last) {
       cleared += mappedIn(addrOf(pte), level - 1);
-      freeSubtree(did, addrOf(pte), level - 1);
+      freeSubtree(did, addrOf(pte), level - 1, gBits);
       store<u64>(e, 0);
     } else {
       cleared += clearTable(did, addrOf(pte), level - 1, lo, max(first, lo), min(last, hi));
@@ -303,7 +400,8 @@ function clearTable(did: u32, table: u64, level: u32, base: u64, first: u64, las
 /** Bytes mapped by the leaves of a subtree. */
 function mappedIn(table: u64, level: u32): u64 {
   let n: u64 = 0;
-  for (let i: u32 = 0; i < 512; i++) {
+  const entries: u32 = 1 << gBits;
+  for (let i: u32 = 0; i < entries; i++) {
     const pte = load<u64>(<usize>table + (<usize>i << 3));
     if (!present(pte)) continue;
     n += isLeaf(pte, level) ? <u64>1 << shiftOf(level) : mappedIn(addrOf(pte), level - 1);
@@ -332,7 +430,7 @@ export function ptUnmap(did: u32, iova: u64, len: u64): i32 {
   const d = dom(did);
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
-  if (len == 0 || !aligned(iova | len, 12) || last < iova || aboveWidth(last, levels, concatOf(did))) return ERR_INVAL;
+  if (len == 0 || !aligned(iova | len, gShift) || last < iova || outside(last)) return ERR_INVAL;
   const root = <u64>load<u32>(d + DOM_ROOT) << 12;
   if (!splitAt(did, root, levels, iova) || !splitAt(did, root, levels, last + 1)) return ERR_NOMEM;
   clearRange(did, root, levels, iova, last);
@@ -403,16 +501,17 @@ function touchLeaf(did: u32, access: u32): u32 {
   return (pte & dirtyBit()) != 0 ? PERM_W : 0;
 }
 
-/** Clear D in every leaf under the table (of `n` pages) at `level`. Returns true if any was set. */
-function clearDirtyAll(table: u64, level: u32, n: u32 = 1): bool {
+/** Clear D in every leaf under the table (of 2^entryBits entries) at `level`. Returns true if any was set. */
+function clearDirtyAll(table: u64, level: u32, entryBits: u32): bool {
   let any = false;
-  for (let i: usize = 0; i < <usize>512 * n; i++) {
+  const n: usize = <usize>1 << entryBits;
+  for (let i: usize = 0; i < n; i++) {
     const e = <usize>table + (i << 3);
     const pte = load<u64>(e);
     if (!present(pte)) continue;
     if (isLeaf(pte, level)) {
       if ((pte & dirtyBit()) != 0) { store<u64>(e, pte & ~dirtyBit()); any = true; }
-    } else if (clearDirtyAll(addrOf(pte), level - 1)) {
+    } else if (clearDirtyAll(addrOf(pte), level - 1, gBits)) {
       any = true;
     }
   }
@@ -432,7 +531,7 @@ export function ptSetDirtyTracking(did: u32, enable: u32): i32 {
   // track, nor can a nested domain (its first-stage A/D are the guest's).
   if (enable > 1 || dirtyBit() == 0 || format() >= FMT_NESTED) return ERR_INVAL;
   const d = dom(did);
-  if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), 1 << concatOf(did));
+  if (enable != 0) clearDirtyAll(<u64>load<u32>(d + DOM_ROOT) << 12, load<u32>(d + DOM_LEVELS), gRootBits);
   const flags = load<u32>(d + DOM_FLAGS);
   store<u32>(d + DOM_FLAGS, enable != 0 ? flags | DOMF_DIRTY : flags & ~DOMF_DIRTY);
   iotlbFlushDomain(did);
@@ -494,7 +593,7 @@ function readDirtyLeaf(e: usize, pte: u64, ls: u64, le: u64): void {
   }
 }
 
-function readDirtyTable(table: u64, level: u32, base: u64, entriesLog2: u32 = 9): void {
+function readDirtyTable(table: u64, level: u32, base: u64, entriesLog2: u32): void {
   const shift = shiftOf(level);
   const lo = max(rdBase, base);
   // The table's end; 0 when it reaches 2^64 (a 6-level AMD table's top).
@@ -507,7 +606,7 @@ function readDirtyTable(table: u64, level: u32, base: u64, entriesLog2: u32 = 9)
     if (!present(pte)) continue;
     const ls = base + (<u64>i << shift);
     if (isLeaf(pte, level)) readDirtyLeaf(e, pte, ls, ls + (<u64>1 << shift));
-    else readDirtyTable(addrOf(pte), level - 1, ls);
+    else readDirtyTable(addrOf(pte), level - 1, ls, gBits);
     if (rdStop) return;
   }
 }
@@ -532,8 +631,7 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   const levels = load<u32>(d + DOM_LEVELS);
   const last = iova + len - 1;
   // A range ending at 2^64 (6-level AMD) would wrap the piece's end: refused.
-  const concat = concatOf(did);
-  if (!aligned(iova | len, pageShift) || last < iova || last == <u64>-1 || aboveWidth(last, levels, concat)) return ERR_INVAL;
+  if (!aligned(iova | len, pageShift) || last < iova || last == <u64>-1 || outside(last)) return ERR_INVAL;
   const pages = len >> pageShift;
   const n = pages < DIRTY_BITS_MAX ? pages : DIRTY_BITS_MAX;
   rdBase = iova;
@@ -545,7 +643,7 @@ export function ptReadDirty(did: u32, iova: u64, len: u64, pageShift: u32, clear
   rdClrFirst = 0;
   rdClrEnd = 0;
   memory.fill(bOut, 0, <usize>((n + 63) >> 6) << 3);
-  readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0, 9 + concat);
+  readDirtyTable(<u64>load<u32>(d + DOM_ROOT) << 12, levels, 0, gRootBits);
   if (rdClrEnd != 0) {
     iotlbFlushRange(did, rdClrFirst, rdClrEnd - rdClrFirst);
     // Combined entries with an output in the range cached its D state.

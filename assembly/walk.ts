@@ -9,8 +9,8 @@ import {
 import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
 import {
-  useFormat, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
-  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
+  useFormat, useTable, granuleCode, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
+  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, IAS_SHIFT, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
 } from "./pte";
 
 // @ts-ignore: decorator
@@ -30,13 +30,22 @@ export let walkLevel: u32 = 0;
 /** Address (segment 0) of the leaf entry the last successful walk ended on. */
 export let walkEntry: usize = 0;
 
+/** Is iova above the width of a `levels`-level AMD v1 table (12 + 9 * levels bits; 6 levels cover all 64)? */
+// @ts-ignore: decorator
+@inline export function aboveWidth(iova: u64, levels: u32): bool {
+  return levels < 6 && (iova >> shiftOf(levels + 1)) != 0;
+}
+
 /**
- * Is iova above the width of a `levels`-level table whose root is 2^concat
- * concatenated tables (12 + 9 * levels + concat bits; 6 levels cover all 64)?
+ * The input width of a VT-d or ARM stage-2 table of `levels` levels whose
+ * sizes word is `word`: ARM stage 2's IAS (layout.ts, the sizes word), or
+ * (IAS 0: a 4 KiB-granule table from pt_create) the span of the levels and
+ * the root's concatenated tables, 12 + 9 * levels + concat bits.
  */
 // @ts-ignore: decorator
-@inline export function aboveWidth(iova: u64, levels: u32, concat: u32 = 0): bool {
-  return levels < 6 && (iova >> (shiftOf(levels + 1) + concat)) != 0;
+@inline export function inputBits(word: u32, levels: u32): u32 {
+  const ias = (word >> IAS_SHIFT) & 0x3f;
+  return ias != 0 ? ias : shiftOf(levels + 1) + ((word >> CONCAT_SHIFT) & 0xf);
 }
 
 /**
@@ -49,21 +58,31 @@ export let walkEntry: usize = 0;
 export function hostWalk(did: u32, iova: u64): u32 {
   const d = dom(did);
   const fmt = load<u32>(d + DOM_FORMAT);
-  useFormat(fmt);
   const levels = load<u32>(d + DOM_LEVELS);
   const word = load<u32>(d + DOM_SIZES);
+  useTable(fmt, word);
   count(CTRL_STAT_WALKS);
   walkLevel = levels;
   if (fmt == FMT_AMD_V1) {
     if (aboveWidth(iova, levels)) return F_ADDR_WIDTH;
     return amdWalk(d, iova, levels);
   }
-  // ARM stage 2: 2^concat tables concatenated at the initial lookup level
-  // (Arm ARM D8.2, "Concatenated translation tables for the initial stage 2
-  // lookup"): the root index has 9 + concat bits.
-  const concat = (word >> CONCAT_SHIFT) & 0xf;
-  if (aboveWidth(iova, levels, concat)) return F_ADDR_WIDTH;
-  const rootMask: u64 = (<u64>512 << concat) - 1;
+  // The granule, 2^g bytes: tables of 2^(g - 3) entries, level l resolving
+  // the bits from g + (g - 3)(l - 1) up (Arm ARM D8.2; 4 KiB for VT-d).
+  const gc = granuleCode(word);
+  const g: u32 = 12 + (gc << 1);
+  const bits: u32 = g - 3;
+  let shift: u32 = g + bits * (levels - 1);
+  // ARM stage 2: the input size IAS (64 - VTCR.T0SZ) bounds the IPA and
+  // gives the root its index bits: fewer than a table's (a partial initial
+  // table) or up to 4 more, 2..16 tables concatenated at the initial lookup
+  // level (Arm ARM D8.2, "Concatenated translation tables for the initial
+  // stage 2 lookup").
+  const width = inputBits(word, levels);
+  if ((iova >> width) != 0) return F_ADDR_WIDTH;
+  const rootMask: u64 = (<u64>1 << (width - shift)) - 1;
+  const idxMask: u64 = (<u64>1 << bits) - 1;
+  const tableBytes: u64 = <u64>1 << g;
   const sizes = word & SIZES_MASK;
   // VT-d 9.8: address bits 51:HAW of every entry are reserved (0 = none: 52).
   const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
@@ -71,23 +90,35 @@ export function hostWalk(did: u32, iova: u64): u32 {
   let table = <u64>load<u32>(d + DOM_ROOT) << 12;
   let perm: u32 = PERM_R | PERM_W;
   const memEnd = <u64>memory.size() << 16;
-  for (let l = levels; l >= 1; l--) {
+  for (let l = levels; l >= 1; l--, shift -= bits) {
     walkLevel = l;
-    const e = <usize>table + (<usize>((iova >> shiftOf(l)) & (l == levels ? rootMask : 511)) << 3);
+    const e = <usize>table + (<usize>((iova >> shift) & (l == levels ? rootMask : idxMask)) << 3);
     const pte = load<u64>(e);
     if (!present(pte)) return F_NOT_PRESENT;
     if ((pte & outRsvd) != 0) return F_RESERVED;
     perm &= permOf(pte, l);
     if (isLeaf(pte, l)) {
-      const shift = shiftOf(l);
       // Sizes the table lacks, address bits below the leaf's size, format
       // rules (VT-d 9.8; Arm ARM D8.3): reserved, not translated.
       if (leafReserved(pte, l, sizes, shift)) return F_RESERVED;
       if (accessFlagFault(pte)) return F_ACCESS;
       const pa = addrOf(pte);
       if (!physRangeOk(pa, <u64>1 << shift)) return F_OUT_OF_SEGMENT;
-      walkPa = pa;
-      walkShift = shift;
+      if (gc == 0) {
+        walkPa = pa;
+        walkShift = shift;
+      } else {
+        // A 16 / 64 KiB page or a 32 / 512 MiB block is reported as the
+        // slice of it holding iova of the largest IOTLB size class that fits
+        // (4 KiB, 2 MiB): a TLB may cache a translation as a smaller page
+        // than the leaf (the Arm ARM leaves the TLB entry's size to the
+        // implementation; the IOTLB's classes are 4K / 2M / 1G). Every byte
+        // of the slice translates as the leaf does, and an invalidation of
+        // the leaf's range covers every slice inside it.
+        const r: u32 = shift >= 21 ? 21 : 12;
+        walkPa = pa + (iova & ((<u64>1 << shift) - 1) & ~((<u64>1 << r) - 1));
+        walkShift = r;
+      }
       walkPerm = perm;
       walkEntry = e;
       return F_NONE;
@@ -95,7 +126,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
     if (tableReserved(pte, l)) return F_RESERVED;
     table = addrOf(pte);
     // Host tables live in segment 0; anything else is corrupt.
-    if (table + 4096 > memEnd) return F_TABLE_ADDR;
+    if (table + tableBytes > memEnd) return F_TABLE_ADDR;
   }
   return F_NOT_PRESENT; // unreachable: level 1 always returns
 }

@@ -18,6 +18,7 @@ interface Exports {
   seg_add(sizeLo: number, sizeHi: number): number;
   seg_remove(seg: number): number;
   pt_create(levels: number, sizes: number, fmt: number): number;
+  pt_create_arm_s2(granuleShift: number, ias: number, oas: number, sizes: number): number;
   pt_destroy(did: number): number;
   pt_create_nested(parent: number, rootLo: number, rootHi: number, levels: number, flags: number): number;
   pt_create_nested_arm(parent: number, ttbLo: number, ttbHi: number, cfg: number): number;
@@ -63,7 +64,7 @@ export interface Layout {
   CTRL_STAT_WALKS: number; CTRL_STAT_FAULTS: number; CTRL_STAT_INVALIDATIONS: number;
   MB_PA_LO: number; MB_PA_HI: number; MB_SHIFT: number; MB_PERM: number; MB_LEVEL: number;
   MB_COVERED: number; MB_FAULT_LO: number; MB_FAULT_HI: number;
-  SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number; PT_HAW_SHIFT: number; PT_CONCAT_SHIFT: number;
+  SZ_4K: number; SZ_2M: number; SZ_1G: number; PERM_R: number; PERM_W: number; PT_HAW_SHIFT: number; PT_CONCAT_SHIFT: number; PT_GRANULE_SHIFT: number; PT_IAS_SHIFT: number;
   FMT_VTD_SL: number; FMT_ARM_S2: number; FMT_AMD_V1: number; FMT_X86_S1: number; FMT_ARM_S1: number; F_ACCESS: number; F_ADDR_SIZE: number; F_STAGE2: number;
   CTRL_RINGS: number; RING_SIZE: number; RING_LOCK: number; RING_BASE: number; RING_DEPTH: number; RING_HEAD: number;
   RING_COUNT: number; RING_SEQ: number; RING_LOST: number; RING_LOST_SEQ: number; RING_HEADER: number;
@@ -109,7 +110,7 @@ export interface WorkerShare {
  * attached, the owner calls them under the writer lock (layout.ts).
  */
 const WRITERS = [
-  'seg_add', 'seg_remove', 'pt_create', 'pt_destroy', 'pt_create_nested', 'pt_create_nested_arm', 'pt_map', 'pt_unmap',
+  'seg_add', 'seg_remove', 'pt_create', 'pt_create_arm_s2', 'pt_destroy', 'pt_create_nested', 'pt_create_nested_arm', 'pt_map', 'pt_unmap',
   'ctx_set', 'iotlb_flush_all', 'iotlb_flush_domain', 'iotlb_flush_range', 'pt_set_dirty_tracking', 'pt_read_dirty',
 ] as const;
 /** How long the owner waits for a worker to leave a translation before it calls the worker stuck. */
@@ -510,6 +511,20 @@ export class Engine {
    */
   ptCreate(levels: number, sizes: number, format = this.layout.FMT_VTD_SL): number {
     return this.check(this.x.pt_create(levels, sizes, format), 'pt_create');
+  }
+  /**
+   * A new empty ARM VMSAv8-64 stage-2 table (FMT_ARM_S2) with a `granule`
+   * of 4096, 16384 or 65536 bytes for an `ias`-bit IPA (25..48) and an
+   * `oas`-bit output (40, 42, 44, 48): the start level and the
+   * concatenation of the root follow from them as Linux's io-pgtable-arm
+   * chooses (assembly/radix.ts ptCreateArmS2). `sizes`: bit 0 the
+   * granule's page, bit 1 its block (2 MiB / 32 MiB / 512 MiB), bit 2 the
+   * 1 GiB block (4 KiB granule only). Maps and unmaps must then be aligned
+   * to the granule (EINVAL otherwise).
+   */
+  ptCreateArmS2(granule: number, ias: number, oas: number, sizes: number): number {
+    const shift = Math.log2(granule);
+    return this.check(this.x.pt_create_arm_s2(Number.isInteger(shift) ? shift : 0, ias, oas, sizes), 'pt_create_arm_s2');
   }
   ptDestroy(did: number): void {
     this.check(this.x.pt_destroy(did), 'pt_destroy');
