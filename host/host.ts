@@ -54,8 +54,18 @@ export interface HostOptions extends EngineOptions {
   /** How the Intel VT-d unit is built: its address width (levels) and host address width. */
   vtd?: VtdOptions;
   /**
+   * The kernel's PAGE_SIZE: 4096 (default), 16384 or 65536, as arm64
+   * kernels are built (CONFIG_ARM64_4K/16K/64K_PAGES). mmap, munmap and
+   * memfd pages come in it; iommufd keeps IOVAs aligned to it where Linux
+   * does (io_pagetable.c) and refuses a domain whose smallest page is
+   * larger (iopt_table_add_domain); the SMMUv3 builds its stage-2 domains
+   * with that granule (io-pgtable-arm's arm_lpae_restrict_pgsizes). The
+   * mock IOMMU (iommufdTest) takes 4096 only.
+   */
+  pageSize?: number;
+  /**
    * Bytes from `host.snapshot()`: the new host has that state (its engine
-   * shape, credentials, iommufdTest, vtd and faultRing come from the snapshot; the
+   * shape, credentials, iommufdTest, vtd, pageSize and faultRing come from the snapshot; the
    * options above that say otherwise are ignored). EINVAL for bytes that are not a
    * snapshot of this version.
    */
@@ -107,7 +117,7 @@ export interface WaitOptions {
 /** The emulated IOMMU units; the 'mock' unit only with CONFIG_IOMMUFD_TEST (HostOptions.iommufdTest). */
 const UNITS: Partial<Record<IommuKind, (engine: Engine, options: HostOptions) => IommuDriver>> = {
   'intel-vtd': (engine, options) => intelVtd(engine, options.vtd),
-  'arm-smmuv3': armSmmuV3,
+  'arm-smmuv3': (engine, options) => armSmmuV3(engine, options.pageSize ?? PAGE_SIZE),
   'amd-vi': amdVi,
 };
 
@@ -147,11 +157,14 @@ export class Host {
   /** The engine's compiled module (shared-memory mode posts it to workers). */
   private readonly module: WebAssembly.Module | null;
   private readonly options: HostOptions;
+  /** The kernel's PAGE_SIZE (HostOptions.pageSize). */
+  readonly pageSize: number;
 
   constructor(engine: Engine, options: HostOptions = {}, module: WebAssembly.Module | null = null) {
     this.module = module;
     this.options = options;
     if (options.vtd) vtdOptions(options.vtd); // a bad option fails here, not at the first device
+    this.pageSize = kernelPageSize(options);
     const c = options.credentials ?? {};
     this.creds = {
       capSysResource: c.capSysResource ?? true,
@@ -161,7 +174,7 @@ export class Host {
     const contexts = options.contexts ?? 4096;
     this.engine = engine;
     this.phys = new PhysMem(engine);
-    this.mm = new AddressSpace(engine, this.phys);
+    this.mm = new AddressSpace(engine, this.phys, this.pageSize);
     this.contexts = new ContextPool(contexts);
     this.mem = {
       read: (va, length) => this.mm.read(va, length),
@@ -188,7 +201,7 @@ export class Host {
     for (const [kind, d] of this.units) externals.set(d, `unit:${kind}`);
     const root = { fds: this.fds, devices: this.devices, contexts: this.contexts, phys: this.phys, mm: this.mm, creds: this.creds, mockDevices: this.mockDevices, faultRing: this.faultRing };
     return saveSnapshot(this.engine, root, externals, {
-      options: { iommufdTest: this.test !== null, vtd: this.options.vtd ?? null },
+      options: { iommufdTest: this.test !== null, vtd: this.options.vtd ?? null, pageSize: this.pageSize },
       units: [...this.units.keys()],
       segments: this.phys.segments().map((s) => [s.id, s.size] as const),
     }, this.engine.layout.LAYOUT_VERSION);
@@ -357,7 +370,7 @@ export class Host {
   /** mmap(2) with no address hint; returns the VA. Anonymous private memory by default. */
   mmap(length: number, prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS, fd = -1, offset = 0): number {
     // sys_mmap (x86-64, arm64): an unaligned offset is EINVAL before anything else.
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new SysError('EINVAL');
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % this.pageSize !== 0) throw new SysError('EINVAL');
     if (flags & MAP_ANONYMOUS) return this.mm.mmap(length, prot, flags, null, 0);
     const f = this.file(fd);
     if (f instanceof IommufdFile) return f.mmap(length, prot, flags, offset);
@@ -370,7 +383,7 @@ export class Host {
   /** memfd_create(2). */
   memfdCreate(name: string): number {
     if (name.length > 249) throw new SysError('EINVAL'); // MFD_NAME_MAX_LEN
-    return this.install(new MemFile(this.engine, name));
+    return this.install(new MemFile(this.engine, name, this.pageSize));
   }
 
   /** ftruncate(2): EINVAL on anything but a regular file (here, a memfd). */
@@ -461,10 +474,19 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
   if (!p) return new Host(Engine.create(module, options), options, module);
   const e = p.header.engine;
   const engine = Engine.restore(module, e.limitBytes, e.bytes, shared, (mem) => unpackMemory(p.blobs[0], mem));
-  const saved = p.header.options as { iommufdTest?: boolean; vtd?: VtdOptions | null };
-  const host = new Host(engine, { ...options, iommufdTest: saved.iommufdTest === true, vtd: saved.vtd ?? undefined }, module);
+  const saved = p.header.options as { iommufdTest?: boolean; vtd?: VtdOptions | null; pageSize?: number };
+  const host = new Host(engine, { ...options, iommufdTest: saved.iommufdTest === true, vtd: saved.vtd ?? undefined, pageSize: saved.pageSize ?? PAGE_SIZE }, module);
   host['adopt'](p, options.segments ?? {});
   return host;
+}
+
+/** HostOptions.pageSize, checked: the page sizes arm64 kernels are built with. */
+function kernelPageSize(o: HostOptions): number {
+  const size = o.pageSize ?? PAGE_SIZE;
+  if (size !== 4096 && size !== 16384 && size !== 65536) throw new RangeError(`bad pageSize ${String(o.pageSize)}: 4096, 16384 or 65536`);
+  // The mock's MOCK_IO_PAGE_SIZE is PAGE_SIZE / 2 (selftest.c), and its table (mock.ts) halves 4 KiB pages only.
+  if (size !== PAGE_SIZE && o.iommufdTest) throw new RangeError(`pageSize ${size} with iommufdTest: the mock IOMMU is built for 4 KiB pages only`);
+  return size;
 }
 
 /** HostOptions.faultRing, checked, with its defaults. */

@@ -343,7 +343,7 @@ describe('IOMMU_GET_HW_INFO: the SMMUv3 unit (arm_smmu_hw_info)', () => {
     };
   }
 
-  it('returns IDR0..IDR5, IIDR and AIDR describing an SMMUv3.2 with both stages (nesting) and a 4 KiB granule', () => {
+  it('returns IDR0..IDR5, IIDR and AIDR describing an SMMUv3.2 with both stages (nesting) and 4, 16 and 64 KiB granules', () => {
     const { devid } = device('arm-smmuv3', { pasidBits: 20 });
     const { out, flags, reserved, idr, iidr, aidr, after } = info(devid);
     expect(out.out_data_type).toBe(ARM);
@@ -383,7 +383,7 @@ describe('IOMMU_GET_HW_INFO: the SMMUv3 unit (arm_smmu_hw_info)', () => {
     // IDR5 (6.3.6)
     expect(bits(idr5, 2, 0)).toBe(0b101); // OAS: 48 bits
     expect(bits(idr5, 4, 4)).toBe(1); // GRAN4K
-    expect(bits(idr5, 6, 5)).toBe(0); // GRAN16K, GRAN64K
+    expect(bits(idr5, 6, 5)).toBe(0b11); // GRAN16K, GRAN64K: the engine's stage 2 (pt_create_arm_s2) and stage 1 take them
     expect(bits(idr5, 11, 10)).toBe(0); // VAX: 48-bit VA
     expect(bits(idr5, 31, 16)).toBe(0); // STALL_MAX
     // IIDR: no JEP106 implementer (not Arm's 0x43B, whose MMU-600/700 errata Linux would apply).

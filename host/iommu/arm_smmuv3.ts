@@ -5,7 +5,8 @@
 // SMMU_IDR0 ... 6.3.6 SMMU_IDR5, SMMU_IIDR, SMMU_AIDR) are built from the
 // field table below, one row per field, each with the value this unit reports
 // and why. The unit is what the engine really does today: stage-2 paging
-// domains in FMT_ARM_S2 (VMSAv8-64 stage 2, 4 KiB granule, assembly/pte.ts),
+// domains in FMT_ARM_S2 (VMSAv8-64 stage 2, 4, 16 or 64 KiB granule: the
+// kernel's page size, as io-pgtable-arm picks it; assembly/pte.ts),
 // and stage 1 for guests only, through the ARM_SMMUV3 vIOMMU (arm_vsmmu.ts):
 // nested domains from a vSTE and its CD. There is no event queue register
 // interface (events reach a VMM through a vEVENTQ), no ATS and no PRI path
@@ -49,6 +50,8 @@ export const SMMU_SID_BITS = 16;
  * oas to 48 bits for a 4 KiB granule (arm_lpae_restrict_pgsizes).
  */
 export const SMMU_S2_INPUT_BITS = 48;
+/** Output address size (IDR5.OAS = 0b101): 48 bits. */
+const SMMU_OUTPUT_BITS = 48;
 /** MSI_IOVA_BASE / MSI_IOVA_LENGTH of arm-smmu-v3.h: the software-managed MSI window. */
 export const SMMU_MSI_IOVA_BASE = 0x800_0000n;
 export const SMMU_MSI_IOVA_LENGTH = 0x10_0000n;
@@ -65,7 +68,7 @@ export function smmuRegisterFields(): readonly SmmuRegField[] {
   return [
     // ---- SMMU_IDR0 (6.3.1) ------------------------------------------------
     { reg: 'idr0', name: 'S2P', lsb: 0, width: 1, value: 1, spec: IDR0,
-      why: 'stage-2 translation: every paging domain of this unit is an FMT_ARM_S2 table (VMSAv8-64 stage 2, 4 KiB granule)' },
+      why: 'stage-2 translation: every paging domain of this unit is an FMT_ARM_S2 table (VMSAv8-64 stage 2, of the kernel page size\'s granule)' },
     { reg: 'idr0', name: 'S1P', lsb: 1, width: 1, value: 1, spec: IDR0,
       why: 'stage 1 for guests: a vSTE\'s CD and its VMSAv8-64 stage-1 table, walked through stage 2 (S1P && S2P = Linux ARM_SMMU_FEAT_NESTING, so NEST_PARENT and the ARM_SMMUV3 vIOMMU)' },
     { reg: 'idr0', name: 'TTF', lsb: 2, width: 2, value: 0b10, spec: IDR0,
@@ -145,8 +148,10 @@ export function smmuRegisterFields(): readonly SmmuRegField[] {
       why: '48 bits. A physical address is segment << 32 | offset with SEG_MAX = 256 segments, so every PA is below 2^40; the FMT_ARM_S2 entry can carry OA[51:48] (LPA2 layout), but 52 bits with only the 4 KiB granule needs IDR5.DS, which this table does not set. Linux clamps a 4 KiB-granule table to 48 bits anyway' },
     { reg: 'idr5', name: 'GRAN4K', lsb: 4, width: 1, value: 1, spec: IDR5,
       why: '4 KiB granule: 4K pages, 2M and 1G blocks (Linux pgsize_bitmap SZ_4K | SZ_2M | SZ_1G)' },
-    { reg: 'idr5', name: 'GRAN16K', lsb: 5, width: 1, value: 0, spec: IDR5, why: 'the engine has no 16 KiB-granule format' },
-    { reg: 'idr5', name: 'GRAN64K', lsb: 6, width: 1, value: 0, spec: IDR5, why: 'the engine has no 64 KiB-granule format' },
+    { reg: 'idr5', name: 'GRAN16K', lsb: 5, width: 1, value: 1, spec: IDR5,
+      why: '16 KiB granule: 16K pages and 32M blocks at stage 2 (engine pt_create_arm_s2; no 64G blocks without DS) and at stage 1 (nested_arm.ts); Linux adds SZ_16K | SZ_32M to pgsize_bitmap' },
+    { reg: 'idr5', name: 'GRAN64K', lsb: 6, width: 1, value: 1, spec: IDR5,
+      why: '64 KiB granule: 64K pages and 512M blocks at stage 2 (no 4T blocks without FEAT_LPA, which OAS 48 does not give) and at stage 1; Linux adds SZ_64K | SZ_512M. A domain uses the granule of the kernel\'s PAGE_SIZE (arm_lpae_restrict_pgsizes)' },
     { reg: 'idr5', name: 'VAX', lsb: 10, width: 2, value: 0b00, spec: IDR5, why: '48-bit VAs (stage 1 only; 52-bit VAs need the 64 KiB granule)' },
     { reg: 'idr5', name: 'STALL_MAX', lsb: 16, width: 16, value: 0, spec: IDR5, why: 'no stalls (STALL_MODEL terminate only)' },
 
@@ -187,11 +192,15 @@ export function smmuField(fields: readonly SmmuRegField[], regs: SmmuRegisters, 
 }
 
 /**
- * Arm SMMUv3, stage 2 only: 4-level FMT_ARM_S2 tables with a 4 KiB granule
- * (4K pages, 2M and 1G blocks), a 48-bit input range, and the software MSI
- * window of arm_smmu_get_resv_regions() reserved.
+ * Arm SMMUv3, stage 2 only: FMT_ARM_S2 tables for a 48-bit input range, of
+ * the granule of the kernel's `pageSize` (io-pgtable-arm's
+ * arm_lpae_restrict_pgsizes takes PAGE_SIZE when the unit has it, and every
+ * granule is in IDR5): 4 KiB (4 levels, 4K pages, 2M and 1G blocks), 16 KiB
+ * (2 tables concatenated at level 1, R_DXBSH: 16K pages, 32M blocks) or 64
+ * KiB (3 levels from a 64-entry level-1 table: 64K pages, 512M blocks);
+ * and the software MSI window of arm_smmu_get_resv_regions() reserved.
  */
-export function armSmmuV3(engine: Engine): IommuDriver {
+export function armSmmuV3(engine: Engine, pageSize = 4096): IommuDriver {
   const L = engine.layout;
   const fields = smmuRegisterFields();
   const regs = smmuRegisters(fields);
@@ -214,8 +223,13 @@ export function armSmmuV3(engine: Engine): IommuDriver {
     // 48-bit IPA, 4 KiB granule: 4 levels (ARM levels 0..3), no concatenation.
     levels: 4,
     leafSizes: L.SZ_4K | L.SZ_2M | L.SZ_1G,
+    // 16 / 64 KiB: the engine shapes the table from the IPA and output
+    // sizes (start level, concatenation) as arm_64_lpae_alloc_pgtable_s2;
+    // the granule's page and its level-2 block.
+    createTable: pageSize === 4096 ? undefined
+      : (e: Engine) => e.ptCreateArmS2(pageSize, SMMU_S2_INPUT_BITS, SMMU_OUTPUT_BITS, L.SZ_4K | L.SZ_2M),
     addressWidth: SMMU_S2_INPUT_BITS,
-    pgsizeMin: 4096n,
+    pgsizeMin: BigInt(pageSize),
     /**
      * arm_smmu_get_resv_regions(): MSI_IOVA_BASE, MSI_IOVA_LENGTH as
      * IOMMU_RESV_SW_MSI, then iommu_dma_get_resv_regions() (IORT RMRs, ITS

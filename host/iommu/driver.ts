@@ -102,6 +102,12 @@ export interface IommuDriver {
   readonly addressWidth: number;
   /** Start of a paging domain's aperture, when not 0 (the mock's MOCK_APERTURE_START). */
   readonly apertureStart?: bigint;
+  /**
+   * Make a paging domain's engine table, when pt_create(levels, leafSizes |
+   * tableFlags, format) does not describe it (the SMMUv3's 16 / 64 KiB
+   * granule tables: Engine.ptCreateArmS2). Returns the domain id.
+   */
+  createTable?(engine: Engine): number;
   /** The map/unmap of a new paging domain (engine domain `did`), when the engine's own do not fit. */
   domainOps?(engine: Engine, did: number): DomainOps;
   /** Smallest page size of a domain (lowest bit of pgsize_bitmap). */

@@ -45,7 +45,7 @@ export class HwptPaging extends IommufdObject implements Domain {
 
   constructor(private readonly engine: Engine, readonly ioas: Ioas, readonly driver: IommuDriver, readonly flags: PagingFlags) {
     super();
-    this.did = engine.ptCreate(driver.levels, driver.leafSizes | (driver.tableFlags ?? 0), driver.format);
+    this.did = driver.createTable?.(engine) ?? engine.ptCreate(driver.levels, driver.leafSizes | (driver.tableFlags ?? 0), driver.format);
     this.apertureStart = driver.apertureStart ?? 0n;
     this.apertureLast = (1n << BigInt(driver.addressWidth)) - 1n;
     this.pgsizeMin = driver.pgsizeMin;

@@ -74,14 +74,21 @@ export class IoPagetable {
   readonly accesses = new Set<IoptAccess>();
   hugePages = true;
 
-  constructor(private readonly engine: Engine) {}
+  /** `pageSize`: the kernel's PAGE_SIZE, the unit IOVAs are kept aligned to where Linux keeps them. */
+  constructor(private readonly engine: Engine, readonly pageSize: bigint = PAGE_SIZE) {}
 
   /** iova_alignment: 1, raised by HUGE_PAGES=0 and by each domain's smallest page. */
   get iovaAlignment(): bigint {
-    let a = this.hugePages ? 1n : PAGE_SIZE;
+    let a = this.hugePages ? 1n : this.pageSize;
     for (const d of this.domains) if (d.pgsizeMin > a) a = d.pgsizeMin;
-    for (const x of this.accesses) if (x.needsPin && PAGE_SIZE > a) a = PAGE_SIZE;
+    for (const x of this.accesses) if (x.needsPin && this.pageSize > a) a = this.pageSize;
     return a;
+  }
+
+  /** area->page_offset: the offset of byte `offset` of `pages` in its kernel page. */
+  private pageOffsetOf(pages: IoPages, offset: number): number {
+    if (this.pageSize === PAGE_SIZE || !Number.isSafeInteger(pages.base)) return pageOff(pages.pageOffset + offset);
+    return (pages.base + offset) % Number(this.pageSize);
   }
 
   private firstAreaFrom(start: bigint): number {
@@ -127,11 +134,11 @@ export class IoPagetable {
     if (addr !== 0n) align = min(align, addr & -addr);
     align = min(align, HPAGE_SIZE);
     if (align < this.iovaAlignment) throw new SysError('EINVAL');
-    const pageOff = addr % PAGE_SIZE;
+    const pageOff = addr % this.pageSize;
     const spans = this.allowed.length > 0 ? [...this.allowed].sort((a, b) => (a.start < b.start ? -1 : 1)) : [{ start: 0n, last: ULONG_MAX }];
     const used = [...this.reserved, ...this.areas.map((a) => ({ start: a.iova, last: a.last }))].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
     for (const span of spans) {
-      const lo = max(span.start, PAGE_SIZE), hi = min(span.last, ULONG_MAX - PAGE_SIZE);
+      const lo = max(span.start, this.pageSize), hi = min(span.last, ULONG_MAX - this.pageSize);
       let holeStart = lo;
       for (const u of [...used, { start: hi + 1n, last: hi + 1n }]) {
         if (u.last < holeStart) continue;
@@ -165,7 +172,7 @@ export class IoPagetable {
       // iopt_insert_area: a writable area needs writable pages; the slice's page offset must suit the alignment
       // (an offset of 0, the usual one, suits any: no BigInt() of it then).
       if ((perm & PERM_W) && !e.pages.writable) throw new SysError('EPERM');
-      const inPage = pageOff(e.pages.pageOffset + e.offset);
+      const inPage = this.pageOffsetOf(e.pages, e.offset);
       if (align !== 1n && inPage !== 0 && BigInt(inPage) % align !== 0n) throw new SysError('EINVAL');
       // The slices add up to `length`: the last one ends at iova + length (no BigInt() of its length).
       const next = i === elems.length - 1 ? iova + length : at + BigInt(e.length);
@@ -240,13 +247,13 @@ export class IoPagetable {
   setHugePages(on: boolean): void {
     if (on || !this.hugePages) { this.hugePages = on; return; }
     if (this.domains.length > 0 && this.areas.length > 0) throw new SysError('EINVAL');
-    this.checkAlignment(max(this.iovaAlignment, PAGE_SIZE));
+    this.checkAlignment(max(this.iovaAlignment, this.pageSize));
     this.hugePages = false;
   }
 
   /** iopt_check_iova_alignment: every area must suit a raised alignment. */
   private checkAlignment(align: bigint): void {
-    if (this.areas.some((a) => a.iova % align !== 0n || (a.last + 1n) % align !== 0n || BigInt((a.pages.pageOffset + a.offset) % 4096) % align !== 0n)) {
+    if (this.areas.some((a) => a.iova % align !== 0n || (a.last + 1n) % align !== 0n || BigInt(this.pageOffsetOf(a.pages, a.offset)) % align !== 0n)) {
       throw new SysError('EADDRINUSE');
     }
   }
@@ -260,7 +267,8 @@ export class IoPagetable {
         this.ptMap(d, iova, r.pa, r.length, area.perm);
       } else {
         // HUGE_PAGES=0: PAGE_SIZE IOPTEs only, so that any page can be cut out later (VFIO type1).
-        for (let off = 0; off < r.length; off += 4096) this.ptMap(d, iova + BigInt(off), r.pa + off, 4096, area.perm);
+        const step = Number(this.pageSize);
+        for (let off = 0; off < r.length; off += step) this.ptMap(d, iova + BigInt(off), r.pa + off, Math.min(step, r.length - off), area.perm);
       }
       if (i + 1 < runs.length) iova += BigInt(r.length);
     }
@@ -279,7 +287,7 @@ export class IoPagetable {
 
   /** iopt_add_access: a pinning access needs every area PAGE_SIZE-aligned (EADDRINUSE). */
   addAccess(a: IoptAccess): void {
-    if (a.needsPin) this.checkAlignment(max(this.iovaAlignment, PAGE_SIZE));
+    if (a.needsPin) this.checkAlignment(max(this.iovaAlignment, this.pageSize));
     this.accesses.add(a);
   }
 
@@ -346,7 +354,8 @@ export class IoPagetable {
    * alignment, pin and fill the domain with every area. All or nothing.
    */
   addDomain(d: Domain): void {
-    if (d.pgsizeMin > PAGE_SIZE) throw new SysError('EINVAL');
+    // "A iommu_domain must always be able to accept PAGE_SIZE" (iopt_table_add_domain).
+    if (d.pgsizeMin > this.pageSize) throw new SysError('EINVAL');
     const align = max(this.iovaAlignment, d.pgsizeMin);
     if (align !== this.iovaAlignment) this.checkAlignment(align);
     try {

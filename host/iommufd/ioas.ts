@@ -24,9 +24,10 @@ export class Ioas extends IommufdObject {
   /** Every HWPT_PAGING of this IOAS, automatic and manual, in creation order. */
   readonly hwpts: HwptPaging[] = [];
 
-  constructor(engine: Engine) {
+  /** `pageSize`: the kernel's PAGE_SIZE (AddressSpace.pageSize). */
+  constructor(engine: Engine, pageSize: number) {
     super();
-    this.iopt = new IoPagetable(engine);
+    this.iopt = new IoPagetable(engine, BigInt(pageSize));
   }
 
   destroy(): void { this.iopt.unmapAll(); }
@@ -45,15 +46,15 @@ export interface IoasCtx {
 }
 
 const MAP_FLAGS = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
-const PAGE = 4096n;
 // Constants made once, not per call (BigInt() of a number is a conversion).
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-const LENGTH_MAX = ULONG_MAX - PAGE;
+/** SIZE_MAX - PAGE_SIZE for each kernel page size (iopt_alloc_pages). */
+const LENGTH_MAX = new Map([4096, 16384, 65536].map((p) => [p, ULONG_MAX - BigInt(p)]));
 
 /** IOMMU_IOAS_ALLOC */
 export function ioasAlloc(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_alloc>): void {
   if (cmd.flags !== 0) throw new SysError('EOPNOTSUPP');
-  cmd.out_ioas_id = ctx.objects.add(new Ioas(ctx.engine)).id;
+  cmd.out_ioas_id = ctx.objects.add(new Ioas(ctx.engine, ctx.mm.pageSize)).id;
 }
 
 /**
@@ -76,7 +77,7 @@ function allocPages(ctx: IoasCtx, source: PagesSource, start: bigint, length: bi
   // A user range may not reach ULONG_MAX (uptr + length); a file range may end on it (start + length - 1).
   // Two values below 2^53 cannot: the check is skipped then, as ULONG_MAX - length is a bigint allocation.
   if ((start > MAX_SAFE || length > MAX_SAFE) && start > ULONG_MAX - length + (source.kind === 'file' ? 1n : 0n)) throw new SysError('EOVERFLOW');
-  if (length === 0n || length > LENGTH_MAX) throw new SysError('EINVAL');
+  if (length === 0n || length > LENGTH_MAX.get(ctx.mm.pageSize)!) throw new SysError('EINVAL');
   return new IoPages(ctx.mm, source, Number(length), writable, ctx.pinAccount());
 }
 

@@ -197,7 +197,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
    * PAGE_SIZE up (mtree_alloc_range), for `length` bytes of `pages`.
    */
   allocMmap(pages: MemFile, length: number): number {
-    let offset = 4096;
+    let offset = this.mm.pageSize;
     for (const r of this.mmapRegions) {
       if (r.offset - offset >= length) break;
       offset = Math.max(offset, r.offset + r.length);
@@ -223,7 +223,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
   mmap(length: number, prot: number, flags: number, offset: number): number {
     if ((flags & MAP_SHARED_VALIDATE) !== MAP_SHARED && (flags & MAP_SHARED_VALIDATE) !== MAP_SHARED_VALIDATE) throw new SysError('EINVAL');
     if (prot & PROT_EXEC) throw new SysError('EPERM');
-    if (length <= 0 || length % 4096 !== 0) throw new SysError('EINVAL');
+    if (length <= 0 || length % this.mm.pageSize !== 0) throw new SysError('EINVAL');
     const r = this.mmapRegions.find((x) => offset >= x.offset && offset < x.offset + x.length);
     if (!r || r.offset !== offset || r.length !== length) throw new SysError('ENXIO');
     return this.mm.mmap(length, prot, MAP_SHARED, r.pages, 0);

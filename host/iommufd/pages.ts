@@ -8,6 +8,12 @@
 // listing its physical ranges cost per run, while every page's pin count
 // stays exact (pages.c keeps an interval tree of pinned ranges, with its
 // own per-range users, for the same reason).
+//
+// A page here is the engine's 4 KiB frame whatever the kernel's page size
+// (HostOptions.pageSize): an area pins, and charges to RLIMIT_MEMLOCK, the
+// 4 KiB frames its bytes cover, where a 16 / 64 KiB Linux pins whole
+// kernel pages. Where a domain maps them, the IOAS keeps areas aligned to
+// its page (io_pagetable.ts), so both cover the same bytes there.
 
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
@@ -277,7 +283,7 @@ export class IoPages {
     const first = Math.floor(this.base / PAGE) * PAGE + i * PAGE;
     if (s.kind === 'user') return this.mm.pin(first, n * PAGE, this.writable);
     if (!(s.file instanceof MemFile)) throw new SysError('EINVAL');
-    if (first + n * PAGE > Math.ceil(s.file.size / PAGE) * PAGE) throw new SysError('EINVAL');
+    if (first + n * PAGE > s.file.framesCovered() * PAGE) throw new SysError('EINVAL');
     return s.file.pin(first, n * PAGE);
   }
 }

@@ -34,8 +34,6 @@ import type { IoptAccess } from './io_pagetable.js';
 import type { Ioas } from './ioas.js';
 import type { IoPages } from './pages.js';
 
-const PAGE = 4096;
-
 /** struct iommu_user_data: driver data of an ioctl, in the caller's memory. */
 export interface UserData { readonly type: number; readonly uptr: bigint; readonly len: number }
 
@@ -292,13 +290,14 @@ export class HwQueueAccess extends IommufdObject implements IoptAccess {
     const slices = this.ioas.iopt.getPages(iova, length);
     const pins: { pages: IoPages; first: number; last: number }[] = [];
     const pas: number[] = [];
+    const page = Number(this.ioas.iopt.pageSize);
     try {
       for (const s of slices) {
         const [first, last] = s.pages.indexRange(s.offset, s.length);
         s.pages.pin(first, last);
         pins.push({ pages: s.pages, first, last });
         for (const r of s.pages.physRuns(s.offset, s.length)) {
-          for (let a = r.pa - (r.pa % PAGE); a < r.pa + r.length; a += PAGE) pas.push(a);
+          for (let a = r.pa - (r.pa % page); a < r.pa + r.length; a += page) pas.push(a);
         }
       }
     } catch (e) {
@@ -370,19 +369,20 @@ export class HwQueue extends IommufdObject {
  * returns the access and the physical address of the iova.
  */
 function hwQueueAllocPhys(ctx: ViommuCtx, cmd: Decoded<typeof iommu_hw_queue_alloc>, viommu: Viommu): { access: HwQueueAccess; basePa: number } {
-  const alignedIova = cmd.nesting_parent_iova - (cmd.nesting_parent_iova % BigInt(PAGE));
+  const page = viommu.hwpt.ioas.iopt.pageSize; // the kernel's PAGE_SIZE
+  const alignedIova = cmd.nesting_parent_iova - (cmd.nesting_parent_iova % page);
   const offset = cmd.nesting_parent_iova - alignedIova;
   let length = offset + cmd.length;
   if (length > ULONG_MAX) throw new SysError('ERANGE');
-  length += BigInt(PAGE - 1);
+  length += page - 1n;
   if (length > ULONG_MAX) throw new SysError('ERANGE');
-  length -= length % BigInt(PAGE);
+  length -= length % page;
   const access = ctx.objects.add(new HwQueueAccess());
   try {
     access.attach(viommu.hwpt.ioas);
     const pas = access.pin(alignedIova, length);
     for (let i = 1; i < pas.length; i++) {
-      if (pas[i] !== pas[i - 1] + PAGE) throw new SysError('EFAULT');
+      if (pas[i] !== pas[i - 1] + Number(page)) throw new SysError('EFAULT');
     }
     return { access, basePa: pas[0] + Number(offset) };
   } catch (e) {

@@ -2,6 +2,9 @@
 // first touch (a fault through a mapping, a pin, or a write) and freed on
 // truncation or when the last user goes; a pinned page outlives both, since
 // each pin holds a frame reference (as get_user_pages does).
+// Pages are the kernel's (4, 16 or 64 KiB: AddressSpace.pageSize): a page
+// is allocated whole, as contiguous 4 KiB frames aligned to its size, and
+// the file's last page covers its size rounded up to a page.
 
 import type { Engine } from '../engine/engine.js';
 import { SysError } from '../uapi/errno.js';
@@ -15,20 +18,22 @@ export class MemFile extends KFile {
   private length = 0;
   private pos = 0;
 
-  constructor(readonly engine: Engine, readonly name: string) {
+  constructor(readonly engine: Engine, readonly name: string, /** The kernel's page size. */ readonly pageSize = PAGE_SIZE) {
     super(`/memfd:${name} (deleted)`);
   }
 
   get size(): number { return this.length; }
 
+  /** 4 KiB frames of the file's pages: its size rounded up to the kernel's page size. */
+  framesCovered(length = this.length): number { return Math.ceil(length / this.pageSize) * (this.pageSize / PAGE_SIZE); }
+
   /** ftruncate(2): grow with holes, or shrink and drop the pages past the end. */
   truncate(length: number): void {
     if (!Number.isSafeInteger(length) || length < 0) throw new SysError('EINVAL');
-    const n = Math.ceil(length / PAGE_SIZE);
+    const n = this.framesCovered(length);
     if (length >= this.length) {
       // Stores past the old end, in its partial last page, never reach the file (mmap(2) NOTES).
-      const tail = this.length % PAGE_SIZE, last = Math.floor(this.length / PAGE_SIZE);
-      if (tail !== 0 && this.pages[last] !== 0) this.engine.bytes.fill(0, this.pages[last] * PAGE_SIZE + tail, (this.pages[last] + 1) * PAGE_SIZE);
+      this.zeroFrom(this.length);
       if (n > this.pages.length) {
         const grown = new Uint32Array(Math.max(n, this.pages.length * 2));
         grown.set(this.pages);
@@ -37,10 +42,19 @@ export class MemFile extends KFile {
     } else {
       this.dropPages(n);
       // The tail of the last page reads as zero after a shrink (truncate_pagecache).
-      const keep = length % PAGE_SIZE;
-      if (keep !== 0 && this.pages[n - 1] !== 0) this.engine.bytes.fill(0, this.pages[n - 1] * PAGE_SIZE + keep, (this.pages[n - 1] + 1) * PAGE_SIZE);
+      this.zeroFrom(length);
     }
     this.length = length;
+  }
+
+  /** Zero the allocated bytes from `at` to the end of the kernel page holding it. */
+  private zeroFrom(at: number): void {
+    const end = this.framesCovered(at);
+    for (let i = Math.floor(at / PAGE_SIZE); i < end; i++) {
+      if (this.pages[i] === 0) continue;
+      const from = i === Math.floor(at / PAGE_SIZE) ? at % PAGE_SIZE : 0;
+      this.engine.bytes.fill(0, this.pages[i] * PAGE_SIZE + from, (this.pages[i] + 1) * PAGE_SIZE);
+    }
   }
 
   private dropPages(from: number): void {
@@ -49,13 +63,19 @@ export class MemFile extends KFile {
     }
   }
 
-  /** The frame backing page `index`, allocated (zeroed) on first use; EFAULT past the end (SIGBUS). */
+  /**
+   * The frame backing 4 KiB frame `index` of the file, its kernel page
+   * allocated (zeroed) on first use; EFAULT past the last page (SIGBUS).
+   */
   frame(index: number): number {
-    if (index * PAGE_SIZE >= this.length) throw new SysError('EFAULT');
+    if (index >= this.framesCovered()) throw new SysError('EFAULT');
     let pfn = this.pages[index];
     if (pfn === 0) {
-      pfn = this.engine.allocFrames(1);
-      this.pages[index] = pfn;
+      const perPage = this.pageSize / PAGE_SIZE;
+      const first = index - (index % perPage);
+      const base = this.engine.allocFrames(perPage, perPage);
+      for (let i = 0; i < perPage; i++) this.pages[first + i] = base + i;
+      pfn = this.pages[index];
     }
     return pfn;
   }
@@ -66,7 +86,7 @@ export class MemFile extends KFile {
    */
   pin(offset: number, length: number): PhysRun[] {
     const first = offset / PAGE_SIZE, n = length / PAGE_SIZE;
-    if ((first + n) * PAGE_SIZE > Math.ceil(this.length / PAGE_SIZE) * PAGE_SIZE) throw new SysError('EFAULT');
+    if (first + n > this.framesCovered()) throw new SysError('EFAULT');
     const runs: PhysRun[] = [];
     for (let i = first; i < first + n; i++) {
       const pa = this.frame(i) * PAGE_SIZE;

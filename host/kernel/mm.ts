@@ -1,5 +1,10 @@
 // The process address space: user VAs mapped to physical pages at 4 KiB
 // granularity, as a process's page tables would map them (DESIGN 2).
+// The kernel's page size (HostOptions.pageSize: 4, 16 or 64 KiB, as arm64
+// kernels are built) is the unit of mmap and munmap: lengths round up to
+// it, VAs and file offsets are aligned to it, and each page is one
+// physically contiguous run of 4 KiB frames aligned to its size, so an
+// IOMMU domain of that granule can map it with one leaf.
 //
 // - Anonymous mmap gets its frames at once, physically contiguous where the
 //   allocator can (a 2 MiB-aligned run for mappings of 2 MiB or more, whose
@@ -48,7 +53,11 @@ export class AddressSpace {
   /** Sorted by start, non-overlapping. */
   private vmas: Vma[] = [];
 
-  constructor(private readonly engine: Engine, /** Physical memory, for the kernel's own reads of guest structures. */ readonly phys: PhysMem) {}
+  constructor(private readonly engine: Engine, /** Physical memory, for the kernel's own reads of guest structures. */ readonly phys: PhysMem,
+    /** The kernel's PAGE_SIZE in bytes (4096, 16384 or 65536). */ readonly pageSize = PAGE_SIZE) {}
+
+  /** n rounded up to the kernel's page size. */
+  private roundUp(n: number): number { return Math.ceil(n / this.pageSize) * this.pageSize; }
 
   /** mmap(2) without an address hint (the offset was checked by the caller). */
   mmap(length: number, prot: number, flags: number, file: MemFile | null, offset: number): number {
@@ -59,8 +68,8 @@ export class AddressSpace {
         (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) !== 0) {
       throw new SysError('EINVAL');
     }
-    const len = roundUp(length);
-    const start = this.findHole(len, len >= HPAGE ? HPAGE : PAGE_SIZE);
+    const len = this.roundUp(length);
+    const start = this.findHole(len, len >= HPAGE ? HPAGE : this.pageSize);
     if (file !== null && type === MAP_SHARED) {
       this.insert({ start, end: start + len, prot, backing: { kind: 'file', file: file.get(), pgoff: offset / PAGE_SIZE } });
       return start;
@@ -80,19 +89,19 @@ export class AddressSpace {
   /** Map [pa, pa + length) of a registered segment at a new VA. */
   mapPhys(pa: number, length: number, prot: number): number {
     const seg = Math.floor(pa / SEG_SPAN), off = pa - seg * SEG_SPAN;
-    if (!Number.isSafeInteger(length) || length <= 0 || off % PAGE_SIZE !== 0 || off + roundUp(length) > this.phys.segmentSize(seg)) {
+    if (!Number.isSafeInteger(length) || length <= 0 || off % this.pageSize !== 0 || off + this.roundUp(length) > this.phys.segmentSize(seg)) {
       throw new SysError('EINVAL');
     }
-    const len = roundUp(length);
-    const start = this.findHole(len, len >= HPAGE ? HPAGE : PAGE_SIZE);
+    const len = this.roundUp(length);
+    const start = this.findHole(len, len >= HPAGE ? HPAGE : this.pageSize);
     this.insert({ start, end: start + len, prot, backing: { kind: 'phys', base: pa } });
     return start;
   }
 
   /** munmap(2): whole or partial; unmapped holes in the range are fine. */
   munmap(va: number, length: number): void {
-    if (!Number.isSafeInteger(va) || va % PAGE_SIZE !== 0 || !Number.isSafeInteger(length) || length <= 0) throw new SysError('EINVAL');
-    const end = va + roundUp(length);
+    if (!Number.isSafeInteger(va) || va % this.pageSize !== 0 || !Number.isSafeInteger(length) || length <= 0) throw new SysError('EINVAL');
+    const end = va + this.roundUp(length);
     const kept: Vma[] = [];
     for (const v of this.vmas) {
       if (v.end <= va || v.start >= end) { kept.push(v); continue; }
@@ -233,7 +242,7 @@ export class AddressSpace {
       const b = v.backing;
       if (b.kind !== 'phys' && b.file !== undefined) {
         const lastPage = b.pgoff! + Math.floor((Math.min(end, v.end) - 1 - v.start) / PAGE_SIZE);
-        if (lastPage >= Math.ceil(b.file.size / PAGE_SIZE)) throw new SysError('EFAULT');
+        if (lastPage >= b.file.framesCovered()) throw new SysError('EFAULT');
       }
       at = v.end;
     }
@@ -277,21 +286,26 @@ export class AddressSpace {
     this.vmas.splice(i, 0, v);
   }
 
-  /** Frames for n pages: contiguous runs as large as the allocator gives, biggest first. */
+  /**
+   * Frames for n 4 KiB frames (whole kernel pages): contiguous runs as large
+   * as the allocator gives, biggest first, never smaller than a kernel page
+   * and aligned to one.
+   */
   private allocFrames(n: number): Uint32Array {
     // Refuse what cannot fit before growing the memory for nothing.
     if (n > this.engine.framesAvailable()) throw new SysError('ENOMEM');
     const frames = new Uint32Array(n);
+    const perPage = this.pageSize / PAGE_SIZE;
     let done = 0;
     let chunk = n;
     try {
       while (done < n) {
         chunk = Math.min(chunk, n - done);
-        const align = chunk >= 512 ? 512 : 1;
+        const align = chunk >= 512 ? 512 : perPage;
         const pfn = this.engine.tryAllocFrames(chunk, align);
         if (pfn < 0) {
-          if (chunk === 1) throw new SysError('ENOMEM');
-          chunk = Math.max(1, chunk >>> 1);
+          if (chunk === perPage) throw new SysError('ENOMEM');
+          chunk = Math.max(perPage, Math.floor(chunk / 2 / perPage) * perPage);
           continue;
         }
         for (let i = 0; i < chunk; i++) frames[done + i] = pfn + i;
@@ -324,8 +338,6 @@ export class AddressSpace {
     if (b.kind !== 'phys') b.file?.put();
   }
 }
-
-function roundUp(n: number): number { return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE; }
 
 /**
  * Append [pa, pa + n) to a list of physical runs, extending the last run

@@ -1,0 +1,166 @@
+// A host kernel built with 16 KiB or 64 KiB pages (createHost({ pageSize })),
+// as arm64 kernels are (CONFIG_ARM64_16K_PAGES / 64K_PAGES), and what
+// follows from it in Linux:
+//
+// - mm: mmap lengths round up to PAGE_SIZE; VAs, munmap and file offsets are
+//   PAGE_SIZE-aligned; a memfd's last page covers its size rounded up.
+// - io-pgtable-arm (arm_lpae_restrict_pgsizes): the stage-2 granule is
+//   PAGE_SIZE when the SMMU has it (IDR5.GRAN16K / GRAN64K), so an SMMUv3
+//   paging domain has pgsize_bitmap 16K | 32M or 64K | 512M.
+// - iommufd (io_pagetable.c): iopt_table_add_domain raises iova_alignment to
+//   the domain's smallest page and refuses (EINVAL) one larger than
+//   PAGE_SIZE ("A iommu_domain must always be able to accept PAGE_SIZE");
+//   iopt_check_iova_alignment refuses (EADDRINUSE) to raise it over areas
+//   that do not suit it; iopt_check_iova / iopt_alloc_area_pages /
+//   iopt_insert_area refuse (EINVAL) an IOVA, a length or a page offset not
+//   aligned to iova_alignment. Without a domain iova_alignment is 1.
+
+import { describe, expect, it } from 'vitest';
+import { MAP_SHARED, PROT_READ, PROT_WRITE, type Host } from '../host/index.js';
+import { armS2Shape, armS2WalkRaw } from './reference/arm_s2.js';
+import { ctrlWord, engineMemory } from './support/engine.js';
+import { AttachedIoas, dmaFault, expectBytes, expectErrno, Iommufd, memfd, newHost, outcome, pattern, uapi } from './support/host.js';
+
+const RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
+const FIXED = RW | uapi.IOMMU_IOAS_MAP_FIXED_IOVA;
+
+/** The engine's FMT_ARM_S2 domains: id, levels and sizes word (assembly/layout.ts DOM_*). */
+function armDomains(host: Host): { did: number; root: number; levels: number; word: number }[] {
+  const e = host.engine, L = e.layout;
+  const table = ctrlWord(e, L.CTRL_DOM_TABLE);
+  const dv = new DataView(e.bytes.buffer);
+  const out = [];
+  for (let did = 1; did < 64; did++) {
+    const rec = table + did * L.DOM_SIZE;
+    const root = dv.getUint32(rec + L.DOM_ROOT, true);
+    if (root === 0 || root === 0xffff_ffff || dv.getUint32(rec + L.DOM_FORMAT, true) !== L.FMT_ARM_S2) continue;
+    out.push({ did, root: root * 4096, levels: dv.getUint32(rec + L.DOM_LEVELS, true), word: dv.getUint32(rec + L.DOM_SIZES, true) });
+  }
+  return out;
+}
+
+describe('createHost({ pageSize })', () => {
+  it('takes 4096 (the default), 16384 and 65536 only; the mock IOMMU only with 4 KiB pages', async () => {
+    expect((await newHost()).pageSize).toBe(4096);
+    for (const pageSize of [8192, 32768, 2048, 0]) await expect(newHost({ pageSize })).rejects.toThrow(RangeError);
+    await expect(newHost({ pageSize: 16384, iommufdTest: true })).rejects.toThrow(RangeError);
+  });
+
+  for (const P of [16384, 65536]) {
+    it(`${P / 1024} KiB pages: mmap and munmap work in whole pages, memfd pages cover the size rounded up`, async () => {
+      const host = await newHost({ pageSize: P });
+      const va = host.mmap(1);
+      expect(va % P).toBe(0);
+      host.mem.write(va + P - 1, new Uint8Array([7])); // the page is mapped whole
+      expectErrno(() => host.mem.write(va + P, new Uint8Array([1])), 'EFAULT');
+      expectErrno(() => host.munmap(va + 4096, 4096), 'EINVAL');
+      expectErrno(() => host.mmap(P, PROT_READ, MAP_SHARED, memfd(host, 2 * P), 4096), 'EINVAL'); // an offset not page aligned
+      const fd = memfd(host, 5000);
+      const m = host.mmap(P, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      host.mem.write(m + P - 8, new Uint8Array([1, 2, 3])); // inside the file's last page, past its size
+      const past = host.mmap(P, PROT_READ, MAP_SHARED, fd, P); // a page wholly past the end: SIGBUS on access
+      expectErrno(() => host.mem.read(past, 1), 'EFAULT');
+      host.munmap(va, 1);
+      expectErrno(() => host.mem.read(va, 1), 'EFAULT');
+    });
+  }
+});
+
+describe('iommufd on a 16 KiB-page kernel (io_pagetable.c alignment rules)', () => {
+  it('an IOAS without a domain takes a 4 KiB IOAS_MAP (iova_alignment 1)', async () => {
+    const host = await newHost({ pageSize: 16384 });
+    const s = new AttachedIoas(host);
+    const va = host.mmap(16384);
+    s.map(va + 4096, 4096, 0x1_1000n);
+    expect(s.ictx.iovaRanges(s.ioas).out_iova_alignment).toBe(1n);
+  });
+
+  it('with an SMMUv3 domain (16K granule) attached, a 4 KiB map is EINVAL where Linux says, and 16 KiB maps translate', async () => {
+    const host = await newHost({ pageSize: 16384 });
+    const s = new AttachedIoas(host);
+    const dev = s.attach({ iommu: 'arm-smmuv3' });
+    expect(s.ictx.iovaRanges(s.ioas).out_iova_alignment).toBe(16384n);
+    const va = host.mmap(4 * 16384);
+    const fixed = (iova: bigint, at: number, length: number) => outcome(() => s.ictx.map(s.ioas, at, length, iova, FIXED));
+    expect(fixed(0x10_0000n, va, 4096)).toBe('EINVAL'); // length (iopt_alloc_area_pages)
+    expect(fixed(0x10_1000n, va, 16384)).toBe('EINVAL'); // IOVA (iopt_check_iova)
+    expect(fixed(0x10_0000n, va + 4096, 16384)).toBe('EINVAL'); // page offset 4 KiB (iopt_insert_area)
+    expect(outcome(() => s.ictx.map(s.ioas, va, 4096, undefined, RW))).toBe('EINVAL'); // an allocated IOVA: the length still
+    const data = pattern(3 * 16384, 5);
+    host.mem.write(va, data);
+    s.map(va, 3 * 16384, 0x10_0000n);
+    expectBytes(dev.dma.read(0x10_0000n + 0x1234n, 0x8000), data.subarray(0x1234, 0x1234 + 0x8000));
+    dev.dma.write(0x10_4000n + 0x10n, new Uint8Array([0xaa, 0xbb]));
+    expectBytes(host.mem.read(va + 0x4010, 2), new Uint8Array([0xaa, 0xbb]));
+    // The domain's engine table: a 16K granule, 2 tables concatenated at level 1 (R_DXBSH).
+    const [d] = armDomains(host);
+    expect(d).toBeDefined();
+    expect((d.word >>> host.engine.layout.PT_GRANULE_SHIFT) & 3).toBe(1);
+    const mem = engineMemory(host.engine, new Map());
+    expect(armS2WalkRaw(mem, BigInt(d.root), armS2Shape(14, 48, 48)!, 0b1100, 0x10_4010n)).toMatchObject({ ok: true, shift: 14, level: 3 });
+    // An unmap that cuts the area is ENOENT (iopt_unmap_iova_range), as at any page size; whole areas go and fault.
+    expect(outcome(() => s.unmap(0x10_0000n, 4096n))).toBe('ENOENT');
+    expect(s.unmap(0x10_0000n, 3n * 16384n)).toBe(3n * 16384n);
+    s.map(va + 16384, 16384, 0x10_4000n);
+    expect(s.unmap(0x10_4000n, 16384n)).toBe(16384n);
+    expect(dmaFault(() => dev.dma.read(0x10_4000n, 1)).reason).toBe('not-present');
+  });
+
+  it('attaching the 16K domain over an area not aligned to 16 KiB is EADDRINUSE (iopt_check_iova_alignment); a VT-d domain (4K) attaches', async () => {
+    const host = await newHost({ pageSize: 16384 });
+    const s = new AttachedIoas(host);
+    const va = host.mmap(16384);
+    s.map(va, 4096, 0x2_0000n);
+    const smmu = s.bind({ iommu: 'arm-smmuv3' });
+    expect(outcome(() => smmu.attach(s.ioas))).toBe('EADDRINUSE');
+    const vtd = s.attach({ iommu: 'intel-vtd' });
+    expect(s.ictx.iovaRanges(s.ioas).out_iova_alignment).toBe(4096n);
+    host.mem.write(va, new Uint8Array([9, 8, 7]));
+    expectBytes(vtd.dma.read(0x2_0000n, 3), new Uint8Array([9, 8, 7]));
+  });
+});
+
+describe('a 64 KiB-page kernel: the SMMUv3 domain is a 64K-granule stage 2, end to end', () => {
+  it('maps, DMAs both ways, walks as the Arm ARM says, unmaps', async () => {
+    const host = await newHost({ pageSize: 65536 });
+    const s = new AttachedIoas(host);
+    const dev = s.attach({ iommu: 'arm-smmuv3' });
+    expect(s.ictx.iovaRanges(s.ioas).out_iova_alignment).toBe(65536n);
+    const len = 4 * 65536;
+    const va = host.mmap(len);
+    const data = pattern(len, 9);
+    host.mem.write(va, data);
+    s.map(va, len, 0x40_0000n);
+    expect(outcome(() => s.ictx.map(s.ioas, va, 16384, 0x80_0000n, FIXED))).toBe('EINVAL');
+    expectBytes(dev.dma.read(0x40_0000n + 0xfff0n, 0x20), data.subarray(0xfff0, 0x10010));
+    dev.dma.write(0x40_0000n + 3n * 65536n, pattern(65536, 2));
+    expectBytes(host.mem.read(va + 3 * 65536, 65536), pattern(65536, 2));
+    const [d] = armDomains(host);
+    expect((d.word >>> host.engine.layout.PT_GRANULE_SHIFT) & 3).toBe(2);
+    expect(d.levels).toBe(3); // 48-bit IPA: levels 1..3, a 64-entry level-1 table
+    const mem = engineMemory(host.engine, new Map());
+    const w = armS2WalkRaw(mem, BigInt(d.root), armS2Shape(16, 48, 48)!, 0b1100, 0x40_0000n + 0x12345n);
+    expect(w).toMatchObject({ ok: true, shift: 16, level: 3, perm: 3 });
+    expect(dev.dma.translate(0x40_0000n + 0x12345n).pa).toBe(Number((w as { pa: bigint }).pa));
+    expect(s.unmap(0x40_0000n, BigInt(len))).toBe(BigInt(len));
+    expect(dmaFault(() => dev.dma.read(0x40_0000n, 1)).reason).toBe('not-present');
+  });
+
+  it('a snapshot keeps the page size: the restored host maps in 64 KiB pages and its SMMUv3 domain still translates', async () => {
+    const { createHost } = await import('../host/index.js');
+    const host = await newHost({ pageSize: 65536 });
+    const s = new AttachedIoas(host);
+    const dev = s.attach({ iommu: 'arm-smmuv3' });
+    const va = host.mmap(65536);
+    host.mem.write(va, new Uint8Array([1, 2, 3, 4]));
+    s.map(va, 65536, 0x40_0000n);
+    const back = await createHost({ restore: host.snapshot() });
+    expect(back.pageSize).toBe(65536);
+    expect(back.mmap(1) % 65536).toBe(0);
+    expectBytes(back.device(dev.handle.path).dma.read(0x40_0000n, 4), new Uint8Array([1, 2, 3, 4]));
+    const restored = new Iommufd(back, s.ictx.fd);
+    expect(outcome(() => restored.map(s.ioas, va, 4096, 0x80_0000n, FIXED))).toBe('EINVAL');
+    expect(restored.map(s.ioas, va, 65536, 0x80_0000n, FIXED)).toBe(0x80_0000n);
+    expectBytes(back.device(dev.handle.path).dma.read(0x80_0000n + 2n, 2), new Uint8Array([3, 4]));
+  });
+});
