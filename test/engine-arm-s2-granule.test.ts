@@ -346,3 +346,45 @@ describe('ARM stage 2 granules: seeded random maps, unmaps and translations agai
     }
   }
 });
+
+// A guest's stage 1 (Arm, 4 KiB granule, SMMUv3 CD) over a stage 2 of a 16 or
+// 64 KiB granule: the stage-2 walks of the guest's table reads and of the
+// output report the 4 KiB / 2 MiB slice, and a stage-2 unmap of a granule
+// still reaches the combined entries and the stage-2 walk cache built on it.
+describe('ARM stage 2 granules under a nested (stage 1 + stage 2) domain', () => {
+  const TABLE = 3n, PAGE_D = 3n, AF = 1n << 10n, AP_EL0 = 1n << 6n;
+  for (const granule of [16384, 65536]) {
+    it(`${granule / 1024}K stage 2: stage-1 walks read through it, and its unmaps reach the nested domain's caches`, () => {
+      const e = makeEngine({ memoryLimit: 64 << 20 });
+      const GUEST = 4 << 20;
+      const ram = e.allocFrames(GUEST / 4096, 512) * 4096;
+      const parent = e.ptCreateArmS2(granule, 48, 48, 3);
+      e.ptMap(parent, 0n, BigInt(ram), BigInt(GUEST), RW);
+      const put = (ipa: number, v: bigint) => new DataView(e.bytes.buffer).setBigUint64(ram + ipa, v, true);
+      // D8.3, 4 KiB granule, T0SZ 16: L0 0x1000 -> L1 0x2000 -> L2 0x3000 -> L3 0x4000; L3[5]: IOVA 0x5000 -> IPA 0x10000.
+      put(0x1000, 0x2000n | TABLE);
+      put(0x2000, 0x3000n | TABLE);
+      put(0x3000, 0x4000n | TABLE);
+      put(0x4000 + 5 * 8, 0x10000n | PAGE_D | AF | AP_EL0);
+      const did = e.ptCreateNestedArm(parent, 0x1000n, { t0sz: 16, granule: 4096, ips: 48, ha: false, hd: false, affd: false });
+      e.ctxSet(1, did, 0);
+      const tr = () => e.translate(1, 0x5abc, 0, R);
+      expect(tr()).toBe(0);
+      expect(e.lastPaLo).toBe(ram + 0x10abc);
+      expect(e.lastShift).toBe(12);
+      // Unmap the stage-2 granule under the output IPA: the combined entry goes.
+      const G = BigInt(granule);
+      const out = 0x10000n - (0x10000n % G);
+      e.ptUnmap(parent, out, G);
+      expect(tr() & e.layout.F_STAGE2).toBe(e.layout.F_STAGE2);
+      e.ptMap(parent, out, BigInt(ram) + out + G, G, RW); // back, elsewhere
+      expect(tr()).toBe(0);
+      expect(e.lastPaLo).toBe(ram + Number(G) + 0x10abc);
+      // Unmap the granule holding the guest's tables: the walk faults at stage 2.
+      e.ptUnmap(parent, 0n, G);
+      expect(tr() & e.layout.F_STAGE2).toBe(e.layout.F_STAGE2);
+      e.ptMap(parent, 0n, BigInt(ram), G, RW);
+      expect(tr()).toBe(0);
+    });
+  }
+});
