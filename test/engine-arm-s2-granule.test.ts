@@ -10,7 +10,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../host/engine/engine.js';
-import { armS2Shape, armS2WalkRaw, type ArmS2Shape } from './reference/arm_s2.js';
+import { armS2Shape, armS2WalkRaw, F_ACCESS, type ArmS2Shape } from './reference/arm_s2.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
 import { ctrlWord, domainRoot, engineMemory, errnoOf, expectSysError, GiB, hex, makeEngine, segPa } from './support/engine.js';
 import { F_ADDR_WIDTH, F_NOT_PRESENT } from './reference/vtd_sl_raw.js';
@@ -385,6 +385,74 @@ describe('ARM stage 2 granules under a nested (stage 1 + stage 2) domain', () =>
       expect(tr() & e.layout.F_STAGE2).toBe(e.layout.F_STAGE2);
       e.ptMap(parent, 0n, BigInt(ram), G, RW);
       expect(tr()).toBe(0);
+    });
+  }
+});
+
+// Hostile tables: entries corrupted bit by bit (the engine's tables are its
+// own, but a walker must stay bounded and exact whatever it reads). The
+// engine's walk and the reference's agree on every outcome.
+describe('ARM stage 2 granules: corrupted entries, engine walk against the reference', () => {
+  // Valid, type, S2AP, AF, SH, OA bits low / high, RES0 below the granule, Contiguous.
+  const MASKS = [1n, 2n, 3n, 0xc0n, 0x400n, 0x300n, 0x1000n, 0x3000n, 0xf000n, 1n << 20n, 1n << 30n, 1n << 39n, 1n << 47n, 1n << 52n];
+  for (const granule of [16384, 65536]) {
+    it(`${granule / 1024}K: 20,000 corrupted walks, seed-driven`, () => {
+      for (const seed of testSeeds(1)) {
+        withSeed((seed ^ 0xbad ^ granule) >>> 0, (rng) => {
+          const g = Math.log2(granule);
+          const G = BigInt(granule);
+          const { e, seg, did } = setup(granule, 48);
+          const shape = armS2Shape(g, 48, 48)!;
+          const root = BigInt(domainRoot(e, did));
+          const base = engineMemory(e, new Map([[seg, 4n * BigInt(GiB)]]));
+          // The engine checks a whole table lies in memory: the reference, a granule.
+          const mem = { ...base, tableOk: (a: bigint) => a + G <= BigInt(e.memory.buffer.byteLength) };
+          const block = 1n << BigInt(g + g - 3);
+          const ipas: bigint[] = [];
+          for (let i = 0; i < 40; i++) {
+            const big = rng.chance(0.3);
+            const iova = rng.bigint(0n, 1n << 47n) & ~(big ? block - 1n : G - 1n);
+            const len = big ? block : G * BigInt(rng.int(1, 4));
+            if (e.ptWalk(did, iova).ok || e.ptWalk(did, iova + len - 1n).ok) continue;
+            try { e.ptMap(did, iova, segPa(seg, rng.bigint(0n, (4n * BigInt(GiB) - len) / G) * G & ~(big ? block - 1n : 0n)), len, RW); } catch { continue; }
+            ipas.push(iova + rng.bigint(0n, len));
+          }
+          const dv = () => new DataView(e.bytes.buffer);
+          const outcomes = new Set<number>();
+          for (let n = 0; n < 20_000; n++) {
+            const ipa = rng.pick(ipas);
+            // The entry at a random level of the walk (Arm levels 1..3 here: 3 levels or a 2-table root).
+            let t = root, at = 0;
+            const stop = rng.int(shape.startLevel, 3);
+            for (let level = shape.startLevel; level <= stop; level++) {
+              const shift = g + (g - 3) * (3 - level);
+              const bits = level === shape.startLevel ? shape.rootBits : g - 3;
+              at = Number(t + ((ipa >> BigInt(shift)) & ((1n << BigInt(bits)) - 1n)) * 8n);
+              const d = dv().getBigUint64(at, true);
+              if ((d & 3n) !== 3n) break; // a block: the walk ends here
+              t = d & 0x0000_ffff_ffff_f000n;
+            }
+            const old = dv().getBigUint64(at, true);
+            dv().setBigUint64(at, old ^ rng.pick(MASKS), true);
+            const ref = armS2WalkRaw(mem, root, shape, 0b1100, ipa);
+            const got = e.ptWalk(did, ipa);
+            const where = `${hex(ipa)} entry ${hex(at)} ${hex(old)} -> ${hex(dv().getBigUint64(at, true))}`;
+            outcomes.add(ref.ok ? 0 : ref.fault);
+            if (ref.ok) {
+              expect(got.ok, where).toBe(true);
+              if (got.ok) {
+                expect(got.pa + (ipa & BigInt(got.size - 1)), where).toBe(ref.pa);
+                expect(got.perm, where).toBe(ref.perm);
+              }
+            } else {
+              expect(got, where).toEqual({ ok: false, fault: ref.fault, level: 4 - ref.level });
+            }
+            dv().setBigUint64(at, old, true);
+          }
+          // Translations, not-present, reserved (type, low OA bits), table address, out of segment, access flag: all met.
+          expect([...outcomes].sort((a, b) => a - b)).toEqual([0, F_NOT_PRESENT, 6, 7, 8, F_ACCESS]);
+        });
+      }
     });
   }
 });
