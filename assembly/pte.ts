@@ -84,8 +84,6 @@ import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT, 
 let fmt: u32 = FMT_VTD_SL;
 /** ARM stage 2: the mask of bits 9:8 that are OA[51:50] (3: 4 KiB granule, LPA2 layout; 0: 16/64 KiB, where they are SH). */
 let armHi: u64 = 3;
-/** ARM stage 2: SH written into new entries (0 with the LPA2 layout, whose shareability is in VTCR; Inner Shareable otherwise). */
-let armSh: u64 = 0;
 
 /** Select the format of the table the next operations touch. */
 // @ts-ignore: decorator
@@ -95,9 +93,7 @@ let armSh: u64 = 0;
 // @ts-ignore: decorator
 @inline export function useTable(f: u32, word: u32): void {
   fmt = f;
-  const lpa2 = f != FMT_ARM_S2 || granuleCode(word) == 0;
-  armHi = lpa2 ? 3 : 0;
-  armSh = lpa2 ? 0 : ARM_SH_IS;
+  armHi = granuleCode(word) == 0 ? 3 : 0; // the granule code is 0 for every other format
 }
 
 /** The sizes word's granule code: (g - 12) / 2 for a 2^g-byte granule (0 for every format but ARM stage 2's 16 and 64 KiB). */
@@ -176,7 +172,8 @@ export const AMD_PTE_RSVD: u64 = 0x07f0000000000000;
 @inline export function mkLeaf(pa: u64, perm: u32, level: u32): u64 {
   if (fmt == FMT_VTD_SL) return pa | perm | (level > 1 ? VTD_PS : 0);
   if (fmt == FMT_ARM_S2) {
-    return armOa(pa) | armSh | (level == 1 ? ARM_T : 0) | 1 | ARM_AF | ARM_NORMAL_WB |
+    // SH: 0 with the LPA2 layout (its shareability is in VTCR), else Inner Shareable.
+    return armOa(pa) | (armHi == 0 ? ARM_SH_IS : 0) | (level == 1 ? ARM_T : 0) | 1 | ARM_AF | ARM_NORMAL_WB |
       ((perm & PERM_R) != 0 ? ARM_S2AP_R : 0) | ((perm & PERM_W) != 0 ? ARM_S2AP_W : 0);
   }
   return pa | AMD_PR | AMD_FC | ((perm & PERM_R) != 0 ? AMD_IR : 0) | ((perm & PERM_W) != 0 ? AMD_IW : 0);

@@ -67,20 +67,30 @@ export function hostWalk(did: u32, iova: u64): u32 {
     if (aboveWidth(iova, levels)) return F_ADDR_WIDTH;
     return amdWalk(d, iova, levels);
   }
-  // The granule, 2^g bytes: tables of 2^(g - 3) entries, level l resolving
-  // the bits from g + (g - 3)(l - 1) up (Arm ARM D8.2; 4 KiB for VT-d).
-  const gc = granuleCode(word);
-  const g: u32 = 12 + (gc << 1);
+  // A 4 KiB-granule table without concatenation or input size (VT-d, and
+  // ARM stage 2 from pt_create): the same walk with the granule's numbers
+  // as constants, which the compiler folds into it.
+  if ((word >> CONCAT_SHIFT) == 0) return walkLevels(d, fmt, word, levels, iova, 12, 9);
+  // The granule, 2^g bytes (Arm ARM D8.2). ARM stage 2's input size IAS
+  // (64 - VTCR.T0SZ) bounds the IPA and gives the root its index bits:
+  // fewer than a table's (a partial initial table) or up to 4 more, 2..16
+  // tables concatenated at the initial lookup level (Arm ARM D8.2,
+  // "Concatenated translation tables for the initial stage 2 lookup").
+  const g: u32 = 12 + (granuleCode(word) << 1);
+  return walkLevels(d, fmt, word, levels, iova, g, inputBits(word, levels) - (g + (g - 3) * (levels - 1)));
+}
+
+/**
+ * The levels of a VT-d or ARM stage-2 walk with a 2^g-byte granule (tables
+ * of 2^(g - 3) entries, level l resolving the bits from g + (g - 3)(l - 1)
+ * up) and a root of 2^rootBits entries.
+ */
+// @ts-ignore: decorator
+@inline function walkLevels(d: usize, fmt: u32, word: u32, levels: u32, iova: u64, g: u32, rootBits: u32): u32 {
   const bits: u32 = g - 3;
   let shift: u32 = g + bits * (levels - 1);
-  // ARM stage 2: the input size IAS (64 - VTCR.T0SZ) bounds the IPA and
-  // gives the root its index bits: fewer than a table's (a partial initial
-  // table) or up to 4 more, 2..16 tables concatenated at the initial lookup
-  // level (Arm ARM D8.2, "Concatenated translation tables for the initial
-  // stage 2 lookup").
-  const width = inputBits(word, levels);
-  if ((iova >> width) != 0) return F_ADDR_WIDTH;
-  const rootMask: u64 = (<u64>1 << (width - shift)) - 1;
+  if ((iova >> (shift + rootBits)) != 0) return F_ADDR_WIDTH;
+  const rootMask: u64 = (<u64>1 << rootBits) - 1;
   const idxMask: u64 = (<u64>1 << bits) - 1;
   const tableBytes: u64 = <u64>1 << g;
   const sizes = word & SIZES_MASK;
@@ -104,7 +114,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
       if (accessFlagFault(pte)) return F_ACCESS;
       const pa = addrOf(pte);
       if (!physRangeOk(pa, <u64>1 << shift)) return F_OUT_OF_SEGMENT;
-      if (gc == 0) {
+      if (g == 12) {
         walkPa = pa;
         walkShift = shift;
       } else {
