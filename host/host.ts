@@ -59,8 +59,8 @@ export interface HostOptions extends EngineOptions {
    * memfd pages come in it; iommufd keeps IOVAs aligned to it where Linux
    * does (io_pagetable.c) and refuses a domain whose smallest page is
    * larger (iopt_table_add_domain); the SMMUv3 builds its stage-2 domains
-   * with that granule (io-pgtable-arm's arm_lpae_restrict_pgsizes). The
-   * mock IOMMU (iommufdTest) takes 4096 only.
+   * with that granule (io-pgtable-arm's arm_lpae_restrict_pgsizes); the
+   * mock IOMMU's smallest page is half of it (MOCK_IO_PAGE_SIZE).
    */
   pageSize?: number;
   /**
@@ -180,7 +180,7 @@ export class Host {
       read: (va, length) => this.mm.read(va, length),
       write: (va, bytes) => this.mm.write(va, bytes),
     };
-    this.mockNoDirty = mockIommu(engine, { noDirty: true });
+    this.mockNoDirty = mockIommu(engine, { noDirty: true, pageSize: this.pageSize });
     this.test = options.iommufdTest ? this.testEnv() : null;
     this.faultRing = faultRingSize(options.faultRing);
   }
@@ -413,7 +413,7 @@ export class Host {
   private unit(kind: IommuKind): IommuDriver {
     let driver = this.units.get(kind);
     if (!driver) {
-      const make = kind === 'mock' && this.test ? (e: Engine) => mockIommu(e, { noDirty: false }) : UNITS[kind];
+      const make = kind === 'mock' && this.test ? (e: Engine) => mockIommu(e, { noDirty: false, pageSize: this.pageSize }) : UNITS[kind];
       if (!make) throw new SysError('ENODEV', `the ${String(kind)} IOMMU is not emulated yet`);
       driver = make(this.engine, this.options);
       this.units.set(kind, driver);
@@ -484,8 +484,6 @@ export async function createHost(options: HostOptions = {}): Promise<Host> {
 function kernelPageSize(o: HostOptions): number {
   const size = o.pageSize ?? PAGE_SIZE;
   if (size !== 4096 && size !== 16384 && size !== 65536) throw new RangeError(`bad pageSize ${String(o.pageSize)}: 4096, 16384 or 65536`);
-  // The mock's MOCK_IO_PAGE_SIZE is PAGE_SIZE / 2 (selftest.c), and its table (mock.ts) halves 4 KiB pages only.
-  if (size !== PAGE_SIZE && o.iommufdTest) throw new RangeError(`pageSize ${size} with iommufdTest: the mock IOMMU is built for 4 KiB pages only`);
   return size;
 }
 

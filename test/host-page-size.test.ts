@@ -18,7 +18,9 @@
 import { describe, expect, it } from 'vitest';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, type Host } from '../host/index.js';
 import { armS2Shape, armS2WalkRaw } from './reference/arm_s2.js';
-import { ctrlWord, engineMemory } from './support/engine.js';
+import { ctrlWord, engineMemory, makeEngine } from './support/engine.js';
+import { err, MOCK_APERTURE_START, Selftest } from './support/selftest.js';
+import { MockPagingTable } from '../host/iommu/mock.js';
 import { AttachedIoas, dmaFault, expectBytes, expectErrno, Iommufd, memfd, newHost, outcome, pattern, uapi } from './support/host.js';
 
 const RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
@@ -40,10 +42,9 @@ function armDomains(host: Host): { did: number; root: number; levels: number; wo
 }
 
 describe('createHost({ pageSize })', () => {
-  it('takes 4096 (the default), 16384 and 65536 only; the mock IOMMU only with 4 KiB pages', async () => {
+  it('takes 4096 (the default), 16384 and 65536 only', async () => {
     expect((await newHost()).pageSize).toBe(4096);
     for (const pageSize of [8192, 32768, 2048, 0]) await expect(newHost({ pageSize })).rejects.toThrow(RangeError);
-    await expect(newHost({ pageSize: 16384, iommufdTest: true })).rejects.toThrow(RangeError);
   });
 
   for (const P of [16384, 65536]) {
@@ -162,5 +163,42 @@ describe('a 64 KiB-page kernel: the SMMUv3 domain is a 64K-granule stage 2, end 
     expect(outcome(() => restored.map(s.ioas, va, 4096, 0x80_0000n, FIXED))).toBe('EINVAL');
     expect(restored.map(s.ioas, va, 65536, 0x80_0000n, FIXED)).toBe(0x80_0000n);
     expectBytes(back.device(dev.handle.path).dma.read(0x80_0000n + 2n, 2), new Uint8Array([3, 4]));
+  });
+});
+
+describe('the mock IOMMU on a 16 KiB kernel: MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2 (selftest.c)', () => {
+  it('a mock domain makes the IOAS 8 KiB-aligned; 8 KiB maps check out (MD_CHECK_MAP), 4 KiB ones are EINVAL', async () => {
+    const t = new Selftest(await newHost({ pageSize: 16384, iommufdTest: true }));
+    const ioas = t.ioasAlloc();
+    const { hwptId } = t.mockDomain(ioas);
+    expect(new Iommufd(t.host, t.fd).iovaRanges(ioas).out_iova_alignment).toBe(8192n);
+    const va = t.host.mmap(4 * 16384);
+    const iova = BigInt(MOCK_APERTURE_START) + 0x1_0000n;
+    expect(t.ioasMap(ioas, va + 8192, 8192, iova)).toBe(iova);
+    t.checkMap(hwptId, va + 8192, iova, 8192);
+    expect(t.ioasMap(ioas, va + 16384, 3 * 8192, iova + 0x2000n)).toBe(iova + 0x2000n);
+    t.checkMap(hwptId, va + 16384, iova + 0x2000n, 3 * 8192);
+    err('EINVAL', () => t.checkMap(hwptId, va + 8192, iova, 4096)); // MD_CHECK_MAP steps in MOCK_IO_PAGE_SIZE
+    err('EINVAL', () => t.ioasMap(ioas, va, 4096, iova + 0x10_0000n));
+    err('EINVAL', () => t.ioasMap(ioas, va + 4096, 8192, iova + 0x10_0000n)); // page offset 4 KiB
+    err('EINVAL', () => t.checkRefs(va, 8192, 1)); // MD_CHECK_REFS goes by PAGE_SIZE
+    t.checkRefs(va + 16384, 16384, 1);
+  });
+
+  it('the mock table reads an 8 KiB IOPTE dirty when a device wrote either 4 KiB leaf under it', () => {
+    const e = makeEngine({ memoryLimit: 64 << 20 });
+    const did = e.ptCreate(4, 7);
+    const table = new MockPagingTable(e, did, 8192);
+    const pfn = e.allocFrames(4, 4);
+    table.map(0x10_0000n, pfn * 4096, 16384, 3);
+    e.ptSetDirtyTracking(did, true);
+    e.ctxSet(1, did, 0);
+    expect(e.translate(1, 0x10_1000, 0, 2)).toBe(0); // a write to the second 4 KiB leaf of the first IOPTE
+    const out = new Uint8Array(1);
+    table.readDirty(0x10_0000n, 16384n, 8192, true, out);
+    expect(out[0]).toBe(0b01);
+    out[0] = 0;
+    table.readDirty(0x10_0000n, 16384n, 8192, false, out);
+    expect(out[0]).toBe(0); // cleared
   });
 });

@@ -4,8 +4,9 @@
 //
 // What Linux's mock is, and so this one:
 // - paging domains with the aperture [MOCK_APERTURE_START, MOCK_APERTURE_LAST]
-//   and a smallest page of MOCK_IO_PAGE_SIZE (2 KiB, half a CPU page), which
-//   makes an IOAS with a mock domain 2 KiB-aligned;
+//   and a smallest page of MOCK_IO_PAGE_SIZE (PAGE_SIZE / 2: 2 KiB with 4
+//   KiB pages, 8 / 32 KiB on a 16 / 64 KiB kernel, HostOptions.pageSize),
+//   which makes an IOAS with a mock domain aligned to it;
 // - no reserved regions; dirty tracking unless the device was created with
 //   MOCK_FLAGS_DEVICE_NO_DIRTY; PASIDs (20 bits) for devices created with
 //   MOCK_FLAGS_DEVICE_PASID; page requests taken (the selftest injects them
@@ -15,15 +16,17 @@
 //
 // Underneath, a mock paging domain is a real engine page table in the VT-d
 // second-stage format (4 KiB, 2 MiB and 1 GiB leaves), walked by the
-// engine's walker: IOMMU_TEST_OP_MD_CHECK_MAP reads it back that way. The
-// 2 KiB granule sits on top (MockPagingTable): a 4 KiB leaf whose two
-// halves belong to different areas is mapped once and kept while either
-// half is in use. Two things the VT-d format cannot express are refused
-// with EINVAL at map time, where Linux's 2 KiB mock format would take them:
-// a 2 KiB piece whose IOVA and physical address differ in bit 11, and the
-// two halves of one 4 KiB IOVA page mapping different physical pages (or
-// with different permissions). Automatic IOVAs keep the VA's offset in its
-// page, so only fixed IOVAs off by 2 KiB from their VA meet the first case.
+// engine's walker: IOMMU_TEST_OP_MD_CHECK_MAP reads it back that way. With
+// 4 KiB kernel pages the 2 KiB granule sits on top (MockPagingTable): a
+// 4 KiB leaf whose two halves belong to different areas is mapped once and
+// kept while either half is in use. Two things the VT-d format cannot
+// express are refused with EINVAL at map time, where Linux's 2 KiB mock
+// format would take them: a 2 KiB piece whose IOVA and physical address
+// differ in bit 11, and the two halves of one 4 KiB IOVA page mapping
+// different physical pages (or with different permissions). Automatic IOVAs
+// keep the VA's offset in its page, so only fixed IOVAs off by 2 KiB from
+// their VA meet the first case. With 16 / 64 KiB pages an 8 / 32 KiB IOPTE
+// is whole 4 KiB leaves, and is dirty when any of them is.
 //
 // The mock's vIOMMU (IOMMU_VIOMMU_TYPE_SELFTEST; selftest.c mock_viommu_*):
 // on a nest-parent mock domain; with driver data (struct
@@ -53,13 +56,10 @@ import {
   MmapPages, copyFullUserArray, type HwQueue, type UserData, type Viommu, type ViommuInitCtx, type ViommuNestedDomain, type ViommuOps,
 } from '../iommufd/viommu.js';
 
-/** selftest.c MOCK_IO_PAGE_SIZE: the smallest IOPTE of a mock domain. */
+/** selftest.c MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2: the smallest IOPTE of a mock domain, 2 KiB under 4 KiB pages. */
 export const MOCK_IO_PAGE_SIZE = 2048;
+/** The engine's leaf (a VT-d 4 KiB page). */
 const PAGE = 4096;
-const HALF = BigInt(MOCK_IO_PAGE_SIZE);
-
-/** The low (bit 0) or high (bit 1) 2 KiB half of a 4 KiB IOVA page. */
-const halfBit = (iova: bigint) => ((iova & HALF) === 0n ? 1 : 2);
 
 /**
  * A mock paging domain's table: the engine's VT-d second-stage table of
@@ -76,16 +76,25 @@ export class MockPagingTable {
    * sets the VT-d leaf's D bit instead, at the 4 KiB granule of the table.
    */
   private readonly dirty = new Set<number>();
+  /** MOCK_IO_PAGE_SIZE as a bigint. */
+  private readonly half: bigint;
 
-  constructor(private readonly engine: Engine, readonly did: number) {}
+  /** `ioPage`: MOCK_IO_PAGE_SIZE, the kernel's PAGE_SIZE / 2 (below 4 KiB only with 4 KiB pages: then the halves above). */
+  constructor(private readonly engine: Engine, readonly did: number, readonly ioPage = MOCK_IO_PAGE_SIZE) {
+    this.half = BigInt(ioPage);
+  }
+
+  /** The low (bit 0) or high (bit 1) 2 KiB half of a 4 KiB IOVA page. */
+  private halfBit(iova: bigint): number { return (iova & this.half) === 0n ? 1 : 2; }
 
   /** The 2 KiB pieces at the edges of [iova, iova + length) and the 4 KiB-aligned middle. */
   private split(iova: bigint, length: bigint): { halves: bigint[]; start: bigint; end: bigint } {
-    if (iova % HALF !== 0n || length % HALF !== 0n || length <= 0n) throw new SysError('EINVAL');
+    const half = this.half;
+    if (iova % half !== 0n || length % half !== 0n || length <= 0n) throw new SysError('EINVAL');
     let start = iova, end = iova + length;
     const halves: bigint[] = [];
-    if (start % BigInt(PAGE) !== 0n) { halves.push(start); start += HALF; }
-    if (end > start && end % BigInt(PAGE) !== 0n) { end -= HALF; halves.push(end); }
+    if (start % BigInt(PAGE) !== 0n) { halves.push(start); start += half; }
+    if (end > start && end % BigInt(PAGE) !== 0n) { end -= half; halves.push(end); }
     return { halves, start, end: end < start ? start : end };
   }
 
@@ -98,16 +107,16 @@ export class MockPagingTable {
       const page = h - (h % BigInt(PAGE));
       const pagePa = paOf(page);
       const e = this.partial.get(page);
-      if (e && ((e.halves & halfBit(h)) !== 0 || e.pa !== pagePa || e.perm !== perm)) throw new SysError('EINVAL');
+      if (e && ((e.halves & this.halfBit(h)) !== 0 || e.pa !== pagePa || e.perm !== perm)) throw new SysError('EINVAL');
       return { h, page, pagePa, e };
     });
     if (end > start) this.engine.ptMap(this.did, start, paOf(start), end - start, perm);
     const done: bigint[] = [];
     try {
       for (const { h, page, pagePa, e } of plan) {
-        if (e) { e.halves |= halfBit(h); continue; }
+        if (e) { e.halves |= this.halfBit(h); continue; }
         this.engine.ptMap(this.did, page, pagePa, PAGE, perm);
-        this.partial.set(page, { halves: halfBit(h), pa: pagePa, perm });
+        this.partial.set(page, { halves: this.halfBit(h), pa: pagePa, perm });
         done.push(h);
       }
     } catch (err) {
@@ -123,16 +132,16 @@ export class MockPagingTable {
     if (end > start) this.engine.ptUnmap(this.did, start, end - start);
     for (const h of halves) this.dropHalf(h);
     if (this.dirty.size > 0) {
-      const lo = Number(iova / HALF), hi = Number((iova + length) / HALF);
+      const lo = Number(iova / this.half), hi = Number((iova + length) / this.half);
       for (const k of this.dirty) if (k >= lo && k < hi) this.dirty.delete(k);
     }
   }
 
   /** IOMMU_TEST_OP_DIRTY: flag the 2 KiB IOPTE under iova dirty; false where nothing is mapped. */
   markDirty(iova: bigint): boolean {
-    const at = iova - (iova % HALF);
+    const at = iova - (iova % this.half);
     if (this.iovaToPhys(at) === null) return false;
-    this.dirty.add(Number(at / HALF));
+    this.dirty.add(Number(at / this.half));
     return true;
   }
 
@@ -146,21 +155,24 @@ export class MockPagingTable {
   readDirty(iova: bigint, length: bigint, pageSize: number, clear: boolean, out: Uint8Array): void {
     // Every IOVA of a mock domain lies in its aperture, below 2^31: plain numbers from here.
     const from = Number(iova), end = from + Number(length);
-    const first = from - (from % MOCK_IO_PAGE_SIZE);
+    const io = this.ioPage;
+    const first = from - (from % io);
     const pStart = first - (first % PAGE), pEnd = Math.ceil(end / PAGE) * PAGE;
     const leaf = this.engine.ptReadDirty(this.did, pStart, pEnd - pStart, PAGE, false);
     if (clear) {
       const cStart = Math.ceil(from / PAGE) * PAGE, cEnd = end - (end % PAGE);
       if (cEnd > cStart) this.engine.ptReadDirty(this.did, cStart, cEnd - cStart, PAGE, true);
     }
-    for (let p = first; p < end; p += MOCK_IO_PAGE_SIZE) {
-      const k = (p - pStart) / PAGE | 0;
-      const key = p / MOCK_IO_PAGE_SIZE;
+    for (let p = first; p < end; p += io) {
+      const key = p / io;
       const flagged = this.dirty.has(key);
-      if (!flagged && (leaf[k >> 3] & (1 << (k & 7))) === 0) continue;
+      // The D bits of the 4 KiB leaves the IOPTE spans (the one holding it, for a 2 KiB one).
+      let written = false;
+      for (let k = (p - pStart) / PAGE | 0, kEnd = Math.ceil((p + io - pStart) / PAGE); k < kEnd && !written; k++) written = (leaf[k >> 3] & (1 << (k & 7))) !== 0;
+      if (!flagged && !written) continue;
       if (flagged && clear) this.dirty.delete(key);
       // iommu_dirty_bitmap_record(head, MOCK_IO_PAGE_SIZE): the bits of the part inside the range.
-      const lo = Math.max(p, from), hi = Math.min(p + MOCK_IO_PAGE_SIZE, end) - 1;
+      const lo = Math.max(p, from), hi = Math.min(p + io, end) - 1;
       for (let b = Math.floor((lo - from) / pageSize); b <= Math.floor((hi - from) / pageSize); b++) out[b >> 3] |= 1 << (b & 7);
     }
   }
@@ -172,7 +184,7 @@ export class MockPagingTable {
     const page = h - (h % BigInt(PAGE));
     const e = this.partial.get(page);
     if (!e) return;
-    e.halves &= ~halfBit(h);
+    e.halves &= ~this.halfBit(h);
     if (e.halves !== 0) return;
     this.partial.delete(page);
     this.engine.ptUnmap(this.did, page, PAGE);
@@ -181,7 +193,7 @@ export class MockPagingTable {
   /** iova_to_phys through the engine's walker; null where nothing is mapped (at 2 KiB granularity). */
   iovaToPhys(iova: bigint): number | null {
     const e = this.partial.get(iova - (iova % BigInt(PAGE)));
-    if (e && (e.halves & halfBit(iova)) === 0) return null;
+    if (e && (e.halves & this.halfBit(iova)) === 0) return null;
     const w = this.engine.ptWalk(this.did, iova);
     // The walk gives the leaf's base; the IOVA's offset in the leaf completes the address.
     return w.ok ? Number(w.pa) + Number(iova % BigInt(w.size)) : null;
@@ -212,7 +224,7 @@ export interface MockIommuDriver extends IommuDriver {
   readonly noDirty: boolean;
   /** Start of a paging domain's aperture (its end is 2^addressWidth - 1). */
   readonly apertureStart: bigint;
-  /** The 2 KiB-granule table of a new paging domain (engine domain `did`). */
+  /** The MOCK_IO_PAGE_SIZE-granule table of a new paging domain (engine domain `did`). */
   domainOps(engine: Engine, did: number): MockPagingTable;
 }
 
@@ -221,7 +233,8 @@ export interface MockIommuDriver extends IommuDriver {
  * mock IOMMU whose capable() answers per device (DIRTY_TRACKING unless
  * NO_DIRTY); here each answer is a driver instance of the one unit.
  */
-export function mockIommu(engine: Engine, opts: { noDirty: boolean }): MockIommuDriver {
+export function mockIommu(engine: Engine, opts: { noDirty: boolean; pageSize?: number }): MockIommuDriver {
+  const ioPage = (opts.pageSize ?? 4096) / 2; // MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2
   const L = engine.layout;
   const caps: IommuUnitCaps = Object.freeze({
     dirtyTracking: !opts.noDirty, // mock_domain_capable(IOMMU_CAP_DIRTY_TRACKING)
@@ -239,7 +252,7 @@ export function mockIommu(engine: Engine, opts: { noDirty: boolean }): MockIommu
     leafSizes: L.SZ_4K | L.SZ_2M | L.SZ_1G,
     addressWidth: width,
     apertureStart: BigInt(MOCK_APERTURE_START),
-    pgsizeMin: BigInt(MOCK_IO_PAGE_SIZE),
+    pgsizeMin: BigInt(ioPage),
     resvRegions: () => [],
     caps,
     // mock_domain_alloc_paging_flags: NEST_PARENT, DIRTY_TRACKING (EOPNOTSUPP on a NO_DIRTY device), PASID.
@@ -249,7 +262,7 @@ export function mockIommu(engine: Engine, opts: { noDirty: boolean }): MockIommu
     domainOps(eng: Engine, did: number): MockPagingTable {
       let m = TABLES.get(eng);
       if (!m) TABLES.set(eng, (m = new Map()));
-      const t = new MockPagingTable(eng, did);
+      const t = new MockPagingTable(eng, did, ioPage);
       m.set(did, t);
       return t;
     },
@@ -371,8 +384,8 @@ function mockViommuInit(ctx: ViommuInitCtx, viommu: Viommu, user: UserData | nul
   let mmap: { pages: MmapPages; offset: number } | null = null;
   if (user) {
     const data = copyFromUser(ctx.mm, s, user, IOMMU_VIOMMU_TYPE_SELFTEST, s.offsetofend('out_data'));
-    const length = 2 * 4096;
-    const pages = new MmapPages(ctx.engine, viommu, ctx.file, length);
+    const length = 2 * ctx.mm.pageSize; // __get_free_pages(, 1): two pages
+    const pages = new MmapPages(ctx.engine, viommu, ctx.file, length, ctx.mm.pageSize);
     pages.write(new Uint8Array(new Uint32Array([data.in_data]).buffer));
     const offset = ctx.allocMmap(pages, length);
     try {

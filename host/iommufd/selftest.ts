@@ -39,9 +39,8 @@ import type { Ioas } from './ioas.js';
 import { ULONG_MAX, PERM_W, type IoPagetable, type IoptAccess, type PagesSlice } from './io_pagetable.js';
 import type { IoPages } from './pages.js';
 
+/** The engine's frame: the unit physical addresses and frame references are looked up in. */
 const PAGE = 4096;
-/** selftest.c MOCK_IO_PAGE_SIZE */
-const MOCK_IO_PAGE_SIZE = 2048;
 /** ACCESS_PAGES and ACCESS_RW refuse more than this (kvzalloc WARN_ON guard): ENOMEM. */
 const ACCESS_MAX = 16 * 1024 * 1024;
 
@@ -240,13 +239,14 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
    */
   [IOMMU_TEST_OP_MD_CHECK_MAP]: op(O.check_map, (ctx, _env, c) => {
     const iova = c['check_map.iova'], length = c['check_map.length'], uptr = c['check_map.uptr'];
-    const step = BigInt(MOCK_IO_PAGE_SIZE);
+    const io = ctx.mm.pageSize / 2; // MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2
+    const step = BigInt(io);
     if (iova % step !== 0n || length % step !== 0n || uptr % step !== 0n || uptr + length > ULONG_MAX) throw new SysError('EINVAL');
     const hwpt = mockHwpt(ctx, c.id);
     const table = mockTable(ctx.engine, hwpt.did);
     if (!table) throw new SysError('EINVAL');
     let va = userPtr(uptr, length);
-    for (let at = iova, left = length; left > 0n; left -= step, at += step, va += MOCK_IO_PAGE_SIZE) {
+    for (let at = iova, left = length; left > 0n; left -= step, at += step, va += io) {
       const pa = userPage(ctx.mm, va - (va % PAGE));
       const got = table.iovaToPhys(at);
       if (got === null || got !== pa + (va % PAGE)) throw new SysError('EINVAL');
@@ -257,13 +257,15 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
    * (EIO otherwise). A page's pins are its frame references beyond the one
    * its mapping (anonymous memory) or file (memfd) holds; pages of an
    * embedder's segment are pinned per segment, like compound pages, which
-   * Linux skips too.
+   * Linux skips too. A 16 / 64 KiB page counts as its first 4 KiB frame
+   * does (pins are per frame here: pages.ts).
    */
   [IOMMU_TEST_OP_MD_CHECK_REFS]: op(O.check_refs, (ctx, _env, c) => {
     const length = c['check_refs.length'], uptr = c['check_refs.uptr'];
-    if (length % BigInt(PAGE) !== 0n || uptr % BigInt(PAGE) !== 0n || uptr + length > ULONG_MAX) throw new SysError('EINVAL');
+    const page = ctx.mm.pageSize; // PAGE_SIZE; its first frame's references stand for the page's
+    if (length % BigInt(page) !== 0n || uptr % BigInt(page) !== 0n || uptr + length > ULONG_MAX) throw new SysError('EINVAL');
     const va0 = userPtr(uptr, length);
-    for (let off = 0; off < Number(length); off += PAGE) {
+    for (let off = 0; off < Number(length); off += page) {
       const runs: PhysRun[] = ctx.mm.pin(va0 + off, PAGE, false);
       try {
         const pa = runs[0].pa;
@@ -329,7 +331,7 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
     const access = accessOf(ctx, c.id);
     if (!access.needsPin) throw new SysError('EOPNOTSUPP');
     const iova = flags & MOCK_FLAGS_ACCESS_SYZ ? syzIova(access, c['access_pages.iova']) : c['access_pages.iova'];
-    const item = pinPages(access, iova, length, (flags & MOCK_FLAGS_ACCESS_WRITE) !== 0);
+    const item = pinPages(access, iova, length, (flags & MOCK_FLAGS_ACCESS_WRITE) !== 0, BigInt(ctx.mm.pageSize));
     try {
       const uptr = c['access_pages.uptr'];
       // iommufd_test_check_pages: the pinned pages are the user's pages at uptr (EBADE).
@@ -551,11 +553,11 @@ function checkWritable(iopt: IoPagetable, iova: bigint, last: bigint): void {
  * pages object's pin counts: a page the domains already pinned is not pinned
  * twice). All or nothing.
  */
-function pinPages(access: Access, iova: bigint, length: bigint, write: boolean): { iova: bigint; length: bigint; pins: AccessItem['pins']; slices: PagesSlice[] } {
+function pinPages(access: Access, iova: bigint, length: bigint, write: boolean, pageSize: bigint): { iova: bigint; length: bigint; pins: AccessItem['pins']; slices: PagesSlice[] } {
   if (length === 0n) throw new SysError('EINVAL');
   const last = iova + length - 1n;
   if (last > ULONG_MAX) throw new SysError('EOVERFLOW');
-  if (iova % BigInt(PAGE) !== 0n) throw new SysError('EINVAL');
+  if (iova % pageSize !== 0n) throw new SysError('EINVAL');
   if (!access.ioas) throw new SysError('ENOENT');
   const iopt = access.ioas.iopt;
   if (write) checkWritable(iopt, iova, last);

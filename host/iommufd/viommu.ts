@@ -101,8 +101,8 @@ export function sameUnit(a: IommuDriver, b: IommuDriver): boolean {
  * keeps the iommufd open, as a VMA of /dev/iommu does.
  */
 export class MmapPages extends MemFile {
-  constructor(engine: Engine, private readonly owner: IommufdObject, private readonly ictx: KFile, length: number) {
-    super(engine, 'iommufd-mmap');
+  constructor(engine: Engine, private readonly owner: IommufdObject, private readonly ictx: KFile, length: number, pageSize?: number) {
+    super(engine, 'iommufd-mmap', pageSize);
     this.truncate(length);
   }
 
