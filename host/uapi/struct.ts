@@ -14,6 +14,8 @@
  * subarray (of a WebAssembly.Memory, say) works as is.
  */
 
+import { u32At, putU32, putU64, TWO32, SAFE_HI } from './le.js';
+
 export type ScalarType = 'u8' | 'u16' | 'u32' | 's32' | 'u64' | 'le64';
 
 /** `[name, type]` or `[name, type, count]` for a fixed-size array. */
@@ -135,31 +137,6 @@ const ELEMENT_SIZE: Readonly<Record<ScalarType, number>> = {
 };
 
 
-// Little-endian reads and writes straight on the bytes. A DataView would
-// need `bytes.buffer`, which makes V8 move every small on-heap typed array
-// off the heap: that cost more than the whole rest of an ioctl.
-const u32At = (b: Uint8Array, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-function putU32(b: Uint8Array, at: number, x: number): void {
-  b[at] = x; b[at + 1] = x >>> 8; b[at + 2] = x >>> 16; b[at + 3] = x >>> 24;
-}
-const TWO32 = 0x1_0000_0000;
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-/** Highest word of a u64 below 2^53: such a value is an exact double. */
-const SAFE_HI = 0x20_0000;
-function putU64(b: Uint8Array, at: number, x: number | bigint): void {
-  // Values below 2^53 (every VA, IOVA and length in practice) as doubles:
-  // one Number() costs a third of Number() of BigInt & and >> results.
-  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) x = Number(x);
-  if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
-    const hi = Math.floor(x / TWO32); // and no %: a double's % is a libm call
-    putU32(b, at, x - hi * TWO32);
-    putU32(b, at + 4, hi);
-    return;
-  }
-  const v = BigInt.asUintN(64, BigInt(x));
-  putU32(b, at, Number(v & 0xffffffffn));
-  putU32(b, at + 4, Number(v >> 32n));
-}
 function getU64(b: Uint8Array, at: number): bigint {
   const lo = u32At(b, at), hi = u32At(b, at + 4);
   return hi < SAFE_HI ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
