@@ -81,6 +81,17 @@ const FAST_BY_NR: readonly (FastHandler | undefined)[] = (() => {
   return out;
 })();
 
+let fastPaths = true;
+/**
+ * Turn the fast paths off (or on again); returns the setting before. For
+ * the differential test that drives both paths with the same calls.
+ */
+export function setIoctlFastPaths(on: boolean): boolean {
+  const was = fastPaths;
+  fastPaths = on;
+  return was;
+}
+
 /**
  * Whether a command's handler takes `respond` (declares a third parameter:
  * it copies the struct back before it fails, as IOAS_IOVA_RANGES does before
@@ -194,7 +205,7 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     const kbuf = copyStructFromUser(desc, arg, size, KBUFS[nr]);
     KBUFS[nr] = null;
     try {
-      const fast = FAST_BY_NR[nr];
+      const fast = fastPaths ? FAST_BY_NR[nr] : undefined;
       if (fast !== undefined && fast(this, kbuf)) {
         copyBytes(arg, kbuf, Math.min(size, desc.struct.size));
       } else {
