@@ -132,7 +132,8 @@ export interface ArmS1Config {
 /** What Engine.onInvalidate listeners hear. 'flush' without a range is the whole domain. */
 export type EngineEvent =
   | { kind: 'flush-all' }
-  | { kind: 'flush'; did: number; iova?: bigint; length?: bigint }
+  // The range as the caller gave it: a listener with nothing cached makes no BigInt of it.
+  | { kind: 'flush'; did: number; iova?: bigint | number; length?: bigint | number }
   | { kind: 'destroy'; did: number }
   | { kind: 'nested'; did: number; parent: number };
 
@@ -552,7 +553,7 @@ export class Engine {
     halves(length);
     const r = this.x.pt_unmap(did, il, ih, LO, HI);
     // Told even when it fails: a failed unmap changed nothing, and a cache above drops a little too much.
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
     this.check(r, 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
@@ -787,7 +788,7 @@ export class Engine {
   flushRange(did: number, iova: bigint | number, length: bigint | number): void {
     const [il, ih] = split64(iova), [ll, lh] = split64(length);
     this.x.iotlb_flush_range(did, il, ih, ll, lh);
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
   }
 
   /**

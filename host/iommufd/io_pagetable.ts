@@ -238,7 +238,7 @@ export class IoPagetable {
     if (this.reservedMeetsN(iova, last)) return false;
     const at = this.firstAreaFromN(iova);
     if (at < this.areas.length && this.areas[at].iovaN <= last) return false;
-    if (((perm & PERM_W) && !pages.writable) || pageOff(pages.pageOffset) % align !== 0) return false;
+    if (((perm & PERM_W) && !pages.writable) || !alignedN(pages.pageOffset, align)) return false;
     const area = new Area(iova, last, pages, 0, length, perm);
     this.fillDomains(area);
     pages.get();

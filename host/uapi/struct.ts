@@ -217,7 +217,7 @@ type SnapshotFn = (v: Record<string, unknown>) => Record<string, unknown>;
  * codes; nothing a caller passes). Where code generation is refused (a
  * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
  */
-function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
+function specialise(name: string, size: number, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeOver: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
   // u32 and u64 fields (nearly all of them) call their own load or store
@@ -227,16 +227,37 @@ function specialise(name: string, accessors: readonly Accessor[], aliasList: rea
     : acc.code === T_U32 ? `U32(b, o + ${acc.offset})` : acc.code === T_U64 ? `U64(b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
   const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)`
     : acc.code === T_U32 ? `P32(t, o + ${acc.offset}, x)` : acc.code === T_U64 ? `P64(t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+  // encodeOver: encode() over a used buffer without a fill() first (a
+  // third of a small struct's encode): a scalar field that no alias shares
+  // is written always, 0 when missing; padding, arrays and union members
+  // are zeroed byte by byte (fill() past 16 bytes), then written as encode() does.
+  const shared = new Set(aliasList.map(([, acc]) => acc));
+  const simple = (acc: Accessor) => !acc.isArray && !shared.has(acc);
+  const zero: string[] = [];
+  const zeroSpan = (from: number, to: number) => {
+    if (to - from > 16) zero.push(`t.fill(0, o + ${from}, o + ${to});`);
+    else for (let k = from; k < to; k++) zero.push(`t[o + ${k}] = 0;`);
+  };
+  let end = 0;
+  for (const acc of accessors) {
+    zeroSpan(end, acc.offset);
+    if (!simple(acc)) zeroSpan(acc.offset, acc.offset + acc.size);
+    end = acc.offset + acc.size;
+  }
+  zeroSpan(end, size);
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+    function encodeOver(v, t, o) { let x; ${zero.join(' ')} ${fields.map(([n, acc]) => (simple(acc) && n === acc.name
+      ? `x = v[${JSON.stringify(n)}]; if (x === undefined) x = 0; ${wr(acc)};`
+      : `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`)).join(' ')} },
     function snapshot(v) { return { ${fields.map(([n]) => `${JSON.stringify(n)}: v[${JSON.stringify(n)}]`).join(', ')} }; },
     function encodeChanged(v, w, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined${acc.isArray ? '' : ` && x !== w[${JSON.stringify(n)}]`}) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+    const [decode, encode, encodeOver, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
       loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
-    return { decode, encode, encodeChanged, snapshot };
+    return { decode, encode, encodeOver, encodeChanged, snapshot };
   } catch {
     return null;
   }
@@ -296,7 +317,7 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
   for (const acc of accessors) template[acc.name] = zero(acc);
   for (const [alias, acc] of aliasList) template[alias] = zero(acc);
 
-  const fast = specialise(name, accessors, aliasList);
+  const fast = specialise(name, size, accessors, aliasList);
 
   const lookup = (field: string): Accessor => {
     const acc = byName.get(field);
@@ -333,11 +354,11 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     encode(values, into, byteOffset = 0) {
       const target = into ?? new Uint8Array(size);
       checkRange(name, target, byteOffset, size);
-      if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
       if (fast) {
-        fast.encode(values as Record<string, unknown>, target, byteOffset);
+        (into === undefined ? fast.encode : fast.encodeOver)(values as Record<string, unknown>, target, byteOffset);
         return target;
       }
+      if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
       const view = target;
       const base = byteOffset;
       const given = values as Record<string, unknown>;
