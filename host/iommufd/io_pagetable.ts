@@ -318,6 +318,8 @@ export class IoPagetable {
     // Number IOVAs while they are exact: no BigInt per engine call.
     const safe = area.lastN <= Number.MAX_SAFE_INTEGER;
     let iova = safe ? 0n : area.iova, at = area.iovaN;
+    const pa = this.hugePages ? area.pages.contiguousPa(area.offset, area.bytes) : -1;
+    if (pa >= 0) { this.ptMap(d, safe ? at : iova, pa, area.bytes, area.perm); return; }
     const runs = area.pages.physRuns(area.offset, area.bytes);
     for (let i = 0; i < runs.length; i++) {
       const r = runs[i];

@@ -101,7 +101,7 @@ const MAP_AT = {
 const UNMAP_AT = { ioasId: iommu_ioas_unmap.offsetOf('ioas_id'), iova: iommu_ioas_unmap.offsetOf('iova'), length: iommu_ioas_unmap.offsetOf('length') };
 
 /**
- * IOMMU_IOAS_MAP's common case read in place from the kernel buffer, in
+ * IOMMU_IOAS_MAP's common case read in place from the caller's struct, in
  * numbers: a fixed IOVA, every u64 below 2^53, every check passing. No
  * decoded struct and no BigInt: those were most of a 4 KiB map's cost.
  * false, with nothing done, for anything else: ioasMap() then runs from

@@ -70,7 +70,7 @@ const HANDLER_BY_NR: readonly (Handler | undefined)[] = (() => {
 
 /**
  * Fast paths by command number: a command's common case read in place from
- * the kernel buffer, its answer written there. One returns false, having
+ * the caller's struct, its answer written there. One returns false, having
  * done nothing, for a case it leaves to the handler (the decoded struct).
  */
 type FastHandler = (ctx: IommufdFile, kbuf: Uint8Array) => boolean;
@@ -202,19 +202,20 @@ export class IommufdFile extends KFile implements IoasCtx, FaultCtx, SelftestCtx
     const handler = HANDLER_BY_NR[nr];
     if (!handler || desc.request !== request || _IOC_TYPE(request) !== IOMMUFD_TYPE) throw new SysError('ENOTTY');
     if (size < desc.minSize) throw new SysError('EINVAL');
+    // A fast path takes a struct of the kernel's size in place: no copy in
+    // (there is no tail to check or to zero-extend), and its answer, the
+    // fields it changed, is the copy back (the others would be written with
+    // the bytes they hold). Anything it leaves goes the usual way.
+    const fast = fastPaths ? FAST_BY_NR[nr] : undefined;
+    if (fast !== undefined && size === desc.struct.size && arg.length >= size && fast(this, arg)) return 0;
     const kbuf = copyStructFromUser(desc, arg, size, KBUFS[nr]);
     KBUFS[nr] = null;
     try {
-      const fast = fastPaths ? FAST_BY_NR[nr] : undefined;
-      if (fast !== undefined && fast(this, kbuf)) {
-        copyBytes(arg, kbuf, Math.min(size, desc.struct.size));
-      } else {
-        const cmd = desc.struct.decode(kbuf);
-        // The values as copied in: the copy back re-encodes only what the handler changed.
-        const before = desc.struct.snapshot(cmd);
-        handler(this, cmd, TAKES_RESPOND[nr] ? earlyRespond(desc, cmd, before, kbuf, arg, size) : NO_RESPOND);
-        copyStructToUser(desc, cmd, before, kbuf, arg, size);
-      }
+      const cmd = desc.struct.decode(kbuf);
+      // The values as copied in: the copy back re-encodes only what the handler changed.
+      const before = desc.struct.snapshot(cmd);
+      handler(this, cmd, TAKES_RESPOND[nr] ? earlyRespond(desc, cmd, before, kbuf, arg, size) : NO_RESPOND);
+      copyStructToUser(desc, cmd, before, kbuf, arg, size);
     } finally {
       KBUFS[nr] = kbuf;
     }

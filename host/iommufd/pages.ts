@@ -209,6 +209,18 @@ export class IoPages {
     this.coalesce(i - 1, w);
   }
 
+  /**
+   * The physical address of byte `offset` when bytes [offset, offset +
+   * length) lie in one pinned run, else -1: physRuns() of a small area
+   * without its list and record (garbage on every 4 KiB IOAS_MAP).
+   */
+  contiguousPa(offset: number, length: number): number {
+    const at = this.pageOffset + offset;
+    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    const r = this.runs[this.runAt(first)];
+    return r !== undefined && r.first <= first && r.last >= last ? r.pa + (first - r.first) * PAGE + pageOff(at) : -1;
+  }
+
   /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
   physRuns(offset: number, length: number): PhysRun[] {
     const runs = this.runs;

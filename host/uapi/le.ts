@@ -1,5 +1,5 @@
 // Little-endian u32 and u64 loads and stores straight on a byte array: the
-// struct codec's, and the ioctl fast paths' (which read a kernel buffer in
+// struct codec's, and the ioctl fast paths' (which read the caller's struct in
 // place). Internal: the uapi index does not re-export it. A DataView would
 // need `bytes.buffer`, which makes V8 move every small on-heap typed array
 // off the heap: that cost more than the whole rest of an ioctl.
@@ -31,6 +31,7 @@ export function putU64(b: Uint8Array, at: number, x: number | bigint): void {
  * which leaves larger values to the bigint one (no BigInt made either way).
  */
 export function u64Number(b: Uint8Array, at: number): number {
-  const hi = u32At(b, at + 4);
-  return hi < SAFE_HI ? hi * TWO32 + u32At(b, at) : -1;
+  const hi = u32At(b, at + 4), lo = u32At(b, at);
+  // hi 0 apart: a small value stays a small integer (a double made of it would be boxed wherever it goes).
+  return hi === 0 ? lo : hi < SAFE_HI ? hi * TWO32 + lo : -1;
 }
