@@ -171,6 +171,8 @@ function halves(v: number | bigint): void {
     if (v < 0n || v > MAX_SAFE) { LO = Number(v & MASK32); HI = Number((v >> 32n) & MASK32); return; }
     v = Number(v);
   }
+  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32, truncated: the halves without Math.floor.
+  if (v >= 0) { LO = v >>> 0; HI = (v / TWO32) >>> 0; return; }
   const hi = Math.floor(v / TWO32);
   LO = (v - hi * TWO32) >>> 0;
   HI = hi >>> 0;

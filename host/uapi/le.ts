@@ -17,9 +17,9 @@ export function putU64(b: Uint8Array, at: number, x: number | bigint): void {
   // one Number() costs a third of Number() of BigInt & and >> results.
   if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) x = Number(x);
   if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
-    const hi = Math.floor(x / TWO32); // and no %: a double's % is a libm call
-    putU32(b, at, x - hi * TWO32);
-    putU32(b, at + 4, hi);
+    // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32: no Math.floor, and no % (a libm call).
+    putU32(b, at, x >>> 0);
+    putU32(b, at + 4, (x / TWO32) >>> 0);
     return;
   }
   const v = BigInt.asUintN(64, BigInt(x));
