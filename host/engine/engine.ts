@@ -167,12 +167,18 @@ let LO = 0, HI = 0;
  * and a double's % is a libm call.
  */
 function halves(v: number | bigint): void {
+  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32, truncated: the halves without Math.floor.
+  if (typeof v === 'number' && v >= 0) { LO = v >>> 0; HI = (v / TWO32) >>> 0; return; }
+  halvesOther(v);
+}
+/** halves() of a bigint or a negative number: apart, so that halves() stays small enough to inline everywhere. */
+function halvesOther(v: number | bigint): void {
   if (typeof v === 'bigint') {
     if (v < 0n || v > MAX_SAFE) { LO = Number(v & MASK32); HI = Number((v >> 32n) & MASK32); return; }
     v = Number(v);
+    LO = v >>> 0; HI = (v / TWO32) >>> 0;
+    return;
   }
-  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32, truncated: the halves without Math.floor.
-  if (v >= 0) { LO = v >>> 0; HI = (v / TWO32) >>> 0; return; }
   const hi = Math.floor(v / TWO32);
   LO = (v - hi * TWO32) >>> 0;
   HI = hi >>> 0;

@@ -315,11 +315,17 @@ export class IoPagetable {
   }
 
   private mapInto(d: Domain, area: Area): void {
-    // Number IOVAs while they are exact: no BigInt per engine call.
+    // An area in one pinned run (a small one) as one range: no list of runs.
+    // Its IOVA a number while exact: no BigInt per engine call.
+    const pa = this.hugePages ? area.pages.contiguousPa(area.offset, area.bytes) : -1;
+    if (pa >= 0) this.ptMap(d, area.iovaArg, pa, area.bytes, area.perm);
+    else this.mapRuns(d, area);
+  }
+
+  /** mapInto() run by run, or page by page with HUGE_PAGES=0 (apart, to keep mapInto small enough to inline). */
+  private mapRuns(d: Domain, area: Area): void {
     const safe = area.lastN <= Number.MAX_SAFE_INTEGER;
     let iova = safe ? 0n : area.iova, at = area.iovaN;
-    const pa = this.hugePages ? area.pages.contiguousPa(area.offset, area.bytes) : -1;
-    if (pa >= 0) { this.ptMap(d, safe ? at : iova, pa, area.bytes, area.perm); return; }
     const runs = area.pages.physRuns(area.offset, area.bytes);
     for (let i = 0; i < runs.length; i++) {
       const r = runs[i];

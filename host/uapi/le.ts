@@ -13,13 +13,22 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** Highest word of a u64 below 2^53: such a value is an exact double. */
 export const SAFE_HI = 0x20_0000;
 export function putU64(b: Uint8Array, at: number, x: number | bigint): void {
-  // Values below 2^53 (every VA, IOVA and length in practice) as doubles:
-  // one Number() costs a third of Number() of BigInt & and >> results.
-  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) x = Number(x);
+  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32: no Math.floor, and no % (a libm call).
   if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
-    // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32: no Math.floor, and no % (a libm call).
     putU32(b, at, x >>> 0);
     putU32(b, at + 4, (x / TWO32) >>> 0);
+    return;
+  }
+  putU64Other(b, at, x);
+}
+/** putU64 of a bigint or of a number that is not a safe non-negative integer: apart, so that putU64 stays small enough to inline. */
+function putU64Other(b: Uint8Array, at: number, x: number | bigint): void {
+  // Values below 2^53 (every VA, IOVA and length in practice) as doubles:
+  // one Number() costs a third of Number() of BigInt & and >> results.
+  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) {
+    const n = Number(x);
+    putU32(b, at, n >>> 0);
+    putU32(b, at + 4, (n / TWO32) >>> 0);
     return;
   }
   const v = BigInt.asUintN(64, BigInt(x));
