@@ -108,21 +108,16 @@ export class IoPagetable {
     return a;
   }
 
-  private firstAreaFrom(start: bigint): number {
+  /**
+   * Index of the first area ending at or after `start`: a bigint, or a
+   * number below 2^53, compared with the areas' numbers (exact, see Area).
+   */
+  private firstAreaFrom(start: bigint | number): number {
+    const byNumber = typeof start === 'number';
     let lo = 0, hi = this.areas.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.areas[mid].last < start) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-  }
-
-  /** firstAreaFrom() of a number below 2^53 (compared with the areas' numbers: exact, see Area). */
-  private firstAreaFromN(start: number): number {
-    let lo = 0, hi = this.areas.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.areas[mid].lastN < start) lo = mid + 1; else hi = mid;
+      if (byNumber ? this.areas[mid].lastN < start : this.areas[mid].last < start) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
@@ -236,7 +231,7 @@ export class IoPagetable {
     const last = iova + length - 1;
     if (align === 0 || length === 0 || last > Number.MAX_SAFE_INTEGER || !alignedN(length, align) || !alignedN(iova, align)) return false;
     if (this.reservedMeetsN(iova, last)) return false;
-    const at = this.firstAreaFromN(iova);
+    const at = this.firstAreaFrom(iova);
     if (at < this.areas.length && this.areas[at].iovaN <= last) return false;
     if (((perm & PERM_W) && !pages.writable) || !alignedN(pages.pageOffset, align)) return false;
     const area = new Area(iova, last, pages, 0, length, perm);
@@ -385,7 +380,7 @@ export class IoPagetable {
   unmapN(iova: number, length: number): number {
     const last = iova + length - 1;
     if (length === 0 || last > Number.MAX_SAFE_INTEGER) return -1;
-    const from = this.firstAreaFromN(iova);
+    const from = this.firstAreaFrom(iova);
     let to = from;
     for (; to < this.areas.length && this.areas[to].iovaN <= last; to++) {
       if (this.areas[to].iovaN < iova || this.areas[to].lastN > last) return -1;
