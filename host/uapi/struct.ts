@@ -225,8 +225,15 @@ function specialise(name: string, size: number, accessors: readonly Accessor[], 
   // that V8 did not inline, on every field of every ioctl.
   const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})`
     : acc.code === T_U32 ? `U32(b, o + ${acc.offset})` : acc.code === T_U64 ? `U64(b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
+  // A number into a u32 or u64 field is stored inline, byte by byte (a u64
+  // when a safe non-negative integer: its halves by ToUint32): the calls,
+  // however small, used up V8's inlining budget (counted in bytecode) before
+  // a struct's last fields. Anything else goes through P32 / P64.
+  const bytes = (at: number, v: string) => [0, 1, 2, 3].map((k) => `t[o + ${at + k}] = ${k === 0 ? v : `${v} >>> ${8 * k}`};`).join(' ');
   const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)`
-    : acc.code === T_U32 ? `P32(t, o + ${acc.offset}, x)` : acc.code === T_U64 ? `P64(t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+    : acc.code === T_U32 ? `if (typeof x === 'number') { ${bytes(acc.offset, 'x')} } else P32(t, o + ${acc.offset}, x)`
+    : acc.code === T_U64 ? `if (typeof x === 'number' && x >= 0 && Number.isSafeInteger(x)) { const l = x >>> 0, h = (x / 4294967296) >>> 0; ${bytes(acc.offset, 'l')} ${bytes(acc.offset + 4, 'h')} } else P64(t, o + ${acc.offset}, x)`
+    : `S(${acc.code}, t, o + ${acc.offset}, x)`);
   // encodeOver: encode() over a used buffer without a fill() first (a
   // third of a small struct's encode): a scalar field that no alias shares
   // is written always, 0 when missing; padding, arrays and union members
