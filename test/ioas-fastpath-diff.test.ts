@@ -6,6 +6,9 @@
  * values on both sides of 2^53 and at the u64 extremes, bad flags, bad
  * ids, short and long structs, IOVAs in the reserved ranges, over an IOAS
  * with a VT-d domain, one without a domain and one with HUGE_PAGES off.
+ * With the test kernel there is a fourth IOAS, on a mock domain (the mock
+ * driver's own map and unmap, 2 KiB granule) with an access that pins
+ * pages now and then (so that unmaps notify it, or fail EBUSY).
  * After every call the errno, the bytes written back, the areas of every
  * IOAS and the pinned-page charge must be the same, and every few calls
  * the host invariants must hold (pins, translations: test/support/fuzz.ts).
@@ -17,6 +20,7 @@ import { PROT_READ } from '../host/index.js';
 import { allObjectsForTest, checkInvariants } from './support/fuzz.js';
 import { testSeeds, withSeed, Rng } from './reference/rng.js';
 import { setIoctlFastPaths } from '../host/iommufd/main.js';
+import { Selftest } from './support/selftest.js';
 
 const T = uapi.IOMMUFD_IOCTL;
 const M = uapi.iommu_ioas_map, U = uapi.iommu_ioas_unmap;
@@ -24,11 +28,11 @@ const R = uapi.IOMMU_IOAS_MAP_READABLE, W = uapi.IOMMU_IOAS_MAP_WRITEABLE, FIXED
 const CALLS = 1500;
 const P53 = 1n << 53n;
 
-interface Machine { host: Host; fd: number; ioas: number[]; va: number; roVa: number }
+interface Machine { host: Host; fd: number; ioas: number[]; va: number; roVa: number; test: { st: Selftest; ioas: number; access: number } | null }
 
 /** The same machine on every call: the fds, ids and VAs come out the same. */
-async function machine(): Promise<Machine> {
-  const host = await newHost();
+async function machine(testKernel: boolean): Promise<Machine> {
+  const host = await newHost(testKernel ? { iommufdTest: true } : {});
   const ictx = new Iommufd(host);
   const withDomain = ictx.ioasAlloc(), bare = ictx.ioasAlloc(), small = ictx.ioasAlloc();
   const dev = new VfioDevice(host, host.addDevice());
@@ -38,7 +42,17 @@ async function machine(): Promise<Machine> {
   ictx.ioctl(T.IOMMU_OPTION, { option_id: uapi.IOMMU_OPTION_HUGE_PAGES, op: uapi.IOMMU_OPTION_OP_SET, object_id: small, val64: 0 });
   const va = host.mmap(64 * PAGE);
   const roVa = host.mmap(8 * PAGE, PROT_READ);
-  return { host, fd: ictx.fd, ioas: [withDomain, bare, small], va, roVa };
+  const ioas = [withDomain, bare, small];
+  let test: Machine['test'] = null;
+  if (testKernel) {
+    const st = new Selftest(host);
+    st.fd = ictx.fd;
+    const mock = ictx.ioasAlloc();
+    st.mockDomain(mock);
+    test = { st, ioas: mock, access: st.createAccess(mock, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES) };
+    ioas.push(mock);
+  }
+  return { host, fd: ictx.fd, ioas, va, roVa, test };
 }
 
 /** A u64 from the places where the paths differ or Linux's checks bite. */
@@ -56,8 +70,8 @@ interface Mapped { ioas: number; iova: bigint; length: bigint }
 
 /** One random call's bytes: IOAS_MAP or IOAS_UNMAP (often of a range mapped earlier), with its size word. */
 function randomCall(rng: Rng, m: Machine, mapped: Mapped[]): { request: number; bytes: Uint8Array; what: string } {
-  const iovas = [0x1000_0000n, 0xfee0_0000n, 1n << 39n, (1n << 48n) - 0x10000n, P53 - 0x10000n, P53, 1n << 60n];
-  const ioasId = rng.chance(0.9) ? rng.pick(m.ioas) : rng.pick([0, 99, m.ioas[2] + 1]);
+  const iovas = [0x1000_0000n, 0xfee0_0000n, 1n << 39n, (1n << 48n) - 0x10000n, P53 - 0x10000n, P53, 1n << 60n, BigInt(uapi.MOCK_APERTURE_START), BigInt(uapi.MOCK_APERTURE_LAST) - 0xffffn];
+  const ioasId = rng.chance(0.9) ? rng.pick(m.ioas) : rng.pick([0, 99, m.ioas[m.ioas.length - 1] + 1]);
   const map = rng.chance(0.55);
   const s = map ? M : U;
   const bytes = new Uint8Array(s.size + 8);
@@ -93,24 +107,36 @@ function state(host: Host): unknown {
   return { areas, locked: host.lockedPages };
 }
 
-function call(m: Machine, fast: boolean, request: number, bytes: Uint8Array): string {
+function call(m: Machine, fast: boolean, request: number, bytes: Uint8Array, fn = () => m.host.ioctl(m.fd, request, bytes)): string {
   const was = setIoctlFastPaths(fast);
   try {
-    return outcome(() => m.host.ioctl(m.fd, request, bytes));
+    return outcome(fn);
   } finally {
     setIoctlFastPaths(was);
   }
 }
 
+/** IOMMU_TEST_OP_ACCESS_PAGES of a range mapped earlier: the access pins it (or fails). */
+function accessPin(m: Machine, r: Mapped, fast: boolean): string {
+  const t = m.test!;
+  return call(m, fast, 0, new Uint8Array(0), () => t.st.accessPages(t.access, r.iova, r.length > 3n * 4096n ? 3n * 4096n : r.length, m.va));
+}
+
 describe('IOAS_MAP / IOAS_UNMAP: the fast paths against the decoded handlers', () => {
-  for (const seed of testSeeds(3)) {
-    test(`seed ${seed}`, async () => {
-      const fast = await machine(), slow = await machine();
+  for (const [i, seed] of testSeeds(4).entries()) {
+    const testKernel = i % 2 === 1;
+    test(`seed ${seed}${testKernel ? ' (test kernel: a mock domain and an access)' : ''}`, async () => {
+      const fast = await machine(testKernel), slow = await machine(testKernel);
       const rng = new Rng(seed);
       const mapped: Mapped[] = [];
       let oks = 0;
       withSeed(seed, () => {
         for (let i = 0; i < CALLS; i++) {
+          const pins = fast.test ? mapped.filter((r) => r.ioas === fast.test!.ioas) : [];
+          if (pins.length > 0 && rng.chance(0.05)) {
+            const r = rng.pick(pins);
+            expect(accessPin(fast, r, true), `call ${i}: ACCESS_PAGES at 0x${r.iova.toString(16)}`).toBe(accessPin(slow, r, false));
+          }
           const c = randomCall(rng, fast, mapped);
           const a = c.bytes, b = c.bytes.slice();
           const ra = call(fast, true, c.request, a), rb = call(slow, false, c.request, b);
