@@ -135,7 +135,8 @@ export function ioasUnmapFast(ctx: IoasCtx, k: Uint8Array): boolean {
   if (iova < 0 || length < 0) return false;
   const done = ioas.iopt.unmapN(iova, length);
   if (done < 0) return false;
-  putU64(k, UNMAP_AT.length, done);
+  // Written only when it differs (the superset rule): the same value has the same bytes.
+  if (done !== length) putU64(k, UNMAP_AT.length, done);
   return true;
 }
 
