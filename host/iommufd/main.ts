@@ -73,7 +73,7 @@ const HANDLER_BY_NR: readonly (Handler | undefined)[] = (() => {
  * the caller's struct, its answer written there. One returns false, having
  * done nothing, for a case it leaves to the handler (the decoded struct).
  */
-type FastHandler = (ctx: IommufdFile, kbuf: Uint8Array) => boolean;
+type FastHandler = (ctx: IommufdFile, arg: Uint8Array) => boolean;
 const FAST_BY_NR: readonly (FastHandler | undefined)[] = (() => {
   const out = new Array<FastHandler | undefined>(256).fill(undefined);
   out[iommufdIoctlByName('IOMMU_IOAS_MAP')!.nr] = ioasMapFast;
