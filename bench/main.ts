@@ -10,8 +10,9 @@
 // latest.md (the same as a summary, missed targets named) and scaling.svg.
 //
 // `--quick` takes fewer repetitions and smaller sizes (under 60 s); the case
-// ids are the same. `--only=iotlb` runs the IOTLB-hit cases alone and writes
-// nothing. Benchmarks are not tests: nothing here fails a build.
+// ids are the same. `--only=iotlb` runs the IOTLB-hit cases alone and
+// `--only=ioas` the IOAS_MAP + IOAS_UNMAP ones; either writes nothing.
+// Benchmarks are not tests: nothing here fails a build.
 
 import { cpus, totalmem, release, arch, platform } from 'node:os';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ import { RefIommu } from '../test/reference/iotlb.js';
 import { renderMarkdown, renderSvg, type Case, type Curve } from './report.js';
 
 const quick = process.argv.includes('--quick');
-/** `--only=iotlb`: the IOTLB-hit cases (sections 1 and 2) only, printed, nothing written. */
+/** `--only=iotlb` (sections 1 and 2) or `--only=ioas` (section 4): those cases only, printed, nothing written. */
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? null;
 /** IOVAs per translateBatch call of the warm-walk cases. */
 const BN_WARM = 256;
@@ -192,6 +193,11 @@ iommufd.ioasMap({ ioasId: ioas, userVa: va + 4096, length: PAGES * 4096, iova: I
 const tlb = iotlbGeometry(engine);
 console.log(`wasm-viommu bench${quick ? ' (quick)' : ''}: node ${process.version}, ${cpus()[0]?.model ?? '?'} x${cpus().length}; IOTLB ${tlb.entries} entries, ${tlb.ways}-way`);
 console.log('  case                               value unit  baseline                          value   ratio');
+if (only === 'ioas') {
+  ioasCases();
+  console.log('\n--only=ioas: the IOAS_MAP + IOAS_UNMAP cases only; no results written');
+  process.exit(0);
+}
 
 // --- 1. IOTLB hit, one call per translation --------------------------------
 const ctx = 0; // the first device's RID context
@@ -292,7 +298,9 @@ for (const size of [4096, 64 << 10, 1 << 20]) {
 // (Iommufd.ioasMap / ioasUnmap: a fresh struct each call, the answer read
 // back) is measured beside it, in alternation, and reported without a target.
 step('IOAS_MAP + IOAS_UNMAP through the ioctl face');
-{
+ioasCases();
+// A function (hoisted) so that `--only=ioas` can run it straight after the setup.
+function ioasCases(): void {
   const M = uapi.iommu_ioas_map, U = uapi.iommu_ioas_unmap;
   const mapFlags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
   const mapBuf = new Uint8Array(M.size), unmapBuf = new Uint8Array(U.size);

@@ -46,7 +46,7 @@ import { AtcDirectory, Ats } from './kernel/ats.js';
 import { IommufdFile } from './iommufd/main.js';
 import { ObjectTable } from './iommufd/object.js';
 import { PinAccount, IoPages } from './iommufd/pages.js';
-import { IoPagetable } from './iommufd/io_pagetable.js';
+import { Area, IoPagetable } from './iommufd/io_pagetable.js';
 import { Ioas } from './iommufd/ioas.js';
 import { HwptNested, HwptPaging } from './iommufd/hw_pagetable.js';
 import { DevicePriRoute, IommufdDevice } from './iommufd/device.js';
@@ -68,7 +68,7 @@ type Ctor = { readonly prototype: object; readonly name: string };
 /** Every class whose objects a snapshot holds, by name (names are unique: checked below). */
 const CLASSES: Ctor[] = [
   PhysMem, AddressSpace, MemFile, MmapPages, ContextPool, PciFunction, Dma, Pri, Ats, AtcDirectory,
-  IommufdFile, ObjectTable, PinAccount, IoPages, IoPagetable, Ioas, HwptPaging, HwptNested, IommufdDevice,
+  IommufdFile, ObjectTable, PinAccount, IoPages, IoPagetable, Area, Ioas, HwptPaging, HwptNested, IommufdDevice,
   DevicePriRoute, Fault, CookieAllocator, FaultFile, Veventq, VeventqFile, Viommu, VDevice, HwQueue, HwQueueAccess,
   SelftestObj, Access, AccessFile, VsmmuDomain, MockPagingTable, MockNestedDomain, MockViommuOps, VfioDeviceFile,
 ];

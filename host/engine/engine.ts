@@ -133,7 +133,8 @@ export interface ArmS1Config {
 /** What Engine.onInvalidate listeners hear. 'flush' without a range is the whole domain. */
 export type EngineEvent =
   | { kind: 'flush-all' }
-  | { kind: 'flush'; did: number; iova?: bigint; length?: bigint }
+  // The range as the caller gave it: a listener with nothing cached makes no BigInt of it.
+  | { kind: 'flush'; did: number; iova?: bigint | number; length?: bigint | number }
   | { kind: 'destroy'; did: number }
   | { kind: 'nested'; did: number; parent: number };
 
@@ -167,9 +168,17 @@ let LO = 0, HI = 0;
  * and a double's % is a libm call.
  */
 function halves(v: number | bigint): void {
+  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32, truncated: the halves without Math.floor.
+  if (typeof v === 'number' && v >= 0) { LO = v >>> 0; HI = (v / TWO32) >>> 0; return; }
+  halvesOther(v);
+}
+/** halves() of a bigint or a negative number: apart, so that halves() stays small enough to inline everywhere. */
+function halvesOther(v: number | bigint): void {
   if (typeof v === 'bigint') {
     if (v < 0n || v > MAX_SAFE) { LO = Number(v & MASK32); HI = Number((v >> 32n) & MASK32); return; }
     v = Number(v);
+    LO = v >>> 0; HI = (v / TWO32) >>> 0;
+    return;
   }
   const hi = Math.floor(v / TWO32);
   LO = (v - hi * TWO32) >>> 0;
@@ -567,7 +576,7 @@ export class Engine {
     halves(length);
     const r = this.x.pt_unmap(did, il, ih, LO, HI);
     // Told even when it fails: a failed unmap changed nothing, and a cache above drops a little too much.
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
     this.check(r, 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
@@ -802,7 +811,7 @@ export class Engine {
   flushRange(did: number, iova: bigint | number, length: bigint | number): void {
     const [il, ih] = split64(iova), [ll, lh] = split64(length);
     this.x.iotlb_flush_range(did, il, ih, ll, lh);
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova: BigInt(iova), length: BigInt(length) });
+    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
   }
 
   /**

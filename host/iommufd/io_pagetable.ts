@@ -48,15 +48,37 @@ export interface PagesSlice { pages: IoPages; offset: number; length: number }
 /** The address an automatic IOVA keeps the alignment of (the VA or file offset). */
 const addrOf = (e: PagesSlice): bigint => (Number.isSafeInteger(e.pages.base) ? BigInt(e.pages.base + e.offset) : 0n);
 
-export interface Area {
-  iova: bigint;
-  last: bigint;
-  pages: IoPages;
-  /** Byte offset of the area's first IOVA in its pages. */
-  offset: number;
-  /** last - iova + 1 as a number (a slice of pages is shorter than 2^53): no BigInt arithmetic per use. */
-  bytes: number;
-  perm: number;
+/**
+ * An IOVA range mapped to a slice of pages. The range is kept as numbers,
+ * exact below 2^53 and rounded (Number()) above: rounding is monotonic and
+ * 2^53 is a double, so comparing either with a number below 2^53 still
+ * answers exactly, which is all the number paths do. The bigint forms are
+ * made when first read (an area above 2^53 holds them from the start): a
+ * 4 KiB IOAS_MAP + UNMAP reads none, and a BigInt() costs 15-35 ns.
+ */
+export class Area {
+  readonly iovaN: number;
+  readonly lastN: number;
+  private iovaB: bigint | null;
+  private lastB: bigint | null;
+
+  /** @param iova, last numbers only when below 2^53. */
+  constructor(iova: bigint | number, last: bigint | number, readonly pages: IoPages,
+    /** Byte offset of the area's first IOVA in its pages. */
+    readonly offset: number,
+    /** last - iova + 1 as a number (a slice of pages is shorter than 2^53). */
+    readonly bytes: number,
+    readonly perm: number) {
+    this.iovaN = Number(iova);
+    this.lastN = Number(last);
+    this.iovaB = typeof iova === 'bigint' ? iova : null;
+    this.lastB = typeof last === 'bigint' ? last : null;
+  }
+
+  get iova(): bigint { return (this.iovaB ??= BigInt(this.iovaN)); }
+  get last(): bigint { return (this.lastB ??= BigInt(this.lastN)); }
+  /** The first IOVA as the engine's calls take it: a number while exact. */
+  get iovaArg(): bigint | number { return this.iovaN <= Number.MAX_SAFE_INTEGER ? this.iovaN : this.iova; }
 }
 
 export interface Range { start: bigint; last: bigint; owner?: unknown }
@@ -69,6 +91,8 @@ export class IoPagetable {
   /** Sorted by iova, non-overlapping. */
   readonly areas: Area[] = [];
   readonly reserved: Range[] = [];
+  /** `reserved` as numbers (rounded as Area's are) for the number paths, [start, last, ...]; made again after a change. */
+  private reservedN: number[] | null = null;
   allowed: Range[] = [];
   readonly domains: Domain[] = [];
   readonly accesses = new Set<IoptAccess>();
@@ -91,13 +115,25 @@ export class IoPagetable {
     return (pages.base + offset) % Number(this.pageSize);
   }
 
-  private firstAreaFrom(start: bigint): number {
+  /**
+   * Index of the first area ending at or after `start`: a bigint, or a
+   * number below 2^53, compared with the areas' numbers (exact, see Area).
+   */
+  private firstAreaFrom(start: bigint | number): number {
+    const byNumber = typeof start === 'number';
     let lo = 0, hi = this.areas.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.areas[mid].last < start) lo = mid + 1; else hi = mid;
+      if (byNumber ? this.areas[mid].lastN < start : this.areas[mid].last < start) lo = mid + 1; else hi = mid;
     }
     return lo;
+  }
+
+  /** Whether a reserved range meets [start, last], two numbers below 2^53. */
+  private reservedMeetsN(start: number, last: number): boolean {
+    const r = (this.reservedN ??= this.reserved.flatMap((x) => [Number(x.start), Number(x.last)]));
+    for (let i = 0; i < r.length; i += 2) if (r[i] <= last && r[i + 1] >= start) return true;
+    return false;
   }
 
   /** Whether an area intersects [start, last]. */
@@ -176,7 +212,7 @@ export class IoPagetable {
       if (align !== 1n && inPage !== 0 && BigInt(inPage) % align !== 0n) throw new SysError('EINVAL');
       // The slices add up to `length`: the last one ends at iova + length (no BigInt() of its length).
       const next = i === elems.length - 1 ? iova + length : at + BigInt(e.length);
-      areas[i] = { iova: at, last: next - 1n, pages: e.pages, offset: e.offset, bytes: e.length, perm };
+      areas[i] = new Area(at, next - 1n, e.pages, e.offset, e.length, perm);
       at = next;
     }
     let filled = 0; // areas[0, filled) are in every domain
@@ -188,6 +224,29 @@ export class IoPagetable {
     }
     for (const a of areas) { a.pages.get(); insertAt(this.areas, this.firstAreaFrom(a.iova), a); }
     return iova;
+  }
+
+  /**
+   * map() of one slice of pages (all of them) at a fixed IOVA, in numbers
+   * below 2^53 (IOAS_MAP's common case: no BigInt). false, with nothing
+   * done, where a check of map() would fail or a value leaves that range:
+   * map() then gives the errno. Past the checks (pinning, the domains) it
+   * fails as map() does, from the same code.
+   */
+  mapFixedN(pages: IoPages, length: number, iova: number, perm: number): boolean {
+    const align = alignmentN(this.iovaAlignment);
+    // The end, not the last byte, is compared: a sum past 2^53 rounds, and can round down to 2^53 (then last = 2^53 - 1 looks safe).
+    if (align === 0 || length === 0 || iova + length > Number.MAX_SAFE_INTEGER || !alignedN(length, align) || !alignedN(iova, align)) return false;
+    const last = iova + length - 1;
+    if (this.reservedMeetsN(iova, last)) return false;
+    const at = this.firstAreaFrom(iova);
+    if (at < this.areas.length && this.areas[at].iovaN <= last) return false;
+    if (((perm & PERM_W) && !pages.writable) || !alignedN(this.pageOffsetOf(pages, 0), align)) return false;
+    const area = new Area(iova, last, pages, 0, length, perm);
+    this.fillDomains(area);
+    pages.get();
+    insertAt(this.areas, at, area);
+    return true;
   }
 
   /** Pin an area's pages and map it into every domain; undone if any domain fails. */
@@ -259,30 +318,40 @@ export class IoPagetable {
   }
 
   private mapInto(d: Domain, area: Area): void {
-    let iova = area.iova;
+    // An area in one pinned run (a small one) as one range: no list of runs.
+    // Its IOVA a number while exact: no BigInt per engine call.
+    const pa = this.hugePages ? area.pages.contiguousPa(area.offset, area.bytes) : -1;
+    if (pa >= 0) this.ptMap(d, area.iovaArg, pa, area.bytes, area.perm);
+    else this.mapRuns(d, area);
+  }
+
+  /** mapInto() run by run, or page by page with HUGE_PAGES=0 (apart, to keep mapInto small enough to inline). */
+  private mapRuns(d: Domain, area: Area): void {
+    const safe = area.lastN <= Number.MAX_SAFE_INTEGER;
+    let iova = safe ? 0n : area.iova, at = area.iovaN;
     const runs = area.pages.physRuns(area.offset, area.bytes);
     for (let i = 0; i < runs.length; i++) {
       const r = runs[i];
       if (this.hugePages) {
-        this.ptMap(d, iova, r.pa, r.length, area.perm);
+        this.ptMap(d, safe ? at : iova, r.pa, r.length, area.perm);
       } else {
         // HUGE_PAGES=0: PAGE_SIZE IOPTEs only, so that any page can be cut out later (VFIO type1).
         const step = Number(this.pageSize);
-        for (let off = 0; off < r.length; off += step) this.ptMap(d, iova + BigInt(off), r.pa + off, Math.min(step, r.length - off), area.perm);
+        for (let off = 0; off < r.length; off += step) this.ptMap(d, safe ? at + off : iova + BigInt(off), r.pa + off, Math.min(step, r.length - off), area.perm);
       }
-      if (i + 1 < runs.length) iova += BigInt(r.length);
+      if (i + 1 < runs.length) { if (safe) at += r.length; else iova += BigInt(r.length); }
     }
   }
 
-  private ptMap(d: Domain, iova: bigint, pa: number, length: number, perm: number): void {
-    if (d.ops) d.ops.map(iova, pa, length, perm);
+  private ptMap(d: Domain, iova: bigint | number, pa: number, length: number, perm: number): void {
+    if (d.ops) d.ops.map(BigInt(iova), pa, length, perm);
     else this.engine.ptMap(d.did, iova, pa, length, perm);
   }
 
-  /** Unmap a whole area from a domain; the engine takes its length as the number it is kept as. */
+  /** Unmap a whole area from a domain; the engine takes its IOVA and length as the numbers they are kept as. */
   private ptUnmapArea(d: Domain, a: Area): void {
     if (d.ops) d.ops.unmap(a.iova, a.last - a.iova + 1n);
-    else this.engine.ptUnmap(d.did, a.iova, a.bytes);
+    else this.engine.ptUnmap(d.did, a.iovaArg, a.bytes);
   }
 
   /** iopt_add_access: a pinning access needs every area PAGE_SIZE-aligned (EADDRINUSE). */
@@ -308,21 +377,50 @@ export class IoPagetable {
       if (this.areas[to].iova < iova || this.areas[to].last > last) throw new SysError('ENOENT');
     }
     if (to === from) throw new SysError('ENOENT');
-    // iommufd_access_notify_unmap: accesses drop their pins of these areas first
-    // (or refuse, EBUSY); they leave the area list as it is, so [from, to) still holds.
+    this.notifyUnmap(iova, last);
+    return BigInt(this.removeAreas(from, to));
+  }
+
+  /**
+   * unmap() in numbers below 2^53 (IOAS_UNMAP's common case): the bytes
+   * unmapped, or -1 with nothing done where unmap() would fail or a value
+   * leaves that range (unmap() then gives the errno).
+   */
+  unmapN(iova: number, length: number): number {
+    if (length === 0 || iova + length > Number.MAX_SAFE_INTEGER) return -1; // the end, as in mapFixedN
+    const last = iova + length - 1;
+    const from = this.firstAreaFrom(iova);
+    let to = from;
+    for (; to < this.areas.length && this.areas[to].iovaN <= last; to++) {
+      if (this.areas[to].iovaN < iova || this.areas[to].lastN > last) return -1;
+    }
+    if (to === from) return -1;
+    if (this.accesses.size > 0) this.notifyUnmap(BigInt(iova), BigInt(last));
+    return Number(this.removeAreas(from, to));
+  }
+
+  /**
+   * iommufd_access_notify_unmap: accesses drop their pins of [iova, last]
+   * first (or refuse, EBUSY); they leave the area list as it is, so an
+   * index range of it taken before still holds.
+   */
+  private notifyUnmap(iova: bigint, last: bigint): void {
     for (const x of this.accesses) x.unmap(iova, last);
-    return this.removeAreas(from, to);
   }
 
   /** iopt_unmap_all: succeeds even when empty. */
   unmapAll(): bigint {
-    for (const x of this.accesses) x.unmap(0n, ULONG_MAX);
-    return this.removeAreas(0, this.areas.length);
+    this.notifyUnmap(0n, ULONG_MAX);
+    return BigInt(this.removeAreas(0, this.areas.length));
   }
 
-  /** Remove areas[from, to): those done leave the list even if one fails. Returns their bytes. */
-  private removeAreas(from: number, to: number): bigint {
-    let total = 0n;
+  /**
+   * Remove areas[from, to): those done leave the list even if one fails.
+   * Returns their bytes: a number while the sum is below 2^53 (always, for
+   * areas inside a range below 2^53), else an exact bigint.
+   */
+  private removeAreas(from: number, to: number): number | bigint {
+    let total = 0, carried = 0n;
     let i = from;
     try {
       for (; i < to; i++) {
@@ -331,22 +429,25 @@ export class IoPagetable {
         // no DMA reaches these pages through this IOAS.
         this.unfillDomains(a);
         a.pages.put();
-        total += BigInt(a.bytes);
+        if (total + a.bytes > Number.MAX_SAFE_INTEGER) { carried += BigInt(total); total = 0; }
+        total += a.bytes;
       }
     } finally {
       removeRange(this.areas, from, i - from);
     }
-    return total;
+    return carried === 0n ? total : carried + BigInt(total);
   }
 
   /** iopt_reserve_iova: EADDRINUSE if it meets an area or an allowed range. */
   reserve(start: bigint, last: bigint, owner: unknown): void {
     if (this.areasIn(start, last).length > 0 || this.allowed.some((r) => overlaps(r, start, last))) throw new SysError('EADDRINUSE');
     this.reserved.push({ start, last, owner });
+    this.reservedN = null;
   }
 
   unreserve(owner: unknown): void {
     for (let i = this.reserved.length - 1; i >= 0; i--) if (this.reserved[i].owner === owner) this.reserved.splice(i, 1);
+    this.reservedN = null;
   }
 
   /**
@@ -424,6 +525,15 @@ function removeRange<T>(list: T[], from: number, n: number): void {
   for (let j = from; j + n < list.length; j++) list[j] = list[j + n];
   for (let k = 0; k < n; k++) list.pop();
 }
+
+/** An IOVA alignment (a power of two) as a number, or 0 above 2^52; the last one is kept (Number() of a bigint costs ~30 ns). */
+let alignB = 1n, alignNum = 1;
+function alignmentN(align: bigint): number {
+  if (align !== alignB) { alignB = align; alignNum = align <= 1n << 52n && (align & (align - 1n)) === 0n ? Number(align) : 0; }
+  return alignNum;
+}
+/** x % align === 0 for a power of two `align` and x below 2^53, without a double's % (fmod above 2^31). */
+const alignedN = (x: number, align: number) => Math.floor(x / align) * align === x;
 
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);

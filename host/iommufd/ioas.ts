@@ -13,6 +13,7 @@ import {
   IOMMU_VFIO_IOAS_GET, IOMMU_VFIO_IOAS_SET, IOMMU_VFIO_IOAS_CLEAR,
 } from '../uapi/iommufd.js';
 import type { Decoded } from '../uapi/struct.js';
+import { u32At, u64Number, putU64 } from '../uapi/le.js';
 import { IommufdObject, type ObjectTable } from './object.js';
 import { IoPagetable, ULONG_MAX, PERM_R, PERM_W, type PagesSlice, type Range } from './io_pagetable.js';
 import { IoPages, type PagesSource, type PinAccount } from './pages.js';
@@ -91,6 +92,53 @@ export function ioasMap(ctx: IoasCtx, cmd: Decoded<typeof iommu_ioas_map>): void
   const va = cmd.user_va <= MAX_SAFE ? Number(cmd.user_va) : NaN;
   const pages = allocPages(ctx, { kind: 'user', va }, cmd.user_va, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0);
   cmd.iova = ioas.iopt.map([{ pages, offset: 0, length: pages.length }], cmd.length, fixedOf(cmd.flags, cmd.iova), permOf(cmd.flags));
+}
+
+// Field offsets of the fast paths below, from the uapi table.
+const MAP_AT = {
+  flags: iommu_ioas_map.offsetOf('flags'), ioasId: iommu_ioas_map.offsetOf('ioas_id'), reserved: iommu_ioas_map.offsetOf('__reserved'),
+  userVa: iommu_ioas_map.offsetOf('user_va'), length: iommu_ioas_map.offsetOf('length'), iova: iommu_ioas_map.offsetOf('iova'),
+};
+const UNMAP_AT = { ioasId: iommu_ioas_unmap.offsetOf('ioas_id'), iova: iommu_ioas_unmap.offsetOf('iova'), length: iommu_ioas_unmap.offsetOf('length') };
+
+/**
+ * IOMMU_IOAS_MAP's common case read in place from the caller's struct, in
+ * numbers: a fixed IOVA, every u64 below 2^53, every check passing. No
+ * decoded struct and no BigInt: those were most of a 4 KiB map's cost.
+ * false, with nothing done, for anything else: ioasMap() then runs from
+ * the decoded struct and gives the errno. The checks before the IOAS
+ * lookup are ioasMap's (so the lookup's ENOENT comes at its place); after
+ * it, IoPagetable.mapFixedN makes map()'s. The IOVA is not written back: a
+ * fixed one is returned as it came.
+ */
+export function ioasMapFast(ctx: IoasCtx, k: Uint8Array): boolean {
+  const flags = u32At(k, MAP_AT.flags);
+  if ((flags & ~MAP_FLAGS) !== 0 || u32At(k, MAP_AT.reserved) !== 0 || (flags & IOMMU_IOAS_MAP_FIXED_IOVA) === 0 ||
+    (flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE)) === 0) return false;
+  const va = u64Number(k, MAP_AT.userVa), length = u64Number(k, MAP_AT.length), iova = u64Number(k, MAP_AT.iova);
+  // allocPages's checks too: a start that overflows needs more than 2^53; a length of 0 is EINVAL.
+  if (va < 0 || length <= 0 || iova < 0) return false;
+  const ioas = ctx.objects.get<Ioas>(u32At(k, MAP_AT.ioasId), 'IOAS');
+  const writable = (flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0;
+  const pages = new IoPages(ctx.mm, { kind: 'user', va }, length, writable, ctx.pinAccount());
+  return ioas.iopt.mapFixedN(pages, length, iova, permOf(flags));
+}
+
+/**
+ * IOMMU_IOAS_UNMAP's common case in place, in numbers (see ioasMapFast):
+ * iova and length below 2^53 and an unmap that succeeds; the bytes
+ * unmapped are written over `length`. false, with nothing done, otherwise
+ * (unmap all, EOVERFLOW, ENOENT, ...): ioasUnmap() then answers.
+ */
+export function ioasUnmapFast(ctx: IoasCtx, k: Uint8Array): boolean {
+  const ioas = ctx.objects.get<Ioas>(u32At(k, UNMAP_AT.ioasId), 'IOAS');
+  const iova = u64Number(k, UNMAP_AT.iova), length = u64Number(k, UNMAP_AT.length);
+  if (iova < 0 || length < 0) return false;
+  const done = ioas.iopt.unmapN(iova, length);
+  if (done < 0) return false;
+  // Written only when it differs (the superset rule): the same value has the same bytes.
+  if (done !== length) putU64(k, UNMAP_AT.length, done);
+  return true;
 }
 
 /**

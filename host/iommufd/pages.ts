@@ -136,7 +136,16 @@ export class IoPages {
       this.runs = fresh;
       return;
     }
-    // The holes of [first, last]: only those are pinned and charged.
+    this.pinMore(first, last);
+  }
+
+  /**
+   * pin() over pages some of which are pinned already: only the holes are
+   * pinned and charged. Apart from pin() so that pin() stays small enough for
+   * V8 to inline into an IOAS_MAP (its inlining budget is bytecode size).
+   */
+  private pinMore(first: number, last: number): void {
+    const runs = this.runs;
     let i = this.runAt(first);
     let at = first, pages = 0;
     const holes: number[] = [];
@@ -192,6 +201,12 @@ export class IoPages {
       this.account?.uncharge(last - first + 1);
       return;
     }
+    this.unpinSome(first, last);
+  }
+
+  /** unpin() of the general case (apart, as pinMore). */
+  private unpinSome(first: number, last: number): void {
+    const runs = this.runs;
     this.split(first);
     this.split(last + 1);
     const i = this.runAt(first);
@@ -213,6 +228,18 @@ export class IoPages {
       this.account?.uncharge(pages);
     }
     this.coalesce(i - 1, w);
+  }
+
+  /**
+   * The physical address of byte `offset` when bytes [offset, offset +
+   * length) lie in one pinned run, else -1: physRuns() of a small area
+   * without its list and record (garbage on every 4 KiB IOAS_MAP).
+   */
+  contiguousPa(offset: number, length: number): number {
+    const at = this.pageOffset + offset;
+    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    const r = this.runs[this.runAt(first)];
+    return r !== undefined && r.first <= first && r.last >= last ? r.pa + (first - r.first) * PAGE + pageOff(at) : -1;
   }
 
   /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */

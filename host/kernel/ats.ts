@@ -326,8 +326,9 @@ export class AtcDirectory {
   track(a: Ats): void { this.live.add(a); }
   untrack(a: Ats): void { this.live.delete(a); }
 
-  private reach(did: number | null, iova?: bigint, length?: bigint): void {
+  private reach(did: number | null, iova?: bigint | number, length?: bigint | number): void {
     if (this.live.size === 0) return;
-    for (const a of [...this.live]) a.invalidateDomain(did, iova, length);
+    const i = iova === undefined ? undefined : BigInt(iova), n = length === undefined ? undefined : BigInt(length);
+    for (const a of [...this.live]) a.invalidateDomain(did, i, n);
   }
 }

@@ -14,6 +14,8 @@
  * subarray (of a WebAssembly.Memory, say) works as is.
  */
 
+import { u32At, putU32, putU64, TWO32, SAFE_HI } from './le.js';
+
 export type ScalarType = 'u8' | 'u16' | 'u32' | 's32' | 'u64' | 'le64';
 
 /** `[name, type]` or `[name, type, count]` for a fixed-size array. */
@@ -135,31 +137,6 @@ const ELEMENT_SIZE: Readonly<Record<ScalarType, number>> = {
 };
 
 
-// Little-endian reads and writes straight on the bytes. A DataView would
-// need `bytes.buffer`, which makes V8 move every small on-heap typed array
-// off the heap: that cost more than the whole rest of an ioctl.
-const u32At = (b: Uint8Array, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-function putU32(b: Uint8Array, at: number, x: number): void {
-  b[at] = x; b[at + 1] = x >>> 8; b[at + 2] = x >>> 16; b[at + 3] = x >>> 24;
-}
-const TWO32 = 0x1_0000_0000;
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-/** Highest word of a u64 below 2^53: such a value is an exact double. */
-const SAFE_HI = 0x20_0000;
-function putU64(b: Uint8Array, at: number, x: number | bigint): void {
-  // Values below 2^53 (every VA, IOVA and length in practice) as doubles:
-  // one Number() costs a third of Number() of BigInt & and >> results.
-  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) x = Number(x);
-  if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
-    const hi = Math.floor(x / TWO32); // and no %: a double's % is a libm call
-    putU32(b, at, x - hi * TWO32);
-    putU32(b, at + 4, hi);
-    return;
-  }
-  const v = BigInt.asUintN(64, BigInt(x));
-  putU32(b, at, Number(v & 0xffffffffn));
-  putU32(b, at + 4, Number(v >> 32n));
-}
 function getU64(b: Uint8Array, at: number): bigint {
   const lo = u32At(b, at), hi = u32At(b, at + 4);
   return hi < SAFE_HI ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
@@ -240,7 +217,7 @@ type SnapshotFn = (v: Record<string, unknown>) => Record<string, unknown>;
  * codes; nothing a caller passes). Where code generation is refused (a
  * Content-Security-Policy without 'unsafe-eval'), null: the loops serve.
  */
-function specialise(name: string, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
+function specialise(name: string, size: number, accessors: readonly Accessor[], aliasList: readonly [string, Accessor][]): { decode: DecodeFn; encode: EncodeFn; encodeOver: EncodeFn; encodeChanged: EncodeChangedFn; snapshot: SnapshotFn } | null {
   const fields: [string, Accessor][] = [...accessors.map((a): [string, Accessor] => [a.name, a]), ...aliasList];
   const idx = (acc: Accessor) => accessors.indexOf(acc);
   // u32 and u64 fields (nearly all of them) call their own load or store
@@ -248,18 +225,46 @@ function specialise(name: string, accessors: readonly Accessor[], aliasList: rea
   // that V8 did not inline, on every field of every ioctl.
   const rd = (acc: Accessor) => (acc.isArray ? `read(A[${idx(acc)}], b, o + ${acc.offset})`
     : acc.code === T_U32 ? `U32(b, o + ${acc.offset})` : acc.code === T_U64 ? `U64(b, o + ${acc.offset})` : `L(${acc.code}, b, o + ${acc.offset})`);
+  // A number into a u32 or u64 field is stored inline, byte by byte (a u64
+  // when a safe non-negative integer: its halves by ToUint32): the calls,
+  // however small, used up V8's inlining budget (counted in bytecode) before
+  // a struct's last fields. Anything else goes through P32 / P64.
+  const bytes = (at: number, v: string) => [0, 1, 2, 3].map((k) => `t[o + ${at + k}] = ${k === 0 ? v : `${v} >>> ${8 * k}`};`).join(' ');
   const wr = (acc: Accessor) => (acc.isArray ? `write(N, A[${idx(acc)}], t, o + ${acc.offset}, x)`
-    : acc.code === T_U32 ? `P32(t, o + ${acc.offset}, x)` : acc.code === T_U64 ? `P64(t, o + ${acc.offset}, x)` : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+    : acc.code === T_U32 ? `if (typeof x === 'number') { ${bytes(acc.offset, 'x')} } else P32(t, o + ${acc.offset}, x)`
+    : acc.code === T_U64 ? `if (typeof x === 'number' && x >= 0 && Number.isSafeInteger(x)) { const l = x >>> 0, h = (x / 4294967296) >>> 0; ${bytes(acc.offset, 'l')} ${bytes(acc.offset + 4, 'h')} } else P64(t, o + ${acc.offset}, x)`
+    : `S(${acc.code}, t, o + ${acc.offset}, x)`);
+  // encodeOver: encode() over a used buffer without a fill() first (a
+  // third of a small struct's encode): a scalar field that no alias shares
+  // is written always, 0 when missing; padding, arrays and union members
+  // are zeroed byte by byte (fill() past 16 bytes), then written as encode() does.
+  const shared = new Set(aliasList.map(([, acc]) => acc));
+  const simple = (acc: Accessor) => !acc.isArray && !shared.has(acc);
+  const zero: string[] = [];
+  const zeroSpan = (from: number, to: number) => {
+    if (to - from > 16) zero.push(`t.fill(0, o + ${from}, o + ${to});`);
+    else for (let k = from; k < to; k++) zero.push(`t[o + ${k}] = 0;`);
+  };
+  let end = 0;
+  for (const acc of accessors) {
+    zeroSpan(end, acc.offset);
+    if (!simple(acc)) zeroSpan(acc.offset, acc.offset + acc.size);
+    end = acc.offset + acc.size;
+  }
+  zeroSpan(end, size);
   const body = `return [
     function decode(b, o) { return { ${fields.map(([n, acc]) => `${JSON.stringify(n)}: ${rd(acc)}`).join(', ')} }; },
     function encode(v, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`).join(' ')} },
+    function encodeOver(v, t, o) { let x; ${zero.join(' ')} ${fields.map(([n, acc]) => (simple(acc) && n === acc.name
+      ? `x = v[${JSON.stringify(n)}]; if (x === undefined) x = 0; ${wr(acc)};`
+      : `x = v[${JSON.stringify(n)}]; if (x !== undefined) ${wr(acc)};`)).join(' ')} },
     function snapshot(v) { return { ${fields.map(([n]) => `${JSON.stringify(n)}: v[${JSON.stringify(n)}]`).join(', ')} }; },
     function encodeChanged(v, w, t, o) { let x; ${fields.map(([n, acc]) => `x = v[${JSON.stringify(n)}]; if (x !== undefined${acc.isArray ? '' : ` && x !== w[${JSON.stringify(n)}]`}) ${wr(acc)};`).join(' ')} },
   ];`;
   try {
-    const [decode, encode, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
+    const [decode, encode, encodeOver, snapshot, encodeChanged] = new Function('L', 'S', 'U32', 'U64', 'P32', 'P64', 'read', 'write', 'A', 'N', body)(
       loadScalar, storeScalar, u32At, getU64, storeU32, putU64, read, write, accessors, name);
-    return { decode, encode, encodeChanged, snapshot };
+    return { decode, encode, encodeOver, encodeChanged, snapshot };
   } catch {
     return null;
   }
@@ -319,7 +324,7 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
   for (const acc of accessors) template[acc.name] = zero(acc);
   for (const [alias, acc] of aliasList) template[alias] = zero(acc);
 
-  const fast = specialise(name, accessors, aliasList);
+  const fast = specialise(name, size, accessors, aliasList);
 
   const lookup = (field: string): Accessor => {
     const acc = byName.get(field);
@@ -356,11 +361,11 @@ export function defineStruct<const F extends readonly FieldSpec[], const A exten
     encode(values, into, byteOffset = 0) {
       const target = into ?? new Uint8Array(size);
       checkRange(name, target, byteOffset, size);
-      if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
       if (fast) {
-        fast.encode(values as Record<string, unknown>, target, byteOffset);
+        (into === undefined ? fast.encode : fast.encodeOver)(values as Record<string, unknown>, target, byteOffset);
         return target;
       }
+      if (into !== undefined) target.fill(0, byteOffset, byteOffset + size);
       const view = target;
       const base = byteOffset;
       const given = values as Record<string, unknown>;
