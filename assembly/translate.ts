@@ -21,7 +21,10 @@ import {
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
 import { recordFault } from "./events";
 import { priFault } from "./pri";
-import { iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm } from "./iotlb";
+import {
+  iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm,
+  frontTag, frontMix, frontSlot, frontKey, frontPa, frontShift, frontFill,
+} from "./iotlb";
 import { ptWalk, ptTouch, walkIpaTag } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 
@@ -166,9 +169,23 @@ function memoOf(c: u32): void {
 export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
   const iova = (<u64>iovaHi << 32) | iovaLo;
   access = accessOf(access);
-  // A hit the access passes, straight from the entry into the mailbox. The
-  // context's domain, tag and cached sizes come from the memo while the
-  // epoch it was taken in is current (memoOf).
+  // A front TLB hit the access passes: one key compare, then the page word
+  // straight into the mailbox (iotlb.ts, "The front TLB").
+  const f = frontSlot(frontMix(c), iova);
+  const k = frontKey(iova, frontTag(c));
+  if (load<u64>(f) == k) {
+    const v = load<u64>(f, 8);
+    if ((access & ~<u32>v) == 0) {
+      count(CTRL_STAT_HITS);
+      store<u64>(mbx + MB_PA_LO, frontPa(v, iova));
+      store<u32>(mbx + MB_SHIFT, frontShift(v));
+      store<u32>(mbx + MB_PERM, permOf(<u32>v));
+      return F_NONE;
+    }
+  }
+  // An IOTLB hit the access passes. The context's domain, tag and cached
+  // sizes come from the memo while the epoch it was taken in is current
+  // (memoOf).
   if (c != memoCtx || iotlbEpoch() != memoEpoch) memoOf(c);
   const did = memoDid;
   if (did != 0) {
@@ -178,7 +195,9 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
       if ((access & ~perm) == 0) {
         count(CTRL_STAT_HITS);
         const shift = hitShift;
-        store<u64>(mbx + MB_PA_LO, load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1)));
+        const pa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
+        frontFill(f, k, pa, shift, perm);
+        store<u64>(mbx + MB_PA_LO, pa);
         store<u32>(mbx + MB_SHIFT, shift);
         store<u32>(mbx + MB_PERM, permOf(perm));
         return F_NONE;
@@ -187,6 +206,7 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
   }
   const st = translate1(c, iova, access);
   if (st != F_NONE) return fault(c, st, iova, access);
+  frontFill(f, k, rPa, rShift, rPerm);
   store<u64>(mbx + MB_PA_LO, rPa);
   store<u32>(mbx + MB_SHIFT, rShift);
   store<u32>(mbx + MB_PERM, permOf(rPerm));
@@ -198,33 +218,60 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
  * pa hi) per IOVA, or (status | level << 8, 0xffffffff) for a fault.
  * Returns the number of faults.
  *
- * The batch shares one context: its domain, PASID, IOTLB tag and cached
- * sizes are loaded once, and a hit that the access passes is served inline;
- * anything else (a miss, a permission or dirty-bit question, a blocked
- * context) goes through translate1, after which the sizes are loaded again
- * (a fill may have added one; nothing on these paths changes the tag).
- * Hits are counted once per batch.
+ * The batch shares one context. Each IOVA is first looked up in the front
+ * TLB (its tag taken once: nothing in a batch bumps the epoch); a front
+ * miss probes the IOTLB, with the context's domain, PASID, IOTLB tag and
+ * cached sizes loaded once, and a hit there that the access passes is
+ * served inline and copied to the front; anything else (a miss, a
+ * permission or dirty-bit question, a blocked context) goes through
+ * translate1, after which the sizes are loaded again (a fill may have added
+ * one; nothing on these paths changes the tag). Hits are counted once per
+ * batch.
  */
 export function translateBatch(c: u32, n: u32, access: u32): u32 {
   if (n > BATCH_MAX) n = BATCH_MAX;
   let faults: u32 = 0;
   access = accessOf(access);
-  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
-  const k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
-  let sizes = did == 0 ? 0 : iotlbSizes(did);
+  const ft = frontTag(c);
+  const fm = frontMix(c);
+  // The IOTLB's view of the context, loaded at the first front miss (a
+  // batch that the front answers whole never needs it).
+  let did: u32 = 0, k1: u64 = 0, sizes: u32 = 0, loaded = false;
   let hits: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const p = <usize>i << 3;
     const iova = load<u64>(bIn + p);
+    const f = frontSlot(fm, iova);
+    const k = frontKey(iova, ft);
+    if (load<u64>(f) == k) {
+      const v = load<u64>(f, 8);
+      if ((access & ~<u32>v) == 0) {
+        store<u64>(bOut + p, frontPa(v, iova));
+        hits++;
+        continue;
+      }
+    }
+    if (!loaded) {
+      did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+      k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
+      sizes = did == 0 ? 0 : iotlbSizes(did);
+      loaded = true;
+    }
     const e = iotlbProbe(did, k1, sizes, iova);
-    if (e != 0 && (access & ~load<u32>(e, 24)) == 0) {
-      store<u64>(bOut + p, load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1)));
-      hits++;
-      continue;
+    if (e != 0) {
+      const perm = load<u32>(e, 24);
+      if ((access & ~perm) == 0) {
+        const pa = load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1));
+        frontFill(f, k, pa, hitShift, perm);
+        store<u64>(bOut + p, pa);
+        hits++;
+        continue;
+      }
     }
     const st = translate1(c, iova, access, e == 0);
     if (did != 0) sizes = iotlbSizes(did);
     if (st == F_NONE) {
+      frontFill(f, k, rPa, rShift, rPerm);
       store<u64>(bOut + p, rPa);
     } else {
       store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
