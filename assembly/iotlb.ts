@@ -20,7 +20,7 @@
 import {
   TLBE_SIZE, TLBE_VALID, PERM_W, DOM_SIZE, DOM_GEN, DOM_TLB_SIZES, CTRL_STAT_INVALIDATIONS,
   CTRL_BASE, CTRL_EPOCH, CTRL_S2_EPOCH, CTRL_INSTANCES, INST_MAX, DOM_ROOT, DOM_PARENT, DOM_S1_TABLES,
-  DOM_S1_TABLES_BYTES, NESTED_ROOT, FRONT_LOG2, FRONT_ENTRIES, FRONT_BYTES, FRONT_VALID, FRONT_STAMP_MASK,
+  DOM_S1_TABLES_BYTES, NESTED_ROOT, FRONT_LOG2, FRONT_ENTRIES, FRONT_BYTES, FRONT_VALID, FRONT_STAMP_MASK, FRONT_CTX_MIX,
 } from "./layout";
 import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, maxContexts, count, setIotlbBase, frontBase, frontOf } from "./state";
 
@@ -102,13 +102,13 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, maxContexts,
   return c < maxContexts ? (<u64>c << 40) | (<u64>stamp << 56) : <u64>1 << 62;
 }
 
-/** The slot of context c's page of iova, from ctxMix = c * 0x9e3779b1 (loops compute it once). */
+/** The slot of context c's page of iova, from ctxMix = frontMix(c) (loops compute it once). */
 // @ts-ignore: decorator
 @inline export function frontSlot(ctxMix: u32, iova: u64): usize {
   return frontBase + ((<usize>((<u32>(iova >> 12) + ctxMix) & (FRONT_ENTRIES - 1))) << 4);
 }
 // @ts-ignore: decorator
-@inline export function frontMix(c: u32): u32 { return c * 0x9e3779b1; }
+@inline export function frontMix(c: u32): u32 { return c * FRONT_CTX_MIX; }
 
 /** The key of iova's page under tag t (frontTag). */
 // @ts-ignore: decorator

@@ -437,7 +437,7 @@ export const TLBE_WRITABLE: u32 = 4;
 // front of the set-associative IOTLB, one per instance, after its IOTLB's
 // IPA tags (iotlb + FRONT at alignUp(entries * 40, 64)): FRONT_ENTRIES
 // records of FRONT_SIZE bytes, one per 4 KiB page (a large leaf's pages
-// each get their own), at slot (vpn + ctx * 0x9e3779b1) & (FRONT_ENTRIES - 1),
+// each get their own), at slot (vpn + ctx * FRONT_CTX_MIX) & (FRONT_ENTRIES - 1),
 // vpn = iova >> 12, so that a context's consecutive pages never collide:
 //
 //   0                                    8                                 16
@@ -464,6 +464,8 @@ export const FRONT_LOG2: u32 = 12;
 export const FRONT_ENTRIES: u32 = 1 << FRONT_LOG2;
 export const FRONT_SIZE: u32 = 16;
 export const FRONT_BYTES: u32 = FRONT_ENTRIES * FRONT_SIZE;
+/** Spreads contexts over the slots (2^32 / golden ratio, odd), so that devices' equal IOVAs do not meet. */
+export const FRONT_CTX_MIX: u32 = 0x9e3779b1;
 /** Key bits 63:56, the stamp: FRONT_VALID (a filled record; a zeroed one never matches) | (epoch & FRONT_STAMP_MASK). */
 export const FRONT_VALID: u32 = 0x80;
 export const FRONT_STAMP_MASK: u32 = 0x7f;
