@@ -327,10 +327,12 @@ const RC_ENTRIES: u32 = PRIV_RC_BYTES / RC_SIZE;
 export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u32): i32 {
   let iova = (<u64>iovaHi << 32) | iovaLo;
   access = accessOf(access);
-  // c < 65536 (init), access < 16: one key word.
+  // A context of the table (< 65536, init) and access < 16: one key word.
+  // c is the caller's: one past the table would alias a context of it (c
+  // mod 65536), so it is never looked up here (it is blocked below).
   const key = c | (access << 16);
   const rc = rcSlot(c, iova);
-  if (load<u64>(rc) == iova && load<u32>(rc, 24) == len && load<u32>(rc, 28) == key && load<u64>(rc, 16) == iotlbEpoch() && len != 0) {
+  if (load<u64>(rc) == iova && load<u32>(rc, 24) == len && load<u32>(rc, 28) == key && load<u64>(rc, 16) == iotlbEpoch() && len != 0 && c < maxContexts) {
     count(CTRL_STAT_HITS, load<u32>(rc, 32));
     store<u64>(bOut, load<u64>(rc, 8));
     store<u32>(bOut, len, 8);
