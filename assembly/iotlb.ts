@@ -132,6 +132,13 @@ import { iotlbBase, iotlbSetsLog2, iotlbWays, domTable, maxDomains, maxContexts,
   store<u64>(f, (pa & ~(<u64>0xfff)) | <u64>((((shift - 12) / 9) << 4) | perm), 8);
 }
 
+/**
+ * Empty this instance's front TLB: a snapshot carries none (its memory is
+ * the state; the IOTLB behind refills the front), so that a restored
+ * engine saves the same bytes as the one it came from.
+ */
+export function frontClear(): void { memory.fill(frontBase, 0, FRONT_BYTES); }
+
 /** Zero every instance's front TLB (the owner's, and the registered workers': their epochs are the owner's). */
 function frontClearAll(): void {
   const own = iotlbBase;
@@ -162,10 +169,8 @@ function frontClearAll(): void {
 // @ts-ignore: decorator
 @inline export function s2EpochBump(): void { store<u64>(CTRL_BASE + CTRL_S2_EPOCH, s2Epoch() + 1); }
 
-// Result of the last hit.
-export let hitPa: u64 = 0;
+// The leaf shift of the last hit (iotlbProbe).
 export let hitShift: u32 = 0;
-export let hitPerm: u32 = 0;
 
 /** The second key word of (did, pasid) entries in the domain's current generation. */
 // @ts-ignore: decorator
@@ -219,19 +224,6 @@ export let hitPerm: u32 = 0;
 // @ts-ignore: decorator
 @inline function find(did: u32, pasid: u32, iova: u64): usize {
   return iotlbProbe(did, iotlbTag(did, pasid), iotlbSizes(did), iova);
-}
-
-/**
- * Look `iova` up for (did, pasid). On a hit, sets hitPa (the address of the
- * byte), hitShift and hitPerm (the entry's perm word), and returns true.
- */
-// @ts-ignore: decorator
-@inline export function iotlbLookup(did: u32, pasid: u32, iova: u64): bool {
-  const e = find(did, pasid, iova);
-  if (e == 0) return false;
-  hitPa = load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1));
-  hitPerm = load<u32>(e, 24);
-  return true;
 }
 
 /**

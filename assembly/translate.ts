@@ -22,7 +22,7 @@ import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from
 import { recordFault } from "./events";
 import { priFault } from "./pri";
 import {
-  iotlbLookup, iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitPa, hitShift, hitPerm,
+  iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitShift,
   frontTag, frontMix, frontSlot, frontKey, frontPa, frontShift, frontFill,
 } from "./iotlb";
 import { ptWalk, ptTouch, walkIpaTag } from "./radix";
@@ -45,7 +45,7 @@ export function ctxSet(c: u32, did: u32, pasid: u32): i32 {
 
 export function ctxDomain(c: u32): i32 { return c < maxContexts ? <i32>load<u32>(ctx(c) + CTX_DID) : ERR_NOENT; }
 
-// Result of translate1. rPerm is the IOTLB perm word (layout.ts).
+// Result of lookup. rPerm is the IOTLB perm word (layout.ts).
 let rPa: u64 = 0;
 let rShift: u32 = 0;
 let rPerm: u32 = 0;
@@ -68,20 +68,27 @@ let rLevel: u32 = 0;
 const ACCESS_INVALID: u32 = 8;
 
 /**
- * Translate one IOVA for an access (accessOf: PERM_R and/or PERM_W); F_NONE
- * or a fault. `missed`: the caller's probe found no entry (no second probe).
+ * A front TLB miss (iotlb.ts, "The front TLB"): the IOTLB, with the
+ * context's domain, tag and cached sizes from the memo (below), then a walk
+ * and an IOTLB fill on a miss, then the permission test (a permitted write
+ * that owes a D update goes to setDirty). F_NONE with rPa, rShift and rPerm,
+ * the answer also put in the front slot f under key k; or a fault (rLevel).
+ * Counts its IOTLB hit or miss. Out of line: the loops keep only the front
+ * probe in their bodies.
  */
-// @ts-ignore: decorator
-@inline function translate1(c: u32, iova: u64, access: u32, missed: bool = false): u32 {
-  // A context id past the table has no entry: blocked, and nothing is read.
-  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
+function lookup(c: u32, iova: u64, access: u32, f: usize, k: u64): u32 {
+  if (c != memoCtx || iotlbEpoch() != memoEpoch) memoOf(c);
+  const did = memoDid;
+  // A context id past the table has no entry: blocked (memoOf read nothing).
   if (did == 0) { rLevel = 0; return F_BLOCKED; }
-  const pasid = load<u32>(ctx(c) + CTX_PASID);
-  if (!missed && iotlbLookup(did, pasid, iova)) {
+  const e = iotlbProbe(did, memoTag, memoSizes, iova);
+  if (e != 0) {
     count(CTRL_STAT_HITS);
-    rPa = hitPa; rShift = hitShift; rPerm = hitPerm;
+    rShift = hitShift;
+    rPa = load<u64>(e, 16) + (iova & ((<u64>1 << rShift) - 1));
+    rPerm = load<u32>(e, 24);
   } else {
-    const st = fill(did, pasid, iova, access);
+    const st = fill(did, load<u32>(ctx(c) + CTX_PASID), iova, access);
     if (st != F_NONE) return st;
   }
   rLevel = 0;
@@ -89,12 +96,14 @@ const ACCESS_INVALID: u32 = 8;
     // Refused by the leaf, or a permitted write that owes a D update.
     const perm = permOf(rPerm);
     if ((access & ~perm) != 0) return (access & ~perm & PERM_W) != 0 ? F_WRITE : F_READ;
-    return setDirty(c, iova, access);
+    const st = setDirty(c, iova, access);
+    if (st != F_NONE) return st;
   }
+  frontFill(f, k, rPa, rShift, rPerm);
   return F_NONE;
 }
 
-/** Miss path of translate1: walk, set A/D (ptTouch), fill the IOTLB. F_NONE or the walk's fault (rLevel). */
+/** Miss path of lookup: walk, set A/D (ptTouch), fill the IOTLB. F_NONE or the walk's fault (rLevel). */
 function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   count(CTRL_STAT_MISSES);
   const st = ptWalk(did, iova, access);
@@ -109,7 +118,7 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
 }
 
 /**
- * Cold path of translate1: a permitted write through an entry whose leaf's D
+ * Cold path of lookup: a permitted write through an entry whose leaf's D
  * bit is not known to be set (the entry was filled by a read while the
  * domain tracked dirty pages; clearing D drops the entries of the leaves it
  * cleared). Walk again (the entry is live, so the leaf is still there), set
@@ -137,14 +146,14 @@ function fault(c: u32, st: u32, iova: u64, access: u32, left: u32 = 0): u32 {
   return st;
 }
 
-// The per-call memo: what translate loads from a context and its domain
-// before it can probe (the domain id, the IOTLB tag, the cached sizes),
+// The memo of lookup: what it loads from a context and its domain before
+// it can probe the IOTLB (the domain id, the IOTLB tag, the cached sizes),
 // kept for the last context while the IOTLB epoch it was read in is
 // current. Every change of them bumps the epoch (a context change, a
 // domain's flush, which moves its generation, a flush of everything) but
 // one: a fill may add a size class, and fill() forgets the memo. (Another
 // instance's fill may add a class to the shared hint, but its entries are
-// in its own IOTLB, which this instance never probes.) A call on the same
+// in its own IOTLB, which this instance never probes.) A lookup on the same
 // context then probes at once, without the dependent loads of the context
 // and the domain before the set's.
 let memoCtx: u32 = 0xffffffff;
@@ -183,30 +192,8 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
       return F_NONE;
     }
   }
-  // An IOTLB hit the access passes. The context's domain, tag and cached
-  // sizes come from the memo while the epoch it was taken in is current
-  // (memoOf).
-  if (c != memoCtx || iotlbEpoch() != memoEpoch) memoOf(c);
-  const did = memoDid;
-  if (did != 0) {
-    const e = iotlbProbe(did, memoTag, memoSizes, iova);
-    if (e != 0) {
-      const perm = load<u32>(e, 24);
-      if ((access & ~perm) == 0) {
-        count(CTRL_STAT_HITS);
-        const shift = hitShift;
-        const pa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
-        frontFill(f, k, pa, shift, perm);
-        store<u64>(mbx + MB_PA_LO, pa);
-        store<u32>(mbx + MB_SHIFT, shift);
-        store<u32>(mbx + MB_PERM, permOf(perm));
-        return F_NONE;
-      }
-    }
-  }
-  const st = translate1(c, iova, access);
+  const st = lookup(c, iova, access, f, k);
   if (st != F_NONE) return fault(c, st, iova, access);
-  frontFill(f, k, rPa, rShift, rPerm);
   store<u64>(mbx + MB_PA_LO, rPa);
   store<u32>(mbx + MB_SHIFT, rShift);
   store<u32>(mbx + MB_PERM, permOf(rPerm));
@@ -218,15 +205,10 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
  * pa hi) per IOVA, or (status | level << 8, 0xffffffff) for a fault.
  * Returns the number of faults.
  *
- * The batch shares one context. Each IOVA is first looked up in the front
- * TLB (its tag taken once: nothing in a batch bumps the epoch); a front
- * miss probes the IOTLB, with the context's domain, PASID, IOTLB tag and
- * cached sizes loaded once, and a hit there that the access passes is
- * served inline and copied to the front; anything else (a miss, a
- * permission or dirty-bit question, a blocked context) goes through
- * translate1, after which the sizes are loaded again (a fill may have added
- * one; nothing on these paths changes the tag). Hits are counted once per
- * batch.
+ * The batch shares one context: the front TLB's tag is taken once (nothing
+ * in a batch bumps the epoch), and a hit that the access passes is served
+ * inline; anything else goes through lookup. Front hits are counted once
+ * per batch.
  */
 export function translateBatch(c: u32, n: u32, access: u32): u32 {
   if (n > BATCH_MAX) n = BATCH_MAX;
@@ -234,9 +216,6 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
   access = accessOf(access);
   const ft = frontTag(c);
   const fm = frontMix(c);
-  // The IOTLB's view of the context, loaded at the first front miss (a
-  // batch that the front answers whole never needs it).
-  let did: u32 = 0, k1: u64 = 0, sizes: u32 = 0, loaded = false;
   let hits: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const p = <usize>i << 3;
@@ -251,27 +230,8 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
         continue;
       }
     }
-    if (!loaded) {
-      did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
-      k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
-      sizes = did == 0 ? 0 : iotlbSizes(did);
-      loaded = true;
-    }
-    const e = iotlbProbe(did, k1, sizes, iova);
-    if (e != 0) {
-      const perm = load<u32>(e, 24);
-      if ((access & ~perm) == 0) {
-        const pa = load<u64>(e, 16) + (iova & ((<u64>1 << hitShift) - 1));
-        frontFill(f, k, pa, hitShift, perm);
-        store<u64>(bOut + p, pa);
-        hits++;
-        continue;
-      }
-    }
-    const st = translate1(c, iova, access, e == 0);
-    if (did != 0) sizes = iotlbSizes(did);
+    const st = lookup(c, iova, access, f, k);
     if (st == F_NONE) {
-      frontFill(f, k, rPa, rShift, rPerm);
       store<u64>(bOut + p, rPa);
     } else {
       store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
@@ -322,7 +282,8 @@ const RC_ENTRIES: u32 = PRIV_RC_BYTES / RC_SIZE;
  * that are contiguous in one segment, into BATCH_OUT as (pa lo, pa hi, len)
  * u32 triples. Stops when the list is full: the mailbox says how many bytes
  * the list covers. Returns the number of ranges, or the fault as -(status)
- * with the faulting IOVA in the mailbox. Touches no memory but the lists.
+ * with the faulting IOVA in the mailbox. Touches no memory but the lists
+ * and the caches.
  */
 export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u32): i32 {
   let iova = (<u64>iovaHi << 32) | iovaLo;
@@ -344,22 +305,23 @@ export function dmaRanges(c: u32, iovaLo: u32, iovaHi: u32, len: u32, access: u3
   let n: u32 = 0;
   let out: usize = bOut;
   let prevEnd: u64 = 0;
-  // One context for the whole DMA: loaded once, as in translateBatch.
-  const did = c < maxContexts ? load<u32>(ctx(c) + CTX_DID) : 0;
-  const k1 = did == 0 ? 0 : iotlbTag(did, load<u32>(ctx(c) + CTX_PASID));
-  let sizes = did == 0 ? 0 : iotlbSizes(did);
+  // One context for the whole DMA, as in translateBatch: each page (each
+  // leaf piece) is looked up in the front TLB, then by lookup.
+  const ft = frontTag(c);
+  const fm = frontMix(c);
   let hits: u32 = 0, pieces: u32 = 0;
   while (left != 0) {
     let pa: u64, shift: u32;
-    const e = iotlbProbe(did, k1, sizes, iova);
-    if (e != 0 && (access & ~load<u32>(e, 24)) == 0) {
-      shift = hitShift;
-      pa = load<u64>(e, 16) + (iova & ((<u64>1 << shift) - 1));
+    const f = frontSlot(fm, iova);
+    const k = frontKey(iova, ft);
+    const v = load<u64>(f, 8);
+    if (load<u64>(f) == k && (access & ~<u32>v) == 0) {
+      shift = frontShift(v);
+      pa = frontPa(v, iova);
       hits++;
     } else {
-      const st = translate1(c, iova, access, e == 0);
+      const st = lookup(c, iova, access, f, k);
       if (st != F_NONE) { count(CTRL_STAT_HITS, hits); return -<i32>fault(c, st, iova, access, left); }
-      if (did != 0) sizes = iotlbSizes(did);
       pa = rPa; shift = rShift;
     }
     pieces++;

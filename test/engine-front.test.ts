@@ -51,6 +51,14 @@ function batch(e: Engine, c: number, iovas: bigint[], access = PERM_R): Out[] {
   });
 }
 
+/** A DMA of `len` bytes inside iova's page: its one physical range's start. */
+function dma(e: Engine, c: number, iova: bigint, access = PERM_R, len = Math.min(16, Number(PAGE - (iova & 0xfffn)))): Out {
+  const r = e.dmaRanges(c, iova, len, access);
+  if (!Array.isArray(r)) return { ok: false, fault: r.fault };
+  if (r.length !== 1) throw new Error(`a DMA inside one page took ${r.length} ranges`);
+  return { ok: true, pa: BigInt(r[0]!.seg) * 0x1_0000_0000n + BigInt(r[0]!.offset) };
+}
+
 /** The leaf entry of iova in a 4-level VT-d table: its byte address and value. */
 function leaf(e: Engine, did: number, iova: bigint): { at: number; pte: bigint; level: number } {
   const dv = new DataView(e.bytes.buffer);
@@ -72,7 +80,7 @@ function rawEdit(e: Engine, did: number, iova: bigint, pa: bigint): void {
   new DataView(e.bytes.buffer).setBigUint64(at, (pte & ~ADDR) | (pa & ADDR), true);
 }
 
-/** Both faces give `want` for every iova (per call twice: a fill, then whatever cache answers). */
+/** Per call, batched and by DMA, `want` for every iova (twice: a fill, then whatever cache answers). */
 function expectBoth(e: Engine, c: number, iovas: bigint[], want: (iova: bigint) => Out, access = PERM_R): void {
   for (let round = 0; round < 2; round++) {
     for (const iova of iovas) {
@@ -87,6 +95,11 @@ function expectBoth(e: Engine, c: number, iovas: bigint[], want: (iova: bigint) 
       const g = got[i]!;
       expect({ ok: g.ok, v: g.ok ? hex(g.pa) : g.fault }, `batch ctx ${c} ${hex(iova)} round ${round}`).toEqual({ ok: w.ok, v: w.ok ? hex(w.pa) : w.fault });
     });
+    for (const iova of iovas) {
+      const g = dma(e, c, iova, access);
+      const w = want(iova);
+      expect({ ok: g.ok, v: g.ok ? hex(g.pa) : g.fault }, `dma ctx ${c} ${hex(iova)} round ${round}`).toEqual({ ok: w.ok, v: w.ok ? hex(w.pa) : w.fault });
+    }
   }
 }
 
@@ -110,7 +123,7 @@ function setup(opts: { shared?: boolean } = {}) {
   return { e, seg, d1, d2, pa1, pa2, want1: at(pa1), want2: at(pa2), wantD2: at((i) => segPa(seg, 0x200_0000n + i * PAGE)) };
 }
 
-describe('front TLB: every invalidation kind reaches it (per call and batched)', () => {
+describe('front TLB: every invalidation kind reaches it (per call, batched, by DMA)', () => {
   it('an unmap faults the pages at once; a new map of them is seen', () => {
     const { e, d1, pa2, want1, want2 } = setup();
     const iovas = iovasOf();
@@ -267,23 +280,27 @@ describe('front TLB: every invalidation kind reaches it (per call and batched)',
     }
   });
 
-  it('a snapshot resumes with an empty front and the same translations; a later unmap is exact', () => {
+  it('a snapshot carries an empty front; the engine saved and the one resumed translate as before; a later unmap is exact', () => {
     const { e, d1, want1 } = setup();
     const iovas = iovasOf();
     expectBoth(e, 1, iovas, want1);
+    const L = e.layout;
+    const frontOf = (x: Engine) => {
+      const w = new DataView(x.bytes.buffer);
+      const base = w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB, true);
+      const entries = (1 << w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB_SETS_LOG2, true)) * w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB_WAYS, true);
+      const at = base + Math.ceil((entries * (L.TLBE_SIZE + 8)) / 64) * 64;
+      return x.bytes.subarray(at, at + L.FRONT_BYTES);
+    };
+    expect(frontOf(e).some((b) => b !== 0), 'the front is warm').toBe(true);
     const bytes = e.snapshotBytes().slice();
+    expect(frontOf(e).some((b) => b !== 0), 'the snapshot\'s front is empty').toBe(false);
     const r = Engine.restore(engineModule('release'), e.limitBytes, bytes.length, false, (m) => m.set(bytes));
-    const L = r.layout;
-    const w = new DataView(r.bytes.buffer);
-    const base = w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB, true);
-    const entries = (1 << w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB_SETS_LOG2, true)) * w.getUint32(L.CTRL_BASE + L.CTRL_IOTLB_WAYS, true);
-    const front = base + Math.ceil((entries * (L.TLBE_SIZE + 8)) / 64) * 64;
-    expect(r.bytes.subarray(front, front + L.FRONT_BYTES).some((b) => b !== 0), 'the resumed front is empty').toBe(false);
-    // The original's front is in the copy (it was warm).
-    expect(bytes.subarray(front, front + L.FRONT_BYTES).some((b) => b !== 0)).toBe(true);
     expectBoth(r, 1, iovas, want1);
+    expectBoth(e, 1, iovas, want1);
     r.ptUnmap(d1, BASE, PAGE);
     expectBoth(r, 1, iovas, (iova) => (iova < BASE + PAGE ? { ok: false, fault: F_NOT_PRESENT } : want1(iova)));
+    expectBoth(e, 1, iovas, want1);
   });
 
   it('a worker instance (shared memory) forgets its front on the owner\'s unmap, flush, context change and stamp wrap', () => {
@@ -337,7 +354,7 @@ describe('front TLB: every invalidation kind reaches it (per call and batched)',
 // since the last invalidation that covered the page (a raw edit adds one; a
 // flush covering the page, or an unmap, clears them). Every translation, per
 // call or batched, by any context (two domains, two PASIDs, a blocked one),
-// must give the current address or one of those, or the fault the table
+// or by DMA, must give the current address or one of those, or the fault the table
 // gives. Epoch bumps come in runs long enough to cross the stamp's wrap.
 function coherenceRun(rng: Rng, ops: number): void {
   const e = makeEngine({ memoryLimit: 64 << 20, iotlbEntries: rng.chance(0.5) ? 64 : 4096 });
@@ -376,7 +393,7 @@ function coherenceRun(rng: Rng, ops: number): void {
 
   for (let op = 0; op < ops; op++) {
     const kind = rng.weighted([
-      [10, 'map'], [6, 'unmap'], [10, 'edit'], [30, 'translate'], [10, 'batch'], [6, 'flushRange'], [3, 'flushDomain'], [1, 'flushAll'],
+      [10, 'map'], [6, 'unmap'], [10, 'edit'], [30, 'translate'], [10, 'batch'], [8, 'dma'], [6, 'flushRange'], [3, 'flushDomain'], [1, 'flushAll'],
       [4, 'ctxSet'], [3, 'bumps'],
     ] as const);
     const d = rng.pick(doms);
@@ -415,6 +432,13 @@ function coherenceRun(rng: Rng, ops: number): void {
       const iovas = Array.from({ length: rng.int(1, 200) }, pickIova);
       const got = batch(e, c, iovas, access);
       iovas.forEach((iova, i) => check(c, iova, access, got[i]!, `batch[${i}]`));
+    } else if (kind === 'dma') {
+      for (let k = 0; k < 6; k++) {
+        const c = rng.int(1, 5), iova = pickIova(), access = rng.pick([PERM_R, PERM_W, PERM_RW]);
+        const len = rng.int(1, Number(PAGE - (iova & 0xfffn)));
+        check(c, iova, access, dma(e, c, iova, access, len), 'dma');
+        if (rng.chance(0.5)) check(c, iova, access, dma(e, c, iova, access, len), 'dma again');
+      }
     } else if (kind === 'flushRange') {
       const first = rng.below(WINDOW), n = rng.int(1, 12);
       e.flushRange(d, BASE + BigInt(first) * PAGE, BigInt(n) * PAGE);
