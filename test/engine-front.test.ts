@@ -19,7 +19,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../host/engine/engine.js';
 import { F_BLOCKED, F_NOT_PRESENT, F_READ, F_WRITE, PERM_R, PERM_RW, PERM_W, SZ_2M as REF_SZ_2M, SZ_4K as REF_SZ_4K } from './reference/vtd_sl.js';
 import { type Rng, testSeeds, withSeed } from './reference/rng.js';
-import { domainRoot, engineModule, GiB, hex, makeEngine, PAGE, segPa, SZ_2M } from './support/engine.js';
+import { engineModule, GiB, hex, makeEngine, PAGE, segPa, SZ_2M, vtdLeaf } from './support/engine.js';
 
 const ADDR = 0x000f_ffff_ffff_f000n;
 const A = 1n << 8n;
@@ -59,19 +59,7 @@ function dma(e: Engine, c: number, iova: bigint, access = PERM_R, len = Math.min
   return { ok: true, pa: BigInt(r[0]!.seg) * 0x1_0000_0000n + BigInt(r[0]!.offset) };
 }
 
-/** The leaf entry of iova in a 4-level VT-d table: its byte address and value. */
-function leaf(e: Engine, did: number, iova: bigint): { at: number; pte: bigint; level: number } {
-  const dv = new DataView(e.bytes.buffer);
-  let table = domainRoot(e, did);
-  for (let l = 4; l >= 1; l--) {
-    const at = table + Number((iova >> BigInt(12 + 9 * (l - 1))) & 511n) * 8;
-    const pte = dv.getBigUint64(at, true);
-    if ((pte & 3n) === 0n) throw new Error(`no leaf for ${hex(iova)}`);
-    if (l === 1 || (pte & 0x80n) !== 0n) return { at, pte, level: l };
-    table = Number(pte & ADDR);
-  }
-  throw new Error('unreachable');
-}
+const leaf = vtdLeaf;
 
 /** Point iova's 4 KiB leaf at pa without telling the engine (a change of a present entry, not yet invalidated). */
 function rawEdit(e: Engine, did: number, iova: bigint, pa: bigint): void {
