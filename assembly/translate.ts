@@ -111,7 +111,10 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   if (st != F_NONE) return st;
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
   iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm, walkIpaTag);
-  memoCtx = 0xffffffff; // the domain's cached sizes may have grown
+  // The domain's cached sizes may have grown: the memo's, if it is this
+  // domain's, takes them (kept, not forgotten: a run of misses on one
+  // context would otherwise reload the context and domain every time).
+  if (memoDid == did) memoSizes = iotlbSizes(did);
   rShift = walkShift; rPerm = perm;
   rPa = walkPa + (iova & ((<u64>1 << walkShift) - 1));
   return F_NONE;
@@ -151,7 +154,7 @@ function fault(c: u32, st: u32, iova: u64, access: u32, left: u32 = 0): u32 {
 // kept for the last context while the IOTLB epoch it was read in is
 // current. Every change of them bumps the epoch (a context change, a
 // domain's flush, which moves its generation, a flush of everything) but
-// one: a fill may add a size class, and fill() forgets the memo. (Another
+// one: a fill may add a size class, and fill() updates the memo's. (Another
 // instance's fill may add a class to the shared hint, but its entries are
 // in its own IOTLB, which this instance never probes.) A lookup on the same
 // context then probes at once, without the dependent loads of the context
