@@ -220,19 +220,24 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
   const ft = frontTag(c);
   const fm = frontMix(c);
   let hits: u32 = 0;
-  for (let i: u32 = 0; i < n; i++) {
-    const p = <usize>i << 3;
-    const iova = load<u64>(bIn + p);
-    const f = frontSlot(fm, iova);
-    const k = frontKey(iova, ft);
-    if (load<u64>(f) == k) {
+  let i: u32 = 0;
+  while (i < n) {
+    // Front hits, in a loop with no call in it: a miss leaves it for lookup
+    // and comes back. (With the call inside, N = 256 and 4096 took 2.1-2.2
+    // ns per IOVA; like this 1.6-1.8, in the same quick runs.)
+    let iova: u64 = 0, f: usize = 0, k: u64 = 0;
+    for (; i < n; i++) {
+      iova = load<u64>(bIn + (<usize>i << 3));
+      f = frontSlot(fm, iova);
+      k = frontKey(iova, ft);
+      if (load<u64>(f) != k) break;
       const v = load<u64>(f, 8);
-      if ((access & ~<u32>v) == 0) {
-        store<u64>(bOut + p, frontPa(v, iova));
-        hits++;
-        continue;
-      }
+      if ((access & ~<u32>v) != 0) break;
+      store<u64>(bOut + (<usize>i << 3), frontPa(v, iova));
+      hits++;
     }
+    if (i >= n) break;
+    const p = <usize>i << 3;
     const st = lookup(c, iova, access, f, k);
     if (st == F_NONE) {
       store<u64>(bOut + p, rPa);
@@ -241,6 +246,7 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       recordFault(c, st, iova, access);
       faults++;
     }
+    i++;
   }
   count(CTRL_STAT_HITS, hits);
   if (faults != 0) count(CTRL_STAT_FAULTS, faults);
