@@ -1,16 +1,17 @@
 // The front TLB (assembly/iotlb.ts "The front TLB", record in layout.ts):
-// a direct-mapped first level in front of the IOTLB that translate and
-// translate_batch answer from. Its rules, tested here:
+// a direct-mapped first level in front of the IOTLB that translate,
+// translate_batch and dma_ranges answer from. Its rules, tested here:
 //   - "DESIGN 3": invalidation is exact: after an unmap or an invalidation
 //     returns, no device reaches the old page through any cache: the front
-//     included, per call and batched, in the owner and in workers;
+//     included, per call, batched and by DMA, in the owner and in workers;
 //   - layout.ts: its key folds in the context and a 7-bit stamp of the IOTLB
 //     epoch; every invalidation, context change and segment removal bumps the
 //     epoch; every 128 bumps every instance's front is zeroed, so a stamp
-//     never comes back to an entry of its earlier epoch; resume empties it;
+//     never comes back to an entry of its earlier epoch; a snapshot carries
+//     it empty;
 //   - a cache may serve a translation the table no longer holds only until an
-//     invalidation covers it (VT-d 6.5: software invalidates after changing a
-//     present entry). The raw-edit tests change a leaf behind the engine's
+//     invalidation covers it (VT-d 6.5, invalidation of translation caches:
+//     software invalidates after changing a present entry). The raw-edit tests change a leaf behind the engine's
 //     back, which is how a guest's table changes, to see what each
 //     invalidation makes the caches forget.
 // No timing is asserted anywhere: these are coherence tests.
