@@ -2,15 +2,18 @@
 // and a DMA range turned into a list of physical ranges.
 //
 // A context is what one device + PASID reaches (layout.ts, CTX_*): a domain
-// id, or 0 for the blocked domain. Translation = context -> IOTLB (tagged by
-// domain, generation and PASID) -> walk on a miss -> fill.
+// id, or 0 for the blocked domain. Translation = (context, page) -> front
+// TLB (iotlb.ts; keyed by page, context and epoch stamp) -> on a miss,
+// lookup: IOTLB (tagged by domain, generation and PASID) -> walk on a miss
+// -> fill, and the front filled from the answer.
 //
 // Dirty tracking (vtd_sl.ts ptTouch; the IOTLB perm word in layout.ts): an
 // access of PERM_W is a device write. A fill sets A (and D for a write) in
 // the leaf when the domain tracks dirty pages. An entry carries PERM_W only
 // while writes owe no D update, so the hot test is the permission test it
-// always was; a write hit that owes one goes to the cold path (walk, set D,
-// give the entry PERM_W).
+// always was (in the front TLB too, whose records copy the perm word); a
+// write hit that owes one goes to the cold path (walk, set D, give the entry
+// PERM_W).
 
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, CTX_RING, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
