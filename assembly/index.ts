@@ -10,7 +10,7 @@ import { segAdd, segRemove } from "./segments";
 import { ptCreate, ptCreateArmS2, ptCreateNested, ptCreateNestedArm, ptDestroy, ptExists, ptMap, ptUnmap, ptWalk, ptMapped, ptTables } from "./radix";
 import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
 import { ptSetDirtyTracking, ptDirtyTracking, ptReadDirty } from "./radix";
-import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump, s2EpochBump } from "./iotlb";
+import { iotlbFlushAll, iotlbFlushDomain, iotlbFlushRange, iotlbCount, iotlbEpochBump, s2EpochBump, frontClear } from "./iotlb";
 import { MB_PA_LO, MB_SHIFT, MB_PERM, MB_LEVEL, F_BLOCKED, RING_MAX, ERR_INVAL } from "./layout";
 import { ringCreate, ringDestroy, ringPush, ctxRoute } from "./events";
 import { ctxPri, priPush, priRespond } from "./pri";
@@ -27,8 +27,12 @@ export function init(limitPages: u32, iotlbSetsLog2: u32, iotlbWays: u32, domain
 
 // ---- Snapshots (host/snapshot.ts): linear memory is the engine's whole state once the globals are in it.
 
-/** Write the globals a restored instance needs into the control block; memory is then a complete copy. */
-export function snapshot_prepare(): void { framesSave(); }
+/**
+ * Write the globals a restored instance needs into the control block;
+ * memory is then a complete copy. The front TLB is emptied (iotlb.ts
+ * frontClear): a snapshot holds no copy of what the IOTLB holds.
+ */
+export function snapshot_prepare(): void { framesSave(); frontClear(); }
 /** In a new instance over a copy of a snapshot's memory: take it as the owner. 0 or ERR_INVAL. */
 export function resume(): i32 {
   const r = stateResume();

@@ -22,6 +22,7 @@
 //               | context table   contexts x CTX_SIZE         |
 //               | IOTLB           sets x ways x TLBE_SIZE     |
 //               | IOTLB IPA tags  sets x ways x 8             |
+//               | front TLB       FRONT_ENTRIES x FRONT_SIZE  |
 //               | frame refcounts limitFrames x 4             |
 //   frameBase   +---------------------------------------------+  2 MiB aligned
 //               | 4 KiB frames: page-table pages, mmap RAM,   |
@@ -59,7 +60,7 @@ export const TABLES_BASE: u32 = 0x22000;
 //   +56 counters: u64 hits @56, misses @64, walks @72, faults @80,
 //       invalidations @88
 export const CTRL_MAGIC: u32 = 0x4d4f4976; // 'vIOM' little-endian
-export const LAYOUT_VERSION: u32 = 6;
+export const LAYOUT_VERSION: u32 = 7;
 export const CTRL_FRAME_BASE: u32 = 8;
 export const CTRL_LIMIT_FRAMES: u32 = 12;
 export const CTRL_SEG_TABLE: u32 = 16;
@@ -434,6 +435,43 @@ export const PRI_NO_INDEX: u32 = 4;
 export const TLBE_SIZE: u32 = 32;
 export const TLBE_VALID: u32 = 0x80000000;
 export const TLBE_WRITABLE: u32 = 4;
+
+// The front TLB (iotlb.ts, "The front TLB"): a direct-mapped first level in
+// front of the set-associative IOTLB, one per instance, after its IOTLB's
+// IPA tags (iotlb + FRONT at alignUp(entries * 40, 64)): FRONT_ENTRIES
+// records of FRONT_SIZE bytes, one per 4 KiB page (a large leaf's pages
+// each get their own), at slot (vpn + ctx * FRONT_CTX_MIX) & (FRONT_ENTRIES - 1),
+// vpn = iova >> 12, so that a context's consecutive pages never collide:
+//
+//   0                                    8                                 16
+//   +------------------------------------+---------------------------------+
+//   | key (u64)                          | page (u64)                      |
+//   |  39:0  vpn >> FRONT_LOG2           |  63:12 PA of the 4 KiB page     |
+//   |  55:40 context id                  |  5:4   size class of the leaf   |
+//   |  63:56 FRONT_VALID | epoch & 0x7f  |  3     0                        |
+//   |                                    |  2:0   the IOTLB entry's perm   |
+//   +------------------------------------+---------------------------------+
+//
+// The slot gives the low FRONT_LOG2 bits of vpn back (given the context),
+// so the key holds the whole of (vpn, context, epoch stamp) and one u64
+// compare decides a hit; the page word then answers it with no other load.
+// The stamp is the low 7 bits of the IOTLB epoch (CTRL_EPOCH), which every
+// invalidation, context change and segment removal bumps: they all make
+// the whole front unusable at once (coarse, as a CPU's L1 TLB flush; the
+// IOTLB behind stays exact and refills it without a walk). When the epoch
+// reaches a multiple of 128, the owner zeroes every instance's front, so a
+// stamp never comes back while an entry of its earlier epoch remains. The
+// page word's bit 3 is 0: an access with ACCESS_INVALID (translate.ts)
+// never passes `access & ~perm`.
+export const FRONT_LOG2: u32 = 12;
+export const FRONT_ENTRIES: u32 = 1 << FRONT_LOG2;
+export const FRONT_SIZE: u32 = 16;
+export const FRONT_BYTES: u32 = FRONT_ENTRIES * FRONT_SIZE;
+/** Spreads contexts over the slots (2^32 / golden ratio, odd), so that devices' equal IOVAs do not meet. */
+export const FRONT_CTX_MIX: u32 = 0x9e3779b1;
+/** Key bits 63:56, the stamp: FRONT_VALID (a filled record; a zeroed one never matches) | (epoch & FRONT_STAMP_MASK). */
+export const FRONT_VALID: u32 = 0x80;
+export const FRONT_STAMP_MASK: u32 = 0x7f;
 
 // The sizes word of pt_create (radix.ts ptCreate, kept as DOM_SIZES):
 //

@@ -7,13 +7,15 @@ import {
   CTRL_IOTLB_WAYS, CTRL_REFCOUNT, CTRL_DOMAINS, CTRL_CONTEXTS, TABLES_BASE,
   SEG_MAX, SEG_SIZE, DOM_SIZE, CTX_SIZE, TLBE_SIZE, FRAMES_PER_WASM_PAGE, ERR_NOMEM, ERR_INVAL,
   MAILBOX, BATCH_IN, BATCH_OUT, CTRL_STAT_HITS, PRIV_STATS, PRIV_BYTES, PRIV_S2C, PRIV_RC, PRIV_SCRATCH,
-  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH, CTRL_S2_EPOCH, CTRL_INST_COUNT,
+  IO_BYTES, CTRL_INSTANCES, INST_MAX, CTRL_EPOCH, CTRL_S2_EPOCH, CTRL_INST_COUNT, FRONT_BYTES,
 } from "./layout";
 
 export let segTable: usize = 0;
 export let domTable: usize = 0;
 export let ctxTable: usize = 0;
 export let iotlbBase: usize = 0;
+/** This instance's front TLB (layout.ts): frontOf(its own IOTLB). */
+export let frontBase: usize = 0;
 export let iotlbSetsLog2: u32 = 0;
 export let iotlbWays: u32 = 0;
 export let refBase: usize = 0;
@@ -55,6 +57,7 @@ export function init(limitPages: u32, setsLog2: u32, ways: u32, domains: u32, co
   ctxTable = p; p += <usize>contexts * CTX_SIZE;
   p = alignUp(p, 64);
   iotlbBase = p; p += iotlbBytes(setsLog2, ways);
+  frontBase = frontOf(iotlbBase);
   setPriv(p); p += PRIV_BYTES;
   refBase = alignUp(p, 64); p = refBase + <usize>limitFrames * 4;
   // Frames start on a 2 MiB boundary so that a run of frames can back a
@@ -96,8 +99,16 @@ function setPriv(p: usize): void {
   scratchBase = p + PRIV_SCRATCH;
 }
 
-/** Bytes of an IOTLB: its entries, then their IPA tags (iotlb.ts), 8 bytes each. */
-function iotlbBytes(setsLog2: u32, ways: u32): u32 { return (<u32>1 << setsLog2) * ways * (TLBE_SIZE + 8); }
+/** Bytes of an IOTLB: its entries, then their IPA tags (iotlb.ts), 8 bytes each, then the front TLB. */
+function iotlbBytes(setsLog2: u32, ways: u32): u32 { return frontOffset(setsLog2, ways) + FRONT_BYTES; }
+
+/** Where an IOTLB's front TLB starts, from the IOTLB's base: after the IPA tags, on a cache line. */
+// @ts-ignore: decorator
+@inline function frontOffset(setsLog2: u32, ways: u32): u32 { return <u32>alignUp((<u32>1 << setsLog2) * ways * (TLBE_SIZE + 8), 64); }
+
+/** The front TLB of the IOTLB at base b (this instance's or a worker's: iotlb.ts tlbOf). */
+// @ts-ignore: decorator
+@inline export function frontOf(b: usize): usize { return b + frontOffset(iotlbSetsLog2, iotlbWays); }
 
 /** Bytes of the frames a worker instance needs (I/O block, private region, IOTLB). */
 export function instanceBytes(): u32 {
@@ -118,6 +129,7 @@ export function attach(region: usize): i32 {
   setPriv(region + IO_BYTES);
   statsBase = region + IO_BYTES + PRIV_STATS - CTRL_STAT_HITS;
   iotlbBase = region + IO_BYTES + PRIV_BYTES;
+  frontBase = frontOf(iotlbBase);
   return 0;
 }
 
@@ -130,6 +142,7 @@ export function resume(): i32 {
   if (!readBases()) return ERR_INVAL;
   iotlbBase = load<u32>(CTRL_BASE + CTRL_IOTLB);
   setPriv(iotlbBase + iotlbBytes(iotlbSetsLog2, iotlbWays));
+  frontBase = frontOf(iotlbBase);
   return 0;
 }
 

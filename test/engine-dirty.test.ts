@@ -27,7 +27,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../host/engine/engine.js';
 import { testSeeds, withSeed } from './reference/rng.js';
-import { ctrlWord, domainRoot, expectSysError, GiB, makeEngine, MiB, PAGE, segPa, SZ_1G, SZ_2M, type Variant } from './support/engine.js';
+import { ctrlWord, expectSysError, GiB, makeEngine, MiB, PAGE, segPa, SZ_1G, SZ_2M, type Variant, vtdLeaf } from './support/engine.js';
 
 const PERM_R = 1;
 const PERM_W = 2;
@@ -59,19 +59,7 @@ function setup(variant: Variant, opts: { sizes?: number; iotlbEntries?: number; 
   return { e, did, seg };
 }
 
-/** The leaf entry of `iova` in the engine's table (4 levels), read raw: value, level, byte address. */
-function leaf(e: Engine, did: number, iova: bigint): { pte: bigint; level: number; at: number } {
-  const dv = new DataView(e.bytes.buffer);
-  let table = domainRoot(e, did);
-  for (let l = 4; l >= 1; l--) {
-    const at = table + Number((iova >> BigInt(12 + 9 * (l - 1))) & 511n) * 8;
-    const pte = dv.getBigUint64(at, true);
-    if ((pte & 3n) === 0n) throw new Error(`no leaf for 0x${iova.toString(16)} (level ${l} not present)`);
-    if (l === 1 || (pte & 0x80n) !== 0n) return { pte, level: l, at };
-    table = Number(pte & 0x000f_ffff_ffff_f000n);
-  }
-  throw new Error('unreachable');
-}
+const leaf = vtdLeaf;
 
 /** The A and D flags of the leaf of `iova`: 'AD', 'A', 'D' or ''. */
 function flags(fx: Fx, iova: bigint): string {

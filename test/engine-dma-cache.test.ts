@@ -43,6 +43,14 @@ for (const variant of ['release', 'debug'] as Variant[]) {
       expect([s1.hits - s0.hits, s1.misses - s0.misses, s1.walks - s0.walks]).toEqual([9, 0, 0]);
     });
 
+    it('never answers a context id past the table with a context\'s entry (c mod 65536 shares its slot and key word)', () => {
+      // layout.ts: a context past the table has no entry and is blocked (F_BLOCKED).
+      const { e, pa } = setup();
+      expect(dma(e, 1, iova, len)).toBe(pa + 0x80n);
+      for (const c of [65536 + 1, 2 * 65536 + 1, 65536 + 1 + (1 << 20)]) expect(dma(e, c, iova, len), `context ${c}`).toBe(e.layout.F_BLOCKED);
+      expect(dma(e, 1, iova, len)).toBe(pa + 0x80n);
+    });
+
     it('faults after an unmap of any page of the range', () => {
       const { e, did } = setup();
       dma(e, 1, iova, len);

@@ -168,4 +168,28 @@ describe('release.wat: the hot paths call no runtime function', () => {
     expect(hot.has(wat.funcExports.get('pt_walk')!)).toBe(true);
     expect(text.length).toBeGreaterThan(1000);
   });
+
+  it('the front TLB probe is inline in translate and translate_batch, and a front hit of translate returns before any call', () => {
+    // assembly/iotlb.ts "The front TLB": the probe reads this instance's
+    // front base (a global) in the export's own body; no function is called
+    // on the way to the hit's return (the counter and mailbox stores are inline too).
+    const { wat } = loadWat();
+    for (const name of ['translate', 'translate_batch']) {
+      const body = wat.bodies.get(wat.funcExports.get(name)!)!;
+      expect(body, `${name} reads the front base`).toMatch(/global\.get \$assembly\/state\/frontBase\b/);
+    }
+    const body = wat.bodies.get(wat.funcExports.get('translate')!)!;
+    const probe = body.indexOf('global.get $assembly/state/frontBase');
+    const hitReturn = body.indexOf('return', probe);
+    expect(hitReturn).toBeGreaterThan(probe);
+    const upToHit = body.slice(0, hitReturn);
+    expect(upToHit, 'no call before the front hit returns').not.toMatch(/\bcall(?:_indirect|_ref)? /);
+    // And the loop of translate_batch probes the front first: it reads the base inside the loop, before any call.
+    const batchBody = wat.bodies.get(wat.funcExports.get('translate_batch')!)!;
+    const loop = batchBody.indexOf('loop ');
+    const front = batchBody.indexOf('global.get $assembly/state/frontBase', loop);
+    expect(loop).toBeGreaterThan(0);
+    expect(front).toBeGreaterThan(loop);
+    expect(batchBody.slice(loop, front)).not.toMatch(/\bcall /);
+  });
 });

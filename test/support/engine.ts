@@ -123,6 +123,20 @@ export function domainRoot(engine: Engine, did: number): number {
   return pfn * 4096;
 }
 
+/** The leaf entry of `iova` in a 4-level VT-d table of the engine, read raw: value, level, byte address. */
+export function vtdLeaf(engine: Engine, did: number, iova: bigint): { pte: bigint; level: number; at: number } {
+  const dv = new DataView(engine.bytes.buffer);
+  let table = domainRoot(engine, did);
+  for (let l = 4; l >= 1; l--) {
+    const at = table + Number((iova >> BigInt(12 + 9 * (l - 1))) & 511n) * 8;
+    const pte = dv.getBigUint64(at, true);
+    if ((pte & 3n) === 0n) throw new Error(`no leaf for 0x${iova.toString(16)} (level ${l} not present)`);
+    if (l === 1 || (pte & 0x80n) !== 0n) return { pte, level: l, at };
+    table = Number(pte & 0x000f_ffff_ffff_f000n);
+  }
+  throw new Error('unreachable');
+}
+
 /**
  * The engine's memory as the tests' reference walkers see it (the rules of
  * assembly/segments.ts): u64 reads, a table inside linear memory, a leaf
