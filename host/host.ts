@@ -33,7 +33,7 @@ export interface HostCredentials {
   capSysResource?: boolean;
   /** CAP_IPC_LOCK: pinned pages are not charged (default false). */
   capIpcLock?: boolean;
-  /** RLIMIT_MEMLOCK in bytes, for pinned pages (default: unlimited). */
+  /** RLIMIT_MEMLOCK in bytes, for pinned pages (default: unlimited); counted in kernel pages, rounded down (>> PAGE_SHIFT). */
   rlimitMemlock?: number;
 }
 
@@ -146,7 +146,7 @@ export class Host {
   private readonly test: TestEnv | null;
   private faultRing: FaultRingSize;
 
-  /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK. */
+  /** Pages pinned for DMA and charged to RLIMIT_MEMLOCK, in kernel pages of `pageSize` (user->locked_vm). */
   get lockedPages(): number { return this.creds.account.lockedPages; }
 
   /** Byte access to the process's memory at a VA (EFAULT where unmapped or not permitted). */
@@ -169,7 +169,8 @@ export class Host {
     this.creds = {
       capSysResource: c.capSysResource ?? true,
       capIpcLock: c.capIpcLock ?? false,
-      account: new PinAccount(c.capIpcLock ?? false, Math.floor((c.rlimitMemlock ?? Infinity) / 4096)),
+      // RLIMIT_MEMLOCK >> PAGE_SHIFT: locked_vm counts kernel pages (pages.c incr_user_locked_vm).
+      account: new PinAccount(c.capIpcLock ?? false, Math.floor((c.rlimitMemlock ?? Infinity) / this.pageSize)),
     };
     const contexts = options.contexts ?? 4096;
     this.engine = engine;

@@ -202,3 +202,117 @@ describe('the mock IOMMU on a 16 KiB kernel: MOCK_IO_PAGE_SIZE = PAGE_SIZE / 2 (
     expect(out[0]).toBe(0); // cleared
   });
 });
+
+// Pins and RLIMIT_MEMLOCK in kernel pages (drivers/iommu/iommufd/pages.c):
+// an iopt_pages starts at ALIGN_DOWN(uptr, PAGE_SIZE) and its indexes are
+// PAGE_SIZE pages (iopt_alloc_pages); an area's pages are start_byte /
+// PAGE_SIZE .. (start_byte + length - 1) / PAGE_SIZE (io_pagetable.c
+// iopt_insert_area); npinned goes up by the pages pinned and
+// incr_user_locked_vm charges them to user->locked_vm against
+// RLIMIT_MEMLOCK >> PAGE_SHIFT, -ENOMEM past it. Each iopt_pages is charged
+// for its own pins.
+describe('pins and RLIMIT_MEMLOCK count kernel pages (pages.c)', () => {
+  const P = 16384;
+
+  it('a 4 KiB area in a 16 KiB page, mapped by a 4K-granule (VT-d) domain, pins and charges the whole page', async () => {
+    const host = await newHost({ pageSize: P });
+    const s = new AttachedIoas(host);
+    const va = host.mmap(2 * P);
+    s.map(va + 4096, 4096, 0x2_1000n); // 16 KiB-aligned page, 4 KiB inside it
+    s.attach({ iommu: 'intel-vtd' });
+    expect(host.lockedPages).toBe(1);
+    s.map(va + P, 3 * 4096, 0x3_0000n); // another IOAS_MAP: its own iopt_pages, its own page
+    expect(host.lockedPages).toBe(2);
+    s.map(va + P + 12288, 4096, 0x4_3000n); // the same physical page again, through a third iopt_pages: charged again
+    expect(host.lockedPages).toBe(3);
+    expect(s.unmap(0x3_0000n, 3n * 4096n)).toBe(3n * 4096n);
+    expect(s.unmap(0x4_3000n, 4096n)).toBe(4096n);
+    expect(host.lockedPages).toBe(1);
+  });
+
+  for (const size of [16384, 65536]) {
+    it(`${size / 1024} KiB pages: the RLIMIT_MEMLOCK limit is rlimit >> PAGE_SHIFT pages; one page past it is ENOMEM and leaves no trace`, async () => {
+      // Two pages and a half of bytes: the limit rounds down to 2 pages.
+      const host = await newHost({ pageSize: size, credentials: { rlimitMemlock: 2 * size + size / 2 } });
+      const s = new AttachedIoas(host);
+      s.attach({ iommu: 'intel-vtd' });
+      const va = host.mmap(4 * size);
+      s.map(va, 4096, 0x10_0000n); // one 4 KiB slice: one page
+      s.map(va + size + 4096, 4096, 0x20_0000n); // another page
+      expect(host.lockedPages).toBe(2);
+      expect(outcome(() => s.ictx.map(s.ioas, va + 2 * size, 4096, 0x30_0000n, FIXED))).toBe('ENOMEM');
+      expect(outcome(() => s.ictx.map(s.ioas, va + 2 * size, 4096, undefined, RW))).toBe('ENOMEM');
+      expect(host.lockedPages).toBe(2);
+      expect(s.ictx.iovaRanges(s.ioas).out_iova_alignment).toBe(4096n);
+      s.unmap(0x20_0000n, 4096n);
+      s.map(va + 3 * size - 4096, 4096, 0x30_0000n); // room for one page again
+      expect(host.lockedPages).toBe(2);
+    });
+  }
+
+  it('an area straddling two 16 KiB pages pins both: 8 KiB from 12 KiB into a page is pages 0..1', async () => {
+    const host = await newHost({ pageSize: P, credentials: { rlimitMemlock: P } });
+    const s = new AttachedIoas(host);
+    s.attach({ iommu: 'intel-vtd' });
+    const va = host.mmap(2 * P);
+    expect(outcome(() => s.ictx.map(s.ioas, va + 12288, 8192, 0x1_0000n, FIXED))).toBe('ENOMEM'); // 2 pages > 1
+    s.map(va + 12288, 4096, 0x1_0000n);
+    expect(host.lockedPages).toBe(1);
+  });
+});
+
+describe('IOMMU_TEST_CMD on a 16 KiB kernel: ACCESS_PAGES, ACCESS_RW and MD_CHECK_REFS go by PAGE_SIZE (selftest.c)', () => {
+  const P = 16384;
+
+  it('an access pinning 4 KiB of an area pins (and charges) its whole page; MD_CHECK_REFS sees it over the range', async () => {
+    const t = new Selftest(await newHost({ pageSize: P, iommufdTest: true }));
+    const ioas = t.ioasAlloc();
+    const va = t.host.mmap(3 * P);
+    const iova = 0x40_0000n;
+    expect(t.ioasMap(ioas, va, 3 * P, iova)).toBe(iova);
+    const access = t.createAccess(ioas, uapi.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    t.checkRefs(va, 3 * P, 0);
+    // iommufd_test_access_pages: iommufd_access_pin_pages of 4 KiB at a page-aligned IOVA, then
+    // iommufd_test_check_pages walks the user's PAGE_SIZE pages from uptr (EBADE on a mismatch).
+    const id = t.accessPages(access, iova + BigInt(P), 4096, va + P);
+    expect(t.host.lockedPages).toBe(1);
+    t.checkRefs(va + P, P, 1); // the whole page: every frame of it holds the pin
+    t.checkRefs(va, P, 0);
+    t.checkRefs(va + 2 * P, P, 0);
+    err('EIO', () => t.checkRefs(va, 3 * P, 0));
+    err('EBADE', () => t.accessPages(access, iova + BigInt(P), 4096, va));
+    err('EINVAL', () => t.accessPages(access, iova + 4096n, 4096, va + 4096)); // an IOVA not PAGE_SIZE-aligned
+    // Two pages from the middle of the first: pages 0 and 1, the second already held.
+    const id2 = t.accessPages(access, iova, P + 4096, va);
+    expect(t.host.lockedPages).toBe(2);
+    t.checkRefs(va, P, 1);
+    t.checkRefs(va + P, P, 1); // held by both items, pinned once (pfn_reader reads it from the pinned_pfns xarray)
+    t.destroyAccessPages(access, id);
+    t.destroyAccessPages(access, id2);
+    expect(t.host.lockedPages).toBe(0);
+    t.checkRefs(va, 3 * P, 0);
+    // ACCESS_RW pins for the copy and unpins after: byte granular, nothing left charged.
+    const src = t.host.mmap(P);
+    t.host.mem.write(src, new Uint8Array([5, 6, 7]));
+    t.accessRw(access, iova + BigInt(P) + 0x3ffen, 3, src, uapi.MOCK_ACCESS_RW_WRITE);
+    expectBytes(t.host.mem.read(va + P + 0x3ffe, 3), new Uint8Array([5, 6, 7]));
+    expect(t.host.lockedPages).toBe(0);
+    t.checkRefs(va, 3 * P, 0);
+  });
+
+  it('a mock domain over an 8 KiB area in the second half of a page holds the whole page (MD_CHECK_REFS from its start)', async () => {
+    const t = new Selftest(await newHost({ pageSize: P, iommufdTest: true }));
+    const ioas = t.ioasAlloc();
+    t.mockDomain(ioas);
+    const va = t.host.mmap(2 * P);
+    const iova = BigInt(MOCK_APERTURE_START) + 0x2000n;
+    expect(t.ioasMap(ioas, va + 8192, 8192, iova)).toBe(iova);
+    t.checkRefs(va, P, 1);
+    t.checkRefs(va + P, P, 0);
+    expect(t.host.lockedPages).toBe(1);
+    expect(t.ioasUnmap(ioas, iova, 8192)).toBe(8192n);
+    t.checkRefs(va, 2 * P, 0);
+    expect(t.host.lockedPages).toBe(0);
+  });
+});
+

@@ -9,19 +9,22 @@
 // stays exact (pages.c keeps an interval tree of pinned ranges, with its
 // own per-range users, for the same reason).
 //
-// A page here is the engine's 4 KiB frame whatever the kernel's page size
-// (HostOptions.pageSize): an area pins, and charges to RLIMIT_MEMLOCK, the
-// 4 KiB frames its bytes cover, where a 16 / 64 KiB Linux pins whole
-// kernel pages. Where a domain maps them, the IOAS keeps areas aligned to
-// its page (io_pagetable.ts), so both cover the same bytes there.
+// A page here is the kernel's PAGE_SIZE (HostOptions.pageSize: 4, 16 or
+// 64 KiB; AddressSpace.pageSize), as in pages.c: an iopt_pages starts at
+// its first byte rounded down to PAGE_SIZE (iopt_alloc_pages: uptr =
+// ALIGN_DOWN(uptr, PAGE_SIZE)), its indexes are PAGE_SIZE pages, an area's
+// page range is start_byte / PAGE_SIZE .. (start_byte + length - 1) /
+// PAGE_SIZE (iopt_insert_area: pages_node), and npinned, locked_vm and the
+// limit (incr_user_locked_vm: RLIMIT_MEMLOCK >> PAGE_SHIFT) count those
+// pages. So an area covering 4 KiB of a 16 KiB page pins and charges the
+// whole page. A page is pinned by holding each of its 4 KiB frames.
 
 import type { KFile } from '../kernel/file.js';
 import type { AddressSpace, PhysRun } from '../kernel/mm.js';
-import { pageOff } from '../kernel/phys.js';
+import { PAGE_SIZE } from '../kernel/phys.js';
 import { MemFile } from '../kernel/memfd.js';
 import { SysError } from '../uapi/errno.js';
 
-const PAGE = 4096;
 /** Physical addresses of different segments are adjacent numbers but never contiguous. */
 const SEG_SPAN = 0x1_0000_0000;
 const contiguous = (end: number, next: number) => end === next && next % SEG_SPAN !== 0;
@@ -31,8 +34,9 @@ export type PagesSource = { kind: 'user'; va: number } | { kind: 'file'; file: K
 
 /**
  * The pinned-page budget of the simulated user (RLIMIT_MEMLOCK against
- * user->locked_vm). A process with CAP_IPC_LOCK is not charged
- * (IOPT_PAGES_ACCOUNT_NONE).
+ * user->locked_vm), both in kernel pages: the limit is RLIMIT_MEMLOCK >>
+ * PAGE_SHIFT (incr_user_locked_vm). A process with CAP_IPC_LOCK is not
+ * charged (IOPT_PAGES_ACCOUNT_NONE).
  */
 export class PinAccount {
   lockedPages = 0;
@@ -59,6 +63,8 @@ export class IoPages {
   private refs = 0;
   /** Byte offset of the first byte in its page (computed once). */
   readonly pageOffset: number;
+  /** The kernel's PAGE_SIZE: the unit of page indexes, pins and the charge. */
+  private readonly page: number;
 
   /** @param account null when the mapper had CAP_IPC_LOCK (ACCOUNT_NONE). */
   constructor(
@@ -69,7 +75,8 @@ export class IoPages {
     private readonly account: PinAccount | null,
   ) {
     const b = this.base;
-    this.pageOffset = Number.isSafeInteger(b) ? pageOff(b) : 0;
+    this.page = mm.pageSize;
+    this.pageOffset = Number.isSafeInteger(b) ? b % this.page : 0;
   }
 
   /** The byte address the pages start at: the VA, or the file offset. */
@@ -89,19 +96,19 @@ export class IoPages {
   /** Page indexes [first, last] holding bytes [offset, offset + length) of the pages. */
   indexRange(offset: number, length: number): [number, number] {
     const at = this.pageOffset + offset;
-    return [Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE)];
+    return [Math.floor(at / this.page), Math.floor((at + length - 1) / this.page)];
   }
 
   /** pin() of the pages holding bytes [offset, offset + length) (an area's). */
   pinBytes(offset: number, length: number): void {
     const at = this.pageOffset + offset;
-    this.pin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+    this.pin(Math.floor(at / this.page), Math.floor((at + length - 1) / this.page));
   }
 
   /** unpin() of the pages holding bytes [offset, offset + length). */
   unpinBytes(offset: number, length: number): void {
     const at = this.pageOffset + offset;
-    this.unpin(Math.floor(at / PAGE), Math.floor((at + length - 1) / PAGE));
+    this.unpin(Math.floor(at / this.page), Math.floor((at + length - 1) / this.page));
   }
 
   /**
@@ -129,7 +136,7 @@ export class IoPages {
       const fresh = new Array<PinRun>(got.length);
       let idx = first;
       for (let i = 0; i < got.length; i++) {
-        const n = got[i].length / PAGE;
+        const n = got[i].length / this.page;
         fresh[i] = { first: idx, last: idx + n - 1, count: 1, pa: got[i].pa };
         idx += n;
       }
@@ -164,7 +171,7 @@ export class IoPages {
           done.push(got);
           let idx = holes[h];
           for (const r of got) {
-            const n = r.length / PAGE;
+            const n = r.length / this.page;
             fresh.push({ first: idx, last: idx + n - 1, count: 0, pa: r.pa });
             idx += n;
           }
@@ -197,7 +204,7 @@ export class IoPages {
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
       // The last pin of the only run (an area's own pages): release it whole.
       this.runs = [];
-      this.mm.unpinRun(only.pa, (last - first + 1) * PAGE);
+      this.mm.unpinRun(only.pa, (last - first + 1) * this.page);
       this.account?.uncharge(last - first + 1);
       return;
     }
@@ -219,8 +226,8 @@ export class IoPages {
       const n = r.last - r.first + 1;
       pages += n;
       const prev = release[release.length - 1];
-      if (prev && contiguous(prev.pa + prev.length, r.pa)) prev.length += n * PAGE;
-      else release.push({ pa: r.pa, length: n * PAGE });
+      if (prev && contiguous(prev.pa + prev.length, r.pa)) prev.length += n * this.page;
+      else release.push({ pa: r.pa, length: n * this.page });
     }
     runs.splice(w, j - w);
     if (pages > 0) {
@@ -237,9 +244,9 @@ export class IoPages {
    */
   contiguousPa(offset: number, length: number): number {
     const at = this.pageOffset + offset;
-    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    const first = Math.floor(at / this.page), last = Math.floor((at + length - 1) / this.page);
     const r = this.runs[this.runAt(first)];
-    return r !== undefined && r.first <= first && r.last >= last ? r.pa + (first - r.first) * PAGE + pageOff(at) : -1;
+    return r !== undefined && r.first <= first && r.last >= last ? r.pa + (first - r.first) * this.page + (at % this.page) : -1;
   }
 
   /** Physical runs of bytes [offset, offset + length) of the pages (which must be pinned). */
@@ -247,21 +254,21 @@ export class IoPages {
     const runs = this.runs;
     let out: PhysRun[] | null = null; // made when a second run shows up: `[]` then push() allocates room for 17
     const at = this.pageOffset + offset;
-    const first = Math.floor(at / PAGE), last = Math.floor((at + length - 1) / PAGE);
+    const first = Math.floor(at / this.page), last = Math.floor((at + length - 1) / this.page);
     let j = this.runAt(first);
     let r = runs[j];
-    let start = r.pa + (first - r.first) * PAGE + pageOff(at);
-    let next = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
+    let start = r.pa + (first - r.first) * this.page + (at % this.page);
+    let next = r.pa + (Math.min(r.last, last) - r.first + 1) * this.page;
     for (j++; j < runs.length && runs[j].first <= last; j++) {
       r = runs[j];
-      const end = r.pa + (Math.min(r.last, last) - r.first + 1) * PAGE;
+      const end = r.pa + (Math.min(r.last, last) - r.first + 1) * this.page;
       if (contiguous(next, r.pa)) { next = end; continue; }
       (out ??= []).push({ pa: start, length: next - start });
       start = r.pa;
       next = end;
     }
-    const tail = pageOff(at + length);
-    const lastRun = { pa: start, length: next - start - (tail === 0 ? 0 : PAGE - tail) };
+    const tail = (at + length) % this.page;
+    const lastRun = { pa: start, length: next - start - (tail === 0 ? 0 : this.page - tail) };
     if (out === null) return [lastRun];
     out.push(lastRun);
     return out;
@@ -283,7 +290,7 @@ export class IoPages {
     const i = this.runAt(index);
     const r = this.runs[i];
     if (r === undefined || r.first >= index) return;
-    this.runs.splice(i + 1, 0, { first: index, last: r.last, count: r.count, pa: r.pa + (index - r.first) * PAGE });
+    this.runs.splice(i + 1, 0, { first: index, last: r.last, count: r.count, pa: r.pa + (index - r.first) * this.page });
     r.last = index - 1;
   }
 
@@ -294,7 +301,7 @@ export class IoPages {
     let end = Math.min(to, runs.length - 1);
     while (i < end) {
       const a = runs[i], b = runs[i + 1];
-      if (a.last + 1 === b.first && a.count === b.count && contiguous(a.pa + (a.last - a.first + 1) * PAGE, b.pa)) {
+      if (a.last + 1 === b.first && a.count === b.count && contiguous(a.pa + (a.last - a.first + 1) * this.page, b.pa)) {
         a.last = b.last;
         runs.splice(i + 1, 1);
         end--;
@@ -307,10 +314,10 @@ export class IoPages {
   /** Pin n pages from index i of the source, returning their physical runs. */
   private pinPages(i: number, n: number): PhysRun[] {
     const s = this.source;
-    const first = Math.floor(this.base / PAGE) * PAGE + i * PAGE;
-    if (s.kind === 'user') return this.mm.pin(first, n * PAGE, this.writable);
+    const first = Math.floor(this.base / this.page) * this.page + i * this.page;
+    if (s.kind === 'user') return this.mm.pin(first, n * this.page, this.writable);
     if (!(s.file instanceof MemFile)) throw new SysError('EINVAL');
-    if (first + n * PAGE > s.file.framesCovered() * PAGE) throw new SysError('EINVAL');
-    return s.file.pin(first, n * PAGE);
+    if (first + n * this.page > s.file.framesCovered() * PAGE_SIZE) throw new SysError('EINVAL');
+    return s.file.pin(first, n * this.page);
   }
 }

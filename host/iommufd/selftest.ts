@@ -161,17 +161,17 @@ function userPtr(p: bigint, length = 0n): number {
 }
 
 /** get_user_pages_fast of one page, then put_page: the physical address of the page at va. */
-function userPage(mm: AddressSpace, va: number): number {
-  const runs = mm.pin(va, PAGE, false);
+function userPage(mm: AddressSpace, va: number, page = PAGE): number {
+  const runs = mm.pin(va, page, false);
   mm.unpin(runs);
   return runs[0].pa;
 }
 
-/** The physical address of each 4 KiB page a pinned slice covers, in order. */
-function slicePages(s: { pages: IoPages; offset: number; length: number }): number[] {
+/** The physical address of each kernel page (`page` bytes) a pinned slice covers, in order. */
+function slicePages(s: { pages: IoPages; offset: number; length: number }, page: number): number[] {
   const out: number[] = [];
   for (const r of s.pages.physRuns(s.offset, s.length)) {
-    for (let a = r.pa - (r.pa % PAGE); a < r.pa + r.length; a += PAGE) out.push(a);
+    for (let a = r.pa - (r.pa % page); a < r.pa + r.length; a += page) out.push(a);
   }
   return out;
 }
@@ -257,16 +257,17 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
    * (EIO otherwise). A page's pins are its frame references beyond the one
    * its mapping (anonymous memory) or file (memfd) holds; pages of an
    * embedder's segment are pinned per segment, like compound pages, which
-   * Linux skips too. A 16 / 64 KiB page counts as its first 4 KiB frame
-   * does (pins are per frame here: pages.ts).
+   * Linux skips too. It steps PAGE_SIZE, one get_user_pages_fast page at
+   * a time; a 16 / 64 KiB page is pinned whole (pages.ts), so its first
+   * 4 KiB frame's count is the page's.
    */
   [IOMMU_TEST_OP_MD_CHECK_REFS]: op(O.check_refs, (ctx, _env, c) => {
     const length = c['check_refs.length'], uptr = c['check_refs.uptr'];
-    const page = ctx.mm.pageSize; // PAGE_SIZE; its first frame's references stand for the page's
+    const page = ctx.mm.pageSize;
     if (length % BigInt(page) !== 0n || uptr % BigInt(page) !== 0n || uptr + length > ULONG_MAX) throw new SysError('EINVAL');
     const va0 = userPtr(uptr, length);
     for (let off = 0; off < Number(length); off += page) {
-      const runs: PhysRun[] = ctx.mm.pin(va0 + off, PAGE, false);
+      const runs: PhysRun[] = ctx.mm.pin(va0 + off, page, false);
       try {
         const pa = runs[0].pa;
         if (pa >= SEG_SPAN) continue;
@@ -335,12 +336,14 @@ const OPS: Readonly<Record<number, Op<OpStruct>>> = {
     try {
       const uptr = c['access_pages.uptr'];
       // iommufd_test_check_pages: the pinned pages are the user's pages at uptr (EBADE).
+      // It walks PAGE_SIZE pages from uptr - (iova - ALIGN_DOWN(iova, PAGE_SIZE)).
       if (uptr !== 0n) {
-        let va = userPtr(uptr) - Number(iova % BigInt(PAGE));
+        const page = ctx.mm.pageSize;
+        let va = userPtr(uptr) - Number(iova % BigInt(page));
         for (const s of item.slices) {
-          for (const pa of slicePages(s)) {
-            if (userPage(ctx.mm, va) !== pa) throw new SysError('EBADE');
-            va += PAGE;
+          for (const pa of slicePages(s, page)) {
+            if (userPage(ctx.mm, va, page) !== pa) throw new SysError('EBADE');
+            va += page;
           }
         }
       }

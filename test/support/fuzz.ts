@@ -323,8 +323,9 @@ export function checkPins(host: Host): void {
       const n = r.last - r.first + 1;
       if (p.account) charged += n;
       if (r.pa >= SEG_SPAN) continue;
+      // A run's pages are kernel pages (host.pageSize), each held frame by frame.
       const pfn = r.pa / PAGE;
-      for (let i = 0; i < n; i++) holders[pfn + i]++;
+      for (let i = 0; i < n * (host.pageSize / PAGE); i++) holders[pfn + i]++;
     }
   }
   if (host.lockedPages !== charged) fail(`RLIMIT_MEMLOCK charge ${host.lockedPages} pages, pinned and charged ${charged}`);
