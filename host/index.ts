@@ -19,7 +19,7 @@ export type { GuestMemory, GuestRamRegion, MmioRegion, MmioSize, IrqLine } from 
 export { GuestRam, type GuestRamBacking } from './models/guest_memory.js';
 export { VirtioMmio, type VirtioDevice, type VirtioTransport, type VirtioMmioOptions } from './models/virtio/mmio.js';
 export { SplitQueue, VirtqueueError, type VirtqChain, type VirtqBuffer } from './models/virtio/virtqueue.js';
-export { VirtioIommu, type VirtioIommuOptions, type VirtioIommuEndpoint, type EndpointDma, type ReservedRegion } from './models/virtio_iommu.js';
+export { VirtioIommu, type VirtioIommuOptions, type VirtioIommuGranule, type VirtioIommuEndpoint, type EndpointDma, type ReservedRegion } from './models/virtio_iommu.js';
 export * as virtioIommuAbi from './models/virtio_iommu_abi.js';
 export { attachWorker, WorkerHost, WorkerDevice, WorkerDma, type WorkerInit } from './worker.js';
 export type { WorkerShare } from './engine/engine.js';

@@ -21,6 +21,8 @@ import { armS2Shape, armS2WalkRaw } from './reference/arm_s2.js';
 import { ctrlWord, engineMemory, makeEngine } from './support/engine.js';
 import { err, MOCK_APERTURE_START, Selftest } from './support/selftest.js';
 import { MockPagingTable } from '../host/iommu/mock.js';
+import { VirtioGuest, S, DMA_RAM } from './support/virtio-driver.js';
+import { virtioIommuAbi as A, GuestRam, VirtioIommu } from '../host/index.js';
 import { AttachedIoas, dmaFault, expectBytes, expectErrno, Iommufd, memfd, newHost, outcome, pattern, uapi } from './support/host.js';
 
 const RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
@@ -316,3 +318,71 @@ describe('IOMMU_TEST_CMD on a 16 KiB kernel: ACCESS_PAGES, ACCESS_RW and MD_CHEC
   });
 });
 
+// The virtio-iommu model's page_size_mask, as QEMU's hw/virtio/virtio-iommu.c
+// sets it: the `granule` property (4k / 8k / 16k / 64k / host; default host
+// since QEMU 9.0, hw_compat_8_2 keeping 4k for older machines) gives
+// -(granule), 'host' being qemu_real_host_page_mask(); each host device then
+// narrows it (virtio_iommu_set_page_size_mask: cur & new, an empty result
+// refused; after granule_frozen a device without the granule is refused),
+// `new` being the iommufd container's pgsizes, IOMMU_IOAS_IOVA_RANGES'
+// out_iova_alignment (hw/vfio/iommufd.c iommufd_cdev_get_info_iova_range).
+describe('virtio-iommu page_size_mask under the host page size (QEMU granule, virtio_iommu_set_page_size_mask)', () => {
+  const U64 = (1n << 64n) - 1n;
+  const mask = (size: number) => U64 & -BigInt(size);
+  async function guest(pageSize: number, iommu: 'intel-vtd' | 'arm-smmuv3', opts: ConstructorParameters<typeof VirtioGuest>[1] = {}) {
+    const host = await newHost({ pageSize });
+    const g = new VirtioGuest(host, opts);
+    const ep = g.addEndpoint(1, host.addDevice({ iommu }));
+    g.init(opts);
+    return { host, g, ep };
+  }
+  const probeMask = (g: VirtioGuest) => {
+    const p = g.probe(1).props.find((x) => x.type === A.VIRTIO_IOMMU_PROBE_T_PAGE_SIZE_MASK)!;
+    return A.virtio_iommu_probe_page_size_mask.decode(p.value).mask;
+  };
+
+  for (const P of [4096, 16384, 65536]) {
+    it(`granule=host (the default) on a ${P / 1024} KiB host: config and PROBE offer ${P / 1024} KiB and up`, async () => {
+      for (const iommu of ['intel-vtd', 'arm-smmuv3'] as const) {
+        const { g } = await guest(P, iommu);
+        expect(g.configRead64('page_size_mask')).toBe(mask(P));
+        expect(probeMask(g)).toBe(mask(P));
+      }
+    });
+  }
+
+  it('granule=4k on a 16 KiB host: kept with a 4K-granule (VT-d) host IOMMU, narrowed to 16 KiB by a 16K SMMUv3 stage 2', async () => {
+    const vtd = await guest(16384, 'intel-vtd', { granule: '4k' });
+    expect(vtd.g.configRead64('page_size_mask')).toBe(mask(4096));
+    const smmu = await guest(16384, 'arm-smmuv3', { granule: '4k' });
+    expect(smmu.g.configRead64('page_size_mask')).toBe(mask(16384));
+    expect(probeMask(smmu.g)).toBe(mask(16384));
+    // A MAP below the granule the guest was given is refused ([VIRTIO] 5.13.6.6.2: S_RANGE); 16 KiB maps.
+    expect(smmu.g.attach(1, 1)).toBe(S.OK);
+    expect(smmu.g.map(1, 0x10_0000, 0x10_0fff, DMA_RAM.gpa, A.VIRTIO_IOMMU_MAP_F_READ)).toBe(S.RANGE);
+    expect(smmu.g.map(1, 0x10_0000, 0x10_3fff, DMA_RAM.gpa, A.VIRTIO_IOMMU_MAP_F_READ)).toBe(S.OK);
+    expect(smmu.ep.dma.read(0x10_0000, 4)).toEqual(smmu.host.mem.read(smmu.g.ram.hostAddress(DMA_RAM.gpa)!.va, 4));
+  });
+
+  it('8k and 64k granules give -(8K) and -(64K); a mask the endpoint cannot share is refused; granule and pageSizeMask are exclusive', async () => {
+    expect((await guest(4096, 'intel-vtd', { granule: '8k' })).g.configRead64('page_size_mask')).toBe(mask(8192));
+    expect((await guest(16384, 'arm-smmuv3', { granule: '64k' })).g.configRead64('page_size_mask')).toBe(mask(65536));
+    const host = await newHost({ pageSize: 16384 });
+    const memory = GuestRam.onHost(host, [{ gpa: 0, size: 0x10000 }]);
+    const irq = { set: () => {} };
+    // Only 4 KiB pages, behind a host IOMMU whose smallest page is 16 KiB: "incompatible with currently supported mask".
+    const dev = new VirtioIommu({ host, memory, irq, pageSizeMask: 0x1000n });
+    expect(() => dev.addEndpoint(1, host.addDevice({ iommu: 'arm-smmuv3' }))).toThrow(RangeError);
+    dev.addEndpoint(2, host.addDevice({ iommu: 'intel-vtd' })); // a 4K-granule host IOMMU shares 4 KiB
+    expect(() => new VirtioIommu({ host, memory, irq, granule: '4k', pageSizeMask: 0x1000n })).toThrow(RangeError);
+    expect(() => new VirtioIommu({ host, memory, irq, granule: '32k' as '4k' })).toThrow(RangeError);
+  });
+
+  it('once the guest has read the config (QEMU: granule_frozen at machine-init-done), an endpoint without the granule is refused and the mask stays', async () => {
+    const { host, g } = await guest(16384, 'intel-vtd', { granule: '4k' });
+    expect(g.configRead64('page_size_mask')).toBe(mask(4096));
+    expect(() => g.addEndpoint(2, host.addDevice({ iommu: 'arm-smmuv3' }))).toThrow(/frozen granule/);
+    g.addEndpoint(3, host.addDevice({ iommu: 'intel-vtd' }));
+    expect(g.configRead64('page_size_mask')).toBe(mask(4096));
+  });
+});

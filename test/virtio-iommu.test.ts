@@ -103,6 +103,16 @@ describe('feature bits and configuration space, read byte by byte through virtio
     expect(g.configRead('probe_size')).toBe(256);
   });
 
+  it('page_size_mask from QEMU\'s granule property: default host (qemu_real_host_page_mask(), 4 KiB here), 8k / 64k as -(size) (hw/virtio/virtio-iommu.c realize)', async () => {
+    expect((await setup()).g.configRead64('page_size_mask')).toBe(U64_MAX & ~0xfffn);
+    expect((await setup({ granule: '8k' })).g.configRead64('page_size_mask')).toBe(U64_MAX & ~0x1fffn);
+    const { g } = await setup({ granule: '64k' });
+    expect(g.configRead64('page_size_mask')).toBe(U64_MAX & ~0xffffn);
+    expect(g.attach(1, 1)).toBe(S.OK);
+    expect(g.map(1, 0, 0xfff, DMA_RAM.gpa, A.VIRTIO_IOMMU_MAP_F_READ)).toBe(S.RANGE); // below the granule
+    expect(g.map(1, 0, 0xffff, DMA_RAM.gpa, A.VIRTIO_IOMMU_MAP_F_READ)).toBe(S.OK);
+  });
+
   it('refuses a page_size_mask without bits or with a granule below the host page (decision: IOAS areas are whole pages)', async () => {
     const host = await newHost();
     const memory = GuestRam.onHost(host, [{ gpa: 0, size: 0x10000 }]);

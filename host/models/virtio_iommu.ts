@@ -56,7 +56,17 @@ export interface VirtioIommuOptions {
   host: Host;
   memory: GuestMemory;
   irq: IrqLine;
-  /** page_size_mask (default: 4 KiB and up, ~0xfff, as QEMU's qemu_target_page_mask()). */
+  /**
+   * QEMU's `granule` property (hw/virtio/virtio-iommu.c, GranuleMode): the
+   * smallest page of page_size_mask, '4k' | '8k' | '16k' | '64k', or 'host',
+   * the host's real page size (qemu_real_host_page_mask(): here the host's
+   * kernel PAGE_SIZE, `createHost({ pageSize })`). Default 'host', as QEMU
+   * since 9.0 (machine types up to 8.2 keep '4k': hw_compat_8_2). The mask
+   * is every power of two from the granule up, then narrowed by each
+   * endpoint's host IOMMU (addEndpoint).
+   */
+  granule?: VirtioIommuGranule;
+  /** page_size_mask as a raw value, instead of `granule` (not with it). */
   pageSizeMask?: bigint;
   /** input_range (default [0, 2^48 - 1]: the emulated IOMMUs' 48-bit IOVA space). */
   inputRange?: IovaRange;
@@ -79,6 +89,10 @@ export interface VirtioIommuOptions {
   /** VendorID of the MMIO block. */
   vendorId?: number;
 }
+
+/** The values of QEMU's virtio-iommu `granule` property (GranuleMode_lookup). */
+export type VirtioIommuGranule = '4k' | '8k' | '16k' | '64k' | 'host';
+const GRANULES: Record<Exclude<VirtioIommuGranule, 'host'>, bigint> = { '4k': 4096n, '8k': 8192n, '16k': 16384n, '64k': 65536n };
 
 /** What addEndpoint hands back: the endpoint and its DMA (the device's own, through the IOMMU). */
 export interface VirtioIommuEndpoint {
@@ -152,7 +166,10 @@ export class VirtioIommu implements VirtioDevice {
   private readonly bypassMembers = new Set<Endpoint>();
   private readonly pendingFaults: Uint8Array[] = [];
   private readonly backlog: number;
-  private readonly pageSizeMask: bigint;
+  /** config.page_size_mask: narrowed by endpoints' host IOMMUs until the guest has read the config. */
+  private pageSizeMask: bigint;
+  /** QEMU's granule_frozen: set at machine-init-done there; here at the guest's first config read. */
+  private granuleFrozen = false;
   private readonly inputRange: IovaRange;
   private readonly domainRange: { start: number; end: number };
   private readonly probeSize: number;
@@ -162,7 +179,12 @@ export class VirtioIommu implements VirtioDevice {
   constructor(o: VirtioIommuOptions) {
     this.host = o.host;
     this.memory = o.memory;
-    this.pageSizeMask = BigInt.asUintN(64, o.pageSizeMask ?? ~0xfffn);
+    if (o.granule !== undefined && o.pageSizeMask !== undefined) throw new RangeError('granule and pageSizeMask are exclusive');
+    const granule = o.granule ?? 'host';
+    if (granule !== 'host' && !(granule in GRANULES)) throw new RangeError(`granule ${String(granule)}: 4k, 8k, 16k, 64k or host`);
+    // virtio_iommu_device_realize: page_size_mask = -(granule), or qemu_real_host_page_mask() for 'host'.
+    const size = granule === 'host' ? BigInt(o.host.pageSize) : GRANULES[granule];
+    this.pageSizeMask = BigInt.asUintN(64, o.pageSizeMask ?? -size);
     if (this.pageSizeMask === 0n) throw new RangeError('page_size_mask needs at least one bit ([VIRTIO] 5.13.4)');
     // Mappings become IOAS areas, which the host maps in whole pages: no granule below the host page.
     if ((this.pageSizeMask & -this.pageSizeMask) < PAGE) throw new RangeError(`page_size_mask 0x${this.pageSizeMask.toString(16)}: the granule must be at least the host page (4 KiB)`);
@@ -201,6 +223,7 @@ export class VirtioIommu implements VirtioDevice {
   attachTransport(t: VirtioTransport): void { this.transport = t; }
 
   configRead(offset: number, size: MmioSize): number {
+    this.granuleFrozen = true; // the guest may have seen page_size_mask: it no longer changes
     let v = 0;
     for (let i = size - 1; i >= 0; i--) v = v * 256 + this.config[offset + i];
     return v;
@@ -260,6 +283,12 @@ export class VirtioIommu implements VirtioDevice {
       vfio.detach();
     } finally {
       this.iommufd.destroy(scratch);
+    }
+    try {
+      this.narrowPageSizeMask(alignment);
+    } catch (e) {
+      vfio.close();
+      throw e;
     }
     const ep: Endpoint = { id, handle: device, vfio, devId, hostReserved: complement(ranges), hostAlignment: alignment, domain: null, hostPt: 0 };
     const props = this.probeProperties(ep);
@@ -675,6 +704,29 @@ export class VirtioIommu implements VirtioDevice {
     if (!ep) return A.VIRTIO_IOMMU_S_NOENT;
     props.set(this.probeProperties(ep)); // the rest stays zero ([VIRTIO] 5.13.6.7.2)
     return A.VIRTIO_IOMMU_S_OK;
+  }
+
+  /**
+   * virtio_iommu_set_page_size_mask for an endpoint whose host IOMMU maps
+   * pages of `alignment` and up. QEMU's iommufd backend reports
+   * IOMMU_IOAS_IOVA_RANGES' out_iova_alignment as the container's pgsizes
+   * (hw/vfio/iommufd.c iommufd_cdev_get_info_iova_range), and the vIOMMU's
+   * mask becomes cur & new; an empty intersection is refused, and once the
+   * granule is frozen a device without the current granule is refused and
+   * the mask stays. Here the host's sizes are every multiple of the
+   * alignment (IOAS_MAP takes any), ~(alignment - 1), where QEMU ANDs the
+   * single bit and keeps only the granule.
+   */
+  private narrowPageSizeMask(alignment: bigint): void {
+    const host = BigInt.asUintN(64, ~(alignment - 1n));
+    const cur = this.pageSizeMask;
+    if ((cur & host) === 0n) throw new RangeError(`virtio-iommu: the endpoint's page size mask 0x${host.toString(16)} is incompatible with 0x${cur.toString(16)}`);
+    if (this.granuleFrozen) {
+      if (((cur & -cur) & host) === 0n) throw new RangeError(`virtio-iommu: the endpoint does not support the frozen granule 0x${(cur & -cur).toString(16)}`);
+      return;
+    }
+    this.pageSizeMask = cur & host;
+    A.virtio_iommu_config.set(this.config, 'page_size_mask', this.pageSizeMask);
   }
 
   /** The endpoint's properties: RESV_MEM for declared and host-reserved ranges, then PAGE_SIZE_MASK. */
