@@ -18,18 +18,18 @@
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, CTX_RING, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
   MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_BYTES, BATCH_MAX,
-  F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
-  CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
+  F_NONE, F_NOT_PRESENT, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
+  CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS, CTRL_STAT_WALKS, CTRL_BASE, CTRL_INST_COUNT,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
-import { recordFault } from "./events";
+import { recordFault, batchFaultsBegin, batchRecordFault } from "./events";
 import { priFault } from "./pri";
 import {
   iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitShift,
   frontTag, frontMix, frontSlot, frontKey, frontPa, frontShift, frontFill,
 } from "./iotlb";
 import { ptWalk, ptTouch, walkIpaTag } from "./radix";
-import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
+import { walkPa, walkShift, walkPerm, walkLevel, walkHoleShift } from "./walk";
 
 // @ts-ignore: decorator
 @inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }
@@ -111,9 +111,21 @@ const ACCESS_INVALID: u32 = 8;
 /** Miss path of lookup: walk, set A/D (ptTouch), fill the IOTLB. F_NONE or the walk's fault (rLevel). */
 function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   count(CTRL_STAT_MISSES);
+  if (did == holeDid && (iova >> holeShift) == holeKey) {
+    count(CTRL_STAT_WALKS); // the walk it stands for
+    rLevel = holeLevel;
+    return F_NOT_PRESENT;
+  }
   const st = ptWalk(did, iova, access);
   rLevel = walkLevel;
-  if (st != F_NONE) return st;
+  if (st != F_NONE) {
+    // A host table's empty entry (walkIpaTag 0: not a nested walk, whose
+    // stage 1 is the guest's memory): remembered for the rest of the batch.
+    if (holeOn && st == F_NOT_PRESENT && walkIpaTag == 0) {
+      holeDid = did; holeShift = walkHoleShift; holeKey = iova >> walkHoleShift; holeLevel = walkLevel;
+    }
+    return st;
+  }
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
   iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm, walkIpaTag);
   // The domain's cached sizes may have grown: the memo's, if it is this
@@ -153,6 +165,23 @@ function fault(c: u32, st: u32, iova: u64, access: u32, left: u32 = 0): u32 {
   store<u32>(mbx + MB_LEVEL, rLevel);
   return st;
 }
+
+// The hole memo of a batch (translateBatch): the empty entry the last
+// refused walk stopped at (walk.ts, walkHoleShift). Another IOVA of the same
+// domain with the same bits from that entry's shift up walks the same path
+// to the same empty entry: F_NOT_PRESENT at the same level, with no table
+// read (a fault storm over an unmapped range walks once, not per IOVA). The
+// walk is still counted, as are the miss and the fault. Valid for one call
+// only, and only with no worker registered: then nothing writes a host
+// table until the call returns (nothing in a translation makes an entry
+// present; A/D flags go to leaves), and the IOTLB, exact after every unmap,
+// holds nothing under an empty entry. holeDid 0: no memo (every other
+// entry point finds it so).
+let holeOn = false;
+let holeDid: u32 = 0;
+let holeShift: u32 = 0;
+let holeKey: u64 = 0;
+let holeLevel: u32 = 0;
 
 // The memo of lookup: what it loads from a context and its domain before
 // it can probe the IOTLB (the domain id, the IOTLB tag, the cached sizes),
@@ -226,6 +255,8 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
   const fm = frontMix(c);
   let hits: u32 = 0;
   let i: u32 = 0;
+  batchFaultsBegin();
+  holeOn = load<u32>(CTRL_BASE + CTRL_INST_COUNT) == 0;
   while (i < n) {
     // Front hits, in a loop with no call in it: a miss leaves it for lookup
     // and comes back. (With the call inside, N = 256 and 4096 took 2.1-2.2
@@ -248,13 +279,14 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       store<u64>(bOut + p, rPa);
     } else {
       store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
-      recordFault(c, st, iova, access);
+      batchRecordFault(c, st, iova, access);
       faults++;
     }
     i++;
   }
   count(CTRL_STAT_HITS, hits);
   if (faults != 0) count(CTRL_STAT_FAULTS, faults);
+  holeOn = false; holeDid = 0;
   return faults;
 }
 
