@@ -203,7 +203,8 @@ const CLASS_IN: u64 = 0b10;
 // fault storm's batch is thousands of records into one ring). Valid for one
 // call only: nothing in a batch changes the routing (ctxRoute, ringDestroy
 // are calls of their own), and with no worker registered (CTRL_INST_COUNT
-// == 0) nothing else pushes to or reads the ring until the call returns.
+// == 0, which only the owner's own calls change: state.ts instanceSet)
+// nothing else pushes to or reads the ring until the call returns.
 // Count and sequence are still stored with every record, so the ring in
 // memory is always what recordFault would have left; when the ring fills,
 // the rest of the batch goes through recordFault (ringPush: the
