@@ -9,22 +9,10 @@
 // mappings and holes at every level, rings already part full or overflowed.
 
 import { describe, it, expect } from 'vitest';
-import { makeEngine } from './support/engine.js';
+import { makeEngine, rng } from './support/engine.js';
 import type { Engine } from '../host/engine/engine.js';
 
 const R = 1, W = 2;
-
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Kind { name: string; make: (e: Engine) => number; granule: number }
 const kinds: Kind[] = [
