@@ -18,18 +18,18 @@
 import {
   CTX_SIZE, CTX_DID, CTX_PASID, CTX_RING, PRIV_RC_BYTES, MB_PA_LO, MB_PA_HI, MB_SHIFT, MB_PERM, MB_LEVEL,
   MB_COVERED, MB_FAULT_LO, MB_FAULT_HI, BATCH_BYTES, BATCH_MAX,
-  F_NONE, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
-  CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS,
+  F_NONE, F_NOT_PRESENT, F_BLOCKED, F_READ, F_WRITE, PERM_R, PERM_W, TLBE_WRITABLE, ERR_INVAL, ERR_NOENT,
+  CTRL_STAT_HITS, CTRL_STAT_MISSES, CTRL_STAT_FAULTS, CTRL_STAT_WALKS, CTRL_BASE, CTRL_INST_COUNT,
 } from "./layout";
 import { ctxTable, maxContexts, maxDomains, count, mbx, bIn, bOut, rcBase } from "./state";
-import { recordFault } from "./events";
+import { recordFault, batchFaultsBegin, batchRecordFault } from "./events";
 import { priFault } from "./pri";
 import {
   iotlbInsert, iotlbMarkDirty, iotlbProbe, iotlbTag, iotlbSizes, iotlbEpoch, iotlbEpochBump, hitShift,
   frontTag, frontMix, frontSlot, frontKey, frontPa, frontShift, frontFill,
 } from "./iotlb";
 import { ptWalk, ptTouch, walkIpaTag } from "./radix";
-import { walkPa, walkShift, walkPerm, walkLevel } from "./walk";
+import { walkPa, walkShift, walkPerm, walkLevel, walkHoleShift } from "./walk";
 
 // @ts-ignore: decorator
 @inline function ctx(c: u32): usize { return ctxTable + <usize>c * CTX_SIZE; }
@@ -113,7 +113,14 @@ function fill(did: u32, pasid: u32, iova: u64, access: u32): u32 {
   count(CTRL_STAT_MISSES);
   const st = ptWalk(did, iova, access);
   rLevel = walkLevel;
-  if (st != F_NONE) return st;
+  if (st != F_NONE) {
+    // A host table's empty entry (walkIpaTag 0: not a nested walk, whose
+    // stage 1 is the guest's memory): remembered for the rest of the batch.
+    if (holeOn && st == F_NOT_PRESENT && walkIpaTag == 0) {
+      holeDid = did; holeShift = walkHoleShift; holeKey = iova >> walkHoleShift; holeLevel = walkLevel;
+    }
+    return st;
+  }
   const perm = (walkPerm & (PERM_R | ptTouch(did, access))) | ((walkPerm & PERM_W) << 1);
   iotlbInsert(did, pasid, iova, (walkShift - 12) / 9, walkPa, perm, walkIpaTag);
   // The domain's cached sizes may have grown: the memo's, if it is this
@@ -153,6 +160,25 @@ function fault(c: u32, st: u32, iova: u64, access: u32, left: u32 = 0): u32 {
   store<u32>(mbx + MB_LEVEL, rLevel);
   return st;
 }
+
+// The hole memo of a batch (translateBatch): the empty entry the last
+// refused walk of a host table stopped at (walk.ts, walkHoleShift; fill sets
+// it). Another IOVA with the same bits from that entry's shift up walks the
+// same path to the same empty entry: F_NOT_PRESENT at the same level. The
+// batch answers such an IOVA at once, without lookup (a fault storm over an
+// unmapped range walks once, not per IOVA; 19.4 -> 6.9 ns per refused IOVA
+// of rings.produce, with the batch's ring writer, alternating builds). Safe
+// for one call, with no worker registered: then nothing writes a host table
+// until the call returns (nothing in a translation makes an entry present;
+// A/D flags go to leaves), and the IOTLB, exact after every unmap, holds
+// nothing under an empty entry, so its probe would have missed. The miss
+// and the walk it stands for are counted, once per batch. holeDid 0: no
+// memo, as every other entry point finds it.
+let holeOn = false;
+let holeDid: u32 = 0;
+let holeShift: u32 = 0;
+let holeKey: u64 = 0;
+let holeLevel: u32 = 0;
 
 // The memo of lookup: what it loads from a context and its domain before
 // it can probe the IOTLB (the domain id, the IOTLB tag, the cached sizes),
@@ -215,8 +241,10 @@ export function translate(c: u32, iovaLo: u32, iovaHi: u32, access: u32): u32 {
  *
  * The batch shares one context: the front TLB's tag is taken once (nothing
  * in a batch bumps the epoch), and a hit that the access passes is served
- * inline; anything else goes through lookup. Front hits are counted once
- * per batch.
+ * inline; anything else goes through lookup, but for an IOVA under the
+ * empty entry a refused walk of this batch stopped at (the hole memo).
+ * Front hits, and the memo's misses and walks, are counted once per batch;
+ * faults are recorded through the batch's ring writer (events.ts).
  */
 export function translateBatch(c: u32, n: u32, access: u32): u32 {
   if (n > BATCH_MAX) n = BATCH_MAX;
@@ -224,8 +252,9 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
   access = accessOf(access);
   const ft = frontTag(c);
   const fm = frontMix(c);
-  let hits: u32 = 0;
+  let hits: u32 = 0, holes: u32 = 0;
   let i: u32 = 0;
+  let missed = false;
   while (i < n) {
     // Front hits, in a loop with no call in it: a miss leaves it for lookup
     // and comes back. (With the call inside, N = 256 and 4096 took 2.1-2.2
@@ -242,19 +271,36 @@ export function translateBatch(c: u32, n: u32, access: u32): u32 {
       hits++;
     }
     if (i >= n) break;
+    // The fault path's state for this call, set at the first miss: a batch
+    // of hits pays nothing for it (N = 1 is a call's worth of work).
+    if (!missed) {
+      missed = true;
+      batchFaultsBegin();
+      holeOn = load<u32>(CTRL_BASE + CTRL_INST_COUNT) == 0;
+    }
     const p = <usize>i << 3;
-    const st = lookup(c, iova, access, f, k);
+    let st: u32;
+    if (holeDid != 0 && (iova >> holeShift) == holeKey) {
+      // Under the empty entry the last refused walk found (the hole memo, below).
+      st = F_NOT_PRESENT; rLevel = holeLevel; holes++;
+    } else {
+      st = lookup(c, iova, access, f, k);
+    }
     if (st == F_NONE) {
       store<u64>(bOut + p, rPa);
     } else {
       store<u64>(bOut + p, (<u64>0xffffffff << 32) | (st | (rLevel << 8)));
-      recordFault(c, st, iova, access);
+      batchRecordFault(c, st, iova, access);
       faults++;
     }
     i++;
   }
   count(CTRL_STAT_HITS, hits);
-  if (faults != 0) count(CTRL_STAT_FAULTS, faults);
+  if (missed) {
+    if (faults != 0) count(CTRL_STAT_FAULTS, faults);
+    if (holes != 0) { count(CTRL_STAT_MISSES, holes); count(CTRL_STAT_WALKS, holes); }
+    holeOn = false; holeDid = 0;
+  }
   return faults;
 }
 

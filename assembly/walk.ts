@@ -29,6 +29,12 @@ export let walkPerm: u32 = 0;
 export let walkLevel: u32 = 0;
 /** Address (segment 0) of the leaf entry the last successful walk ended on. */
 export let walkEntry: usize = 0;
+/**
+ * After an F_NOT_PRESENT walk: the shift of the empty entry it stopped at.
+ * Every IOVA with the same bits from there up takes the same path to the
+ * same entry (translateBatch's hole memo, translate.ts).
+ */
+export let walkHoleShift: u32 = 0;
 
 /** Is iova above the width of a `levels`-level AMD v1 table (12 + 9 * levels bits; 6 levels cover all 64)? */
 // @ts-ignore: decorator
@@ -104,7 +110,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
     walkLevel = l;
     const e = <usize>table + (<usize>((iova >> shift) & (l == levels ? rootMask : idxMask)) << 3);
     const pte = load<u64>(e);
-    if (!present(pte)) return F_NOT_PRESENT;
+    if (!present(pte)) { walkHoleShift = shift; return F_NOT_PRESENT; }
     if ((pte & outRsvd) != 0) return F_RESERVED;
     perm &= permOf(pte, l);
     if (isLeaf(pte, l)) {
@@ -180,7 +186,7 @@ function amdWalk(d: usize, iova: u64, levels: u32): u32 {
     // Level 6 indexes with bits 63:57 only: entries 0..127.
     const e = slot(table, iova, l);
     const pte = load<u64>(e);
-    if ((pte & 1) == 0) return F_NOT_PRESENT;
+    if ((pte & 1) == 0) { walkHoleShift = shiftOf(l); return F_NOT_PRESENT; }
     perm &= permOf(pte, l);
     const nl = <u32>(pte >> 9) & 7;
     // Reserved bits (AMD 2.2.3, the PDE and PTE field tables): 60:52 of a

@@ -10,8 +10,9 @@
 // latest.md (the same as a summary, missed targets named) and scaling.svg.
 //
 // `--quick` takes fewer repetitions and smaller sizes (under 60 s); the case
-// ids are the same. `--only=iotlb` runs the IOTLB-hit cases alone and
-// `--only=ioas` the IOAS_MAP + IOAS_UNMAP ones; either writes nothing.
+// ids are the same. `--only=iotlb` runs the IOTLB-hit cases alone,
+// `--only=ioas` the IOAS_MAP + IOAS_UNMAP ones and `--only=rings` the event
+// rings'; each writes nothing.
 // Benchmarks are not tests: nothing here fails a build.
 
 import { cpus, totalmem, release, arch, platform } from 'node:os';
@@ -25,7 +26,7 @@ import { RefIommu } from '../test/reference/iotlb.js';
 import { renderMarkdown, renderSvg, type Case, type Curve } from './report.js';
 
 const quick = process.argv.includes('--quick');
-/** `--only=iotlb` (sections 1 and 2) or `--only=ioas` (section 4): those cases only, printed, nothing written. */
+/** `--only=iotlb` (sections 1 and 2), `--only=ioas` (section 4) or `--only=rings` (section 6): those cases only, printed, nothing written. */
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? null;
 /** IOVAs per translateBatch call of the warm-walk cases. */
 const BN_WARM = 256;
@@ -196,6 +197,11 @@ console.log('  case                               value unit  baseline          
 if (only === 'ioas') {
   ioasCases();
   console.log('\n--only=ioas: the IOAS_MAP + IOAS_UNMAP cases only; no results written');
+  process.exit(0);
+}
+if (only === 'rings') {
+  await ringsCases();
+  console.log('\n--only=rings: the event-ring cases only; no results written');
   process.exit(0);
 }
 
@@ -702,8 +708,10 @@ step('scaling: map and unmap cost against the mapping size (engine ptMap/ptUnmap
 
 
 // --- 6. Event rings: records the engine produces on the fault path, and read() ------
-step('event rings: SMMUv3 event records produced by the engine on the fault path (translateBatch), consumed through read() of the vEVENTQ fd');
-{
+await ringsCases();
+// A function (hoisted) so that `--only=rings` can run it straight after the setup.
+async function ringsCases(): Promise<void> {
+  step('event rings: SMMUv3 event records produced by the engine on the fault path (translateBatch), consumed through read() of the vEVENTQ fd');
   const h = await createHost({ memoryLimit: 256 << 20 });
   const fd = h.open('/dev/iommu');
   const io = h.iommufd(fd);

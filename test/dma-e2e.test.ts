@@ -13,6 +13,7 @@
 import { describe, it, expect } from 'vitest';
 import { PROT_READ } from '../host/index.js';
 import { newHost, outcome, dmaFault, expectBytes, AttachedIoas, uapi } from './support/host.js';
+import { rng } from './support/engine.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;
@@ -431,18 +432,6 @@ describe('IOAS_UNMAP: no DMA reaches unmapped pages', () => {
     expect(host.engine.framesAvailable()).toBe(avail + 8);
   });
 });
-
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Region { iova: number; len: number; va: number; live: boolean; model: Uint8Array }
 
