@@ -184,6 +184,8 @@ export class PciFunction {
   /** Opens through VFIO (vfio_df_open); a cdev device is bound by one fd at a time. */
   openCount = 0;
   private readonly contexts = new Map<number, number>();
+  /** PASID 0's context (-1: none), also in contexts: every DMA asks for it, and a Map probe is a tenth of a 4 KiB DMA. */
+  private ctx0 = -1;
 
   constructor(
     readonly index: number,
@@ -302,7 +304,7 @@ export class PciFunction {
   }
 
   /** The engine context of a PASID, or -1 (blocked). */
-  context(pasid: number): number { return this.contexts.get(pasid) ?? -1; }
+  context(pasid: number): number { return pasid === 0 ? this.ctx0 : this.contexts.get(pasid) ?? -1; }
 
   /** Point the PASID's context at a domain; did 0 blocks (the context is freed, unless workers may hold it). */
   setContext(pasid: number, did: number): void {
@@ -318,6 +320,7 @@ export class PciFunction {
       // the index, which must never come to name another function's.
       if (this.directory) return;
       this.contexts.delete(pasid);
+      if (pasid === 0) this.ctx0 = -1;
       const prg = this.prgTables.get(ctx);
       if (prg !== undefined) {
         this.prgTables.delete(ctx);
@@ -329,6 +332,7 @@ export class PciFunction {
     if (ctx === undefined) {
       ctx = this.pool.alloc();
       this.contexts.set(pasid, ctx);
+      if (pasid === 0) this.ctx0 = ctx;
       if (this.directory) publish(this.directory, pasid, ctx);
     }
     this.engine.ctxSet(ctx, did, pasid);
