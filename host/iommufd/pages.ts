@@ -77,7 +77,8 @@ export class IoPages {
     const b = this.base;
     this.page = mm.pageSize;
     // Not b % page: a VA is above 2^31, where % is a call to fmod (the costliest line of a 4 KiB IOAS_MAP).
-    this.pageOffset = Number.isSafeInteger(b) ? offIn(b, this.page) : 0;
+    // `| 0` (exact: below PAGE_SIZE) keeps it a small integer, so that `%` of offsets from it stays an integer %.
+    this.pageOffset = Number.isSafeInteger(b) ? offIn(b, this.page) | 0 : 0;
   }
 
   /** The byte address the pages start at: the VA, or the file offset. */
