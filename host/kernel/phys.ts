@@ -21,6 +21,11 @@ export function pageOff(x: number): number {
   return x - Math.floor(x / PAGE_SIZE) * PAGE_SIZE;
 }
 
+/** pageOff() for another power of two (the kernel's PAGE_SIZE, 16 or 64 KiB too): x % unit without fmod. */
+export function offIn(x: number, unit: number): number {
+  return x - Math.floor(x / unit) * unit;
+}
+
 /** A buffer an embedder registers as physical memory. */
 export type SegmentSource = ArrayBuffer | SharedArrayBuffer | WebAssembly.Memory | Uint8Array;
 
