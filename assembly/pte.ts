@@ -79,7 +79,7 @@
 //   F_RESERVED, which the host reports as IO_PAGE_FAULT with RZ = 1
 //   (fault_records.ts). The diagram above is the PTE's.
 
-import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_HAW_SHIFT, PT_CONCAT_SHIFT, PT_GRANULE_SHIFT, PT_IAS_SHIFT } from "./layout";
+import { FMT_VTD_SL, FMT_ARM_S2, PERM_R, PERM_W, PT_GRANULE_SHIFT } from "./layout";
 
 let fmt: u32 = FMT_VTD_SL;
 /** ARM stage 2: the mask of bits 9:8 that are OA[51:50] (3: 4 KiB granule, LPA2 layout; 0: 16/64 KiB, where they are SH). */
@@ -98,7 +98,7 @@ let armHi: u64 = 3;
 
 /** The sizes word's granule code: (g - 12) / 2 for a 2^g-byte granule (0 for every format but ARM stage 2's 16 and 64 KiB). */
 // @ts-ignore: decorator
-@inline export function granuleCode(word: u32): u32 { return (word >> GRANULE_SHIFT) & 3; }
+@inline export function granuleCode(word: u32): u32 { return (word >> PT_GRANULE_SHIFT) & 3; }
 // @ts-ignore: decorator
 @inline export function format(): u32 { return fmt; }
 
@@ -106,14 +106,8 @@ const VTD_PS: u64 = 1 << 7;
 export const VTD_ADDR: u64 = 0x000ffffffffff000;
 /** VT-d: bits reserved in a non-leaf entry whatever the width: 11 (SNP) and 62 (TM). */
 const VTD_TABLE_RSVD: u64 = (<u64>1 << 11) | (<u64>1 << 62);
-/** The domain's sizes word (DOM_SIZES): leaf sizes in bits 2:0, the VT-d output width (HAW) in 15:8. */
+/** The domain's sizes word (DOM_SIZES, diagram in layout.ts): leaf sizes in bits 2:0; the other fields at PT_*_SHIFT. */
 export const SIZES_MASK: u32 = 7;
-export const OUT_BITS_SHIFT: u32 = PT_HAW_SHIFT;
-/** ARM stage 2: log2 of the tables concatenated at the root (0..4), bits 19:16 of the sizes word. */
-export const CONCAT_SHIFT: u32 = PT_CONCAT_SHIFT;
-/** ARM stage 2: the granule code (bits 21:20) and the input address size (bits 29:24) of the sizes word. */
-export const GRANULE_SHIFT: u32 = PT_GRANULE_SHIFT;
-export const IAS_SHIFT: u32 = PT_IAS_SHIFT;
 /** SH[1:0] = 0b11, Inner Shareable, in bits 9:8 of a descriptor without the LPA2 layout. */
 const ARM_SH_IS: u64 = 3 << 8;
 const ARM_T: u64 = 1 << 1;

@@ -28,6 +28,7 @@ import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_TABLES, DOM_MAPPED, DOM_FLAGS, DOM_FORMAT, DOMF_DIRTY, FMT_VTD_SL, FMT_ARM_S2, FMT_AMD_V1, FMT_ARM_S1, FMT_NESTED,
   PERM_R, PERM_W, F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT,
   ERR_NOMEM, ERR_EXISTS, ERR_INVAL, ERR_FULL, ERR_NOENT, CTRL_STAT_WALKS, BATCH_OUT, BATCH_BYTES,
+  PT_HAW_SHIFT, PT_CONCAT_SHIFT, PT_GRANULE_SHIFT, PT_IAS_SHIFT,
 } from "./layout";
 import { domTable, maxDomains, count, bOut } from "./state";
 import { framesAlloc, framesPut, framesAvailable } from "./frames";
@@ -35,7 +36,7 @@ import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 import {
   useTable, format, granuleCode, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit,
-  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, GRANULE_SHIFT, IAS_SHIFT,
+  SIZES_MASK,
 } from "./pte";
 import { hostWalk, setWalkResult, walkEntry, walkPerm, inputBits } from "./walk";
 import { nestedArmCreate, nestedArmWalk } from "./nested_arm";
@@ -132,9 +133,9 @@ function freeTable(did: u32, table: u64, entryBits: u32): void {
  */
 export function ptCreate(levels: u32, sizes: u32, fmt: u32): i32 {
   const leafSizes = sizes & SIZES_MASK;
-  const outBits = (sizes >> OUT_BITS_SHIFT) & 0xff;
-  const concat = (sizes >> CONCAT_SHIFT) & 0xf;
-  if (fmt > FMT_AMD_V1 || (leafSizes & 1) == 0 || (sizes & ~(SIZES_MASK | (0xff << OUT_BITS_SHIFT) | (0xf << CONCAT_SHIFT))) != 0) return ERR_INVAL;
+  const outBits = (sizes >> PT_HAW_SHIFT) & 0xff;
+  const concat = (sizes >> PT_CONCAT_SHIFT) & 0xf;
+  if (fmt > FMT_AMD_V1 || (leafSizes & 1) == 0 || (sizes & ~(SIZES_MASK | (0xff << PT_HAW_SHIFT) | (0xf << PT_CONCAT_SHIFT))) != 0) return ERR_INVAL;
   if (concat != 0 && (fmt != FMT_ARM_S2 || concat > 4 || (levels != 3 && levels != 4))) return ERR_INVAL;
   if (fmt == FMT_AMD_V1 ? levels < 1 || levels > 6 : levels < 3 || levels > 5) return ERR_INVAL;
   if (leafSizes >> levels != 0) return ERR_INVAL; // a leaf above the root
@@ -186,7 +187,7 @@ export function ptCreateArmS2(granuleShift: u32, ias: u32, oas: u32, sizes: u32)
   }
   if (sizes >> levels != 0) return ERR_INVAL; // a leaf above the root
   const concat = rootBits > bits ? rootBits - bits : 0;
-  return createTable(levels, sizes | (concat << CONCAT_SHIFT) | (((g - 12) >> 1) << GRANULE_SHIFT) | (ias << IAS_SHIFT), FMT_ARM_S2);
+  return createTable(levels, sizes | (concat << PT_CONCAT_SHIFT) | (((g - 12) >> 1) << PT_GRANULE_SHIFT) | (ias << PT_IAS_SHIFT), FMT_ARM_S2);
 }
 
 /** A new table: the first free domain slot, its root allocated (checked arguments). */
@@ -260,7 +261,7 @@ export function ptMap(did: u32, iova: u64, pa: u64, len: u64, perm: u32): i32 {
   const levels = load<u32>(d + DOM_LEVELS);
   const word = load<u32>(d + DOM_SIZES);
   const sizes = word & SIZES_MASK;
-  const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
+  const outBits = (word >> PT_HAW_SHIFT) & 0xff;
   const end = iova + len;
   if (len == 0 || !aligned(iova | pa | len, gShift) || (perm & ~(PERM_R | PERM_W)) != 0 || perm == 0 ||
       end < iova || outside(end - 1) || !physRangeOk(pa, len)) return ERR_INVAL;

@@ -5,12 +5,13 @@
 import {
   DOM_SIZE, DOM_ROOT, DOM_LEVELS, DOM_SIZES, DOM_FORMAT, PERM_R, PERM_W, FMT_VTD_SL, FMT_AMD_V1,
   F_NONE, F_ADDR_WIDTH, F_NOT_PRESENT, F_RESERVED, F_ACCESS, F_TABLE_ADDR, F_OUT_OF_SEGMENT, CTRL_STAT_WALKS,
+  PT_HAW_SHIFT, PT_CONCAT_SHIFT, PT_IAS_SHIFT,
 } from "./layout";
 import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
 import {
   useFormat, useTable, granuleCode, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
-  SIZES_MASK, OUT_BITS_SHIFT, CONCAT_SHIFT, IAS_SHIFT, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
+  SIZES_MASK, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
 } from "./pte";
 
 // @ts-ignore: decorator
@@ -50,8 +51,8 @@ export let walkHoleShift: u32 = 0;
  */
 // @ts-ignore: decorator
 @inline export function inputBits(word: u32, levels: u32): u32 {
-  const ias = (word >> IAS_SHIFT) & 0x3f;
-  return ias != 0 ? ias : shiftOf(levels + 1) + ((word >> CONCAT_SHIFT) & 0xf);
+  const ias = (word >> PT_IAS_SHIFT) & 0x3f;
+  return ias != 0 ? ias : shiftOf(levels + 1) + ((word >> PT_CONCAT_SHIFT) & 0xf);
 }
 
 /**
@@ -76,7 +77,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
   // A 4 KiB-granule table without concatenation or input size (VT-d, and
   // ARM stage 2 from pt_create): the same walk with the granule's numbers
   // as constants, which the compiler folds into it.
-  if ((word >> CONCAT_SHIFT) == 0) return walkLevels(d, fmt, word, levels, iova, 12, 9);
+  if ((word >> PT_CONCAT_SHIFT) == 0) return walkLevels(d, fmt, word, levels, iova, 12, 9);
   // The granule, 2^g bytes (Arm ARM D8.2). ARM stage 2's input size IAS
   // (64 - VTCR.T0SZ) bounds the IPA and gives the root its index bits:
   // fewer than a table's (a partial initial table) or up to 4 more, 2..16
@@ -101,7 +102,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
   const tableBytes: u64 = <u64>1 << g;
   const sizes = word & SIZES_MASK;
   // VT-d 9.8: address bits 51:HAW of every entry are reserved (0 = none: 52).
-  const outBits = (word >> OUT_BITS_SHIFT) & 0xff;
+  const outBits = (word >> PT_HAW_SHIFT) & 0xff;
   const outRsvd: u64 = fmt == FMT_VTD_SL && outBits != 0 ? VTD_ADDR & ~((<u64>1 << outBits) - 1) : 0;
   let table = <u64>load<u32>(d + DOM_ROOT) << 12;
   let perm: u32 = PERM_R | PERM_W;

@@ -545,7 +545,7 @@ function alignmentN(align: bigint): number {
   return alignNum;
 }
 /** x % align === 0 for a power of two `align` and x below 2^53, without a double's % (fmod above 2^31). */
-const alignedN = (x: number, align: number) => Math.floor(x / align) * align === x;
+const alignedN = (x: number, align: number) => offIn(x, align) === 0;
 
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);

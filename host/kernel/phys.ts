@@ -11,20 +11,19 @@ export const PAGE_SIZE = 4096;
 export const PAGE_SHIFT = 12;
 
 /**
- * x % PAGE_SIZE for an integer x (a VA, a physical address, a length),
- * from 0 to PAGE_SIZE - 1. Beyond 2^31 a double's % is a call to fmod,
- * which cost more than the rest of a 4 KiB pin; dividing by a power of two
- * is exact, so this is too. Equal to % wherever that is 0 (and NaN for NaN
- * or an infinity, as %), so `pageOff(x) === 0` tests alignment as % did.
+ * x % unit for an integer x (a VA, a physical address, a length) and a
+ * power of two unit, from 0 to unit - 1. Beyond 2^31 a double's % is a
+ * call to fmod, which cost more than the rest of a 4 KiB pin; dividing by
+ * a power of two is exact, so this is too. Equal to % wherever that is 0
+ * (and NaN for NaN or an infinity, as %), so `offIn(x, u) === 0` tests
+ * alignment as % did.
  */
-export function pageOff(x: number): number {
-  return x - Math.floor(x / PAGE_SIZE) * PAGE_SIZE;
-}
-
-/** pageOff() for another power of two (the kernel's PAGE_SIZE, 16 or 64 KiB too): x % unit without fmod. */
 export function offIn(x: number, unit: number): number {
   return x - Math.floor(x / unit) * unit;
 }
+
+/** offIn() of a 4 KiB frame. */
+export function pageOff(x: number): number { return offIn(x, PAGE_SIZE); }
 
 /** A buffer an embedder registers as physical memory. */
 export type SegmentSource = ArrayBuffer | SharedArrayBuffer | WebAssembly.Memory | Uint8Array;
