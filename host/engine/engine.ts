@@ -151,38 +151,43 @@ const MASK32 = 0xffffffffn;
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
+/** The default of Engine.onInvalidate's `holding`: the listener hears every flush. */
+const always = (): boolean => true;
+
 /** Engine.dmaContiguous: the DMA takes more than one physical range (below every -status). */
 export const DMA_PIECES = -0x1_0000_0000;
 
 /** Split a non-negative integer below 2^64 into u32 halves. */
 export function split64(v: number | bigint): [number, number] {
   halves(v);
-  return [LO, HI];
+  return [HALF[0], HALF[1]];
 }
 
-// The halves of the last halves() call (no array per call).
-let LO = 0, HI = 0;
+// The halves of the last halves() call, [lo, hi]: no array per call, and
+// no HeapNumber either (a module `let` holds a tagged value, so a half at
+// or above 2^30 was boxed on every call).
+const HALF = new Uint32Array(2);
 /**
- * Split into LO and HI. A bigint below 2^53 goes through one Number() and a
+ * Split into HALF[0] (lo) and HALF[1] (hi). A bigint below 2^53 goes through one Number() and a
  * division: Number() of BigInt & and >> results costs three times as much,
  * and a double's % is a libm call.
  */
 function halves(v: number | bigint): void {
-  // ToUint32 (>>> 0) of a non-negative double is its value mod 2^32, truncated: the halves without Math.floor.
-  if (typeof v === 'number' && v >= 0) { LO = v >>> 0; HI = (v / TWO32) >>> 0; return; }
+  // A Uint32Array store is ToUint32: of a non-negative double, its value mod 2^32, truncated (the halves without Math.floor).
+  if (typeof v === 'number' && v >= 0) { HALF[0] = v; HALF[1] = v / TWO32; return; }
   halvesOther(v);
 }
 /** halves() of a bigint or a negative number: apart, so that halves() stays small enough to inline everywhere. */
 function halvesOther(v: number | bigint): void {
   if (typeof v === 'bigint') {
-    if (v < 0n || v > MAX_SAFE) { LO = Number(v & MASK32); HI = Number((v >> 32n) & MASK32); return; }
+    if (v < 0n || v > MAX_SAFE) { HALF[0] = Number(v & MASK32); HALF[1] = Number((v >> 32n) & MASK32); return; }
     v = Number(v);
-    LO = v >>> 0; HI = (v / TWO32) >>> 0;
+    HALF[0] = v; HALF[1] = v / TWO32;
     return;
   }
   const hi = Math.floor(v / TWO32);
-  LO = (v - hi * TWO32) >>> 0;
-  HI = hi >>> 0;
+  HALF[0] = v - hi * TWO32;
+  HALF[1] = hi;
 }
 
 /**
@@ -567,17 +572,17 @@ export class Engine {
     return did;
   }
   ptMap(did: number, iova: bigint | number, pa: bigint | number, length: bigint | number, perm: number): void {
-    halves(iova); const il = LO, ih = HI;
-    halves(pa); const pl = LO, ph = HI;
+    halves(iova); const il = HALF[0], ih = HALF[1];
+    halves(pa); const pl = HALF[0], ph = HALF[1];
     halves(length);
-    this.check(this.x.pt_map(did, il, ih, pl, ph, LO, HI, perm), 'pt_map');
+    this.check(this.x.pt_map(did, il, ih, pl, ph, HALF[0], HALF[1], perm), 'pt_map');
   }
   ptUnmap(did: number, iova: bigint | number, length: bigint | number): void {
-    halves(iova); const il = LO, ih = HI;
+    halves(iova); const il = HALF[0], ih = HALF[1];
     halves(length);
-    const r = this.x.pt_unmap(did, il, ih, LO, HI);
+    const r = this.x.pt_unmap(did, il, ih, HALF[0], HALF[1]);
     // Told even when it fails: a failed unmap changed nothing, and a cache above drops a little too much.
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
+    if (this.flushHeard()) this.tell({ kind: 'flush', did, iova, length });
     this.check(r, 'pt_unmap');
   }
   ptWalk(did: number, iova: bigint | number): Walk {
@@ -807,30 +812,39 @@ export class Engine {
 
   flushAll(): void {
     this.x.iotlb_flush_all();
-    if (this.heard.length) this.tell({ kind: 'flush-all' });
+    if (this.flushHeard()) this.tell({ kind: 'flush-all' });
   }
   flushDomain(did: number): void {
     this.x.iotlb_flush_domain(did);
-    if (this.heard.length) this.tell({ kind: 'flush', did });
+    if (this.flushHeard()) this.tell({ kind: 'flush', did });
   }
   flushRange(did: number, iova: bigint | number, length: bigint | number): void {
     const [il, ih] = split64(iova), [ll, lh] = split64(length);
     this.x.iotlb_flush_range(did, il, ih, ll, lh);
-    if (this.heard.length) this.tell({ kind: 'flush', did, iova, length });
+    if (this.flushHeard()) this.tell({ kind: 'flush', did, iova, length });
   }
 
   /**
    * Hear every invalidation (flushes, unmaps, a domain's destruction) and
    * every nested domain's creation, once the engine has done it: caches
    * kept above the engine (a device's ATC) follow the IOTLB this way.
-   * Returns the function that stops it.
+   * `holding`, when given, says whether the listener holds anything a
+   * flush could reach: while no listener does, flushes and unmaps are not
+   * told (no event made: a 4 KiB unmap's only garbage here). Returns the
+   * function that stops it.
    */
-  onInvalidate(listener: (e: EngineEvent) => void): () => void {
-    this.heard.push(listener);
-    return () => { const i = this.heard.indexOf(listener); if (i >= 0) this.heard.splice(i, 1); };
+  onInvalidate(listener: (e: EngineEvent) => void, holding: () => boolean = always): () => void {
+    const h = { listener, holding };
+    this.heard.push(h);
+    return () => { const i = this.heard.indexOf(h); if (i >= 0) this.heard.splice(i, 1); };
   }
-  private readonly heard: ((e: EngineEvent) => void)[] = [];
-  private tell(e: EngineEvent): void { for (const l of this.heard) l(e); }
+  private readonly heard: { listener: (e: EngineEvent) => void; holding: () => boolean }[] = [];
+  private tell(e: EngineEvent): void { for (const h of this.heard) h.listener(e); }
+  /** Whether a flush is to be told: some listener holds something. */
+  private flushHeard(): boolean {
+    for (let i = 0; i < this.heard.length; i++) if (this.heard[i].holding()) return true;
+    return false;
+  }
   /** Live IOTLB entries of a domain. */
   iotlbCount(did: number): number { return this.x.iotlb_count(did); }
 

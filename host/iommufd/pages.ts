@@ -61,6 +61,8 @@ export class IoPages {
   private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
+  /** The byte address the pages start at: the VA, or the file offset (a field, not a getter of `source`: a getter left out of line returns a VA as a HeapNumber). */
+  readonly base: number;
   /** Byte offset of the first byte in its page (computed once). */
   readonly pageOffset: number;
   /** The kernel's PAGE_SIZE: the unit of page indexes, pins and the charge. */
@@ -74,15 +76,12 @@ export class IoPages {
     readonly writable: boolean,
     private readonly account: PinAccount | null,
   ) {
-    const b = this.base;
+    const b = (this.base = source.kind === 'user' ? source.va : source.start);
     this.page = mm.pageSize;
     // Not b % page: a VA is above 2^31, where % is a call to fmod (the costliest line of a 4 KiB IOAS_MAP).
     // `| 0` (exact: below PAGE_SIZE) keeps it a small integer, so that `%` of offsets from it stays an integer %.
     this.pageOffset = Number.isSafeInteger(b) ? offIn(b, this.page) | 0 : 0;
   }
-
-  /** The byte address the pages start at: the VA, or the file offset. */
-  get base(): number { return this.source.kind === 'user' ? this.source.va : this.source.start; }
 
   get isFile(): boolean { return this.source.kind === 'file'; }
 
@@ -129,6 +128,8 @@ export class IoPages {
       this.account?.charge(pages);
       let got: PhysRun[];
       try {
+        const pa = this.source.kind === 'user' ? this.mm.pinContiguous(this.pageVa(first), pages * this.page, this.writable) : -1;
+        if (pa >= 0) { this.runs = [{ first, last, count: 1, pa }]; return; }
         got = this.pinPages(first, pages);
       } catch (e) {
         this.account?.uncharge(pages);
@@ -204,8 +205,8 @@ export class IoPages {
     const runs = this.runs;
     const only = runs[0];
     if (runs.length === 1 && only.first === first && only.last === last && only.count === 1) {
-      // The last pin of the only run (an area's own pages): release it whole.
-      this.runs = [];
+      // The last pin of the only run (an area's own pages): release it whole (emptied in place: no new list).
+      runs.pop();
       this.mm.unpinRun(only.pa, (last - first + 1) * this.page);
       this.account?.uncharge(last - first + 1);
       return;
@@ -313,10 +314,13 @@ export class IoPages {
     }
   }
 
+  /** The address (VA or file offset) of page i. */
+  private pageVa(i: number): number { return this.base - this.pageOffset + i * this.page; }
+
   /** Pin n pages from index i of the source, returning their physical runs. */
   private pinPages(i: number, n: number): PhysRun[] {
     const s = this.source;
-    const first = Math.floor(this.base / this.page) * this.page + i * this.page;
+    const first = this.pageVa(i);
     if (s.kind === 'user') return this.mm.pin(first, n * this.page, this.writable);
     if (!(s.file instanceof MemFile)) throw new SysError('EINVAL');
     if (first + n * this.page > s.file.framesCovered() * PAGE_SIZE) throw new SysError('EINVAL');

@@ -312,6 +312,7 @@ export class AtcDirectory {
   private constructor(engine: Engine) { this.listen(engine); }
 
   private listen(engine: Engine): void {
+    // Flushes reach only ATCs holding entries: with none (nearly always), the engine tells none.
     engine.onInvalidate((e) => {
       switch (e.kind) {
         case 'flush-all': this.reach(null); break;
@@ -319,7 +320,7 @@ export class AtcDirectory {
         case 'destroy': this.parents.delete(e.did); this.reach(e.did); break;
         case 'nested': this.parents.set(e.did, e.parent); break;
       }
-    });
+    }, () => this.live.size > 0);
   }
 
   parentOf(did: number): number | undefined { return this.parents.get(did); }
