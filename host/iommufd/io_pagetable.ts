@@ -406,7 +406,8 @@ export class IoPagetable {
     }
     if (to === from) return -1;
     if (this.accesses.size > 0) this.notifyUnmap(BigInt(iova), BigInt(last));
-    return Number(this.removeAreas(from, to));
+    // A number here (the areas lie below 2^53); Number() of a number | bigint would stay a generic call.
+    return this.removeAreas(from, to) as number;
   }
 
   /**
