@@ -253,9 +253,14 @@ export function s2Read(did: u32, parent: u32, gpa: u64, slot: u32): u32 {
 /**
  * The stage-2 output of a nested walk: the page's GPA through the parent.
  * F_NONE with walkPa etc. (and walkEntry, for s2Dirty), or a stage-2 fault.
+ * Walked, not cached in the walk cache: the IOTLB keeps the combined
+ * translation (VT-d 6.2.1, the SMMU's TLB), and a cache of stage-2 walks
+ * holds the table pages' (VT-d 6.2.2's paging-structure caches), which
+ * the data pages' GPAs, as many as the IOTLB's entries, would push out
+ * of its few hundred entries on every walk.
  */
 export function s2Output(parent: u32, gpa: u64): u32 {
-  const st = s2Walk(parent, gpa);
+  const st = hostWalk(parent, gpa);
   if (st != F_NONE) { nLevel = walkLevel; return st | F_STAGE2; }
   return F_NONE;
 }
