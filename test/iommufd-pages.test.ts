@@ -77,3 +77,38 @@ describe('IoPages: pins as runs against a per-page model', () => {
     });
   }
 });
+
+// AddressSpace.pinContiguous: pin()'s answer for whole pages of one VMA in
+// one physical run, without the list; -1, with nothing pinned, for anything
+// else (pin() then). Its errors are pin()'s (get_user_pages: EFAULT for a
+// page not mapped, or not writable for a writable pin).
+describe('AddressSpace.pinContiguous', () => {
+  it('pins what pin() would, returns -1 untouched where it does not apply, and fails as pin() does', async () => {
+    const host = await newHost();
+    const mm = (host as unknown as { mm: AddressSpace }).mm;
+    const va = host.mmap(4 * PAGE);
+    const runs = mm.pin(va, 4 * PAGE, true);
+    expect(runs).toHaveLength(1); // fresh anonymous memory: one run
+    const pa = runs[0]!.pa;
+    const ref = () => [0, 1, 2, 3].map((i) => host.engine.refcount(pa / PAGE + i));
+    const before = ref();
+    expect(mm.pinContiguous(va + PAGE, 2 * PAGE, true)).toBe(pa + PAGE);
+    expect(ref()).toEqual([before[0], before[1]! + 1, before[2]! + 1, before[3]]);
+    mm.unpinRun(pa + PAGE, 2 * PAGE);
+    expect(ref()).toEqual(before);
+    // Not whole pages, or no page at all: not its case.
+    for (const [at, len] of [[va + 1, PAGE], [va, PAGE + 1], [va, 0]] as const) expect(mm.pinContiguous(at, len, true)).toBe(-1);
+    expect(ref()).toEqual(before);
+    // A file's pages: not its case either.
+    const fd = memfd(host, 2 * PAGE);
+    const shared = host.mmap(2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    expect(mm.pinContiguous(shared, PAGE, true)).toBe(-1);
+    // pin()'s errors: an unmapped page, a read-only one pinned writable.
+    expect(() => mm.pinContiguous(va + 4 * PAGE, PAGE, false)).toThrow(/EFAULT/);
+    const ro = host.mmap(PAGE, PROT_READ);
+    expect(() => mm.pinContiguous(ro, PAGE, true)).toThrow(/EFAULT/);
+    expect(() => mm.pin(ro, PAGE, true)).toThrow(/EFAULT/);
+    expect(mm.pinContiguous(ro, PAGE, false)).toBeGreaterThanOrEqual(0);
+    mm.unpin(runs);
+  });
+});
