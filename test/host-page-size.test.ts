@@ -22,7 +22,7 @@ import { ctrlWord, engineMemory, makeEngine } from './support/engine.js';
 import { err, MOCK_APERTURE_START, Selftest } from './support/selftest.js';
 import { MockPagingTable } from '../host/iommu/mock.js';
 import { VirtioGuest, S, DMA_RAM } from './support/virtio-driver.js';
-import { virtioIommuAbi as A, GuestRam, VirtioIommu } from '../host/index.js';
+import { virtioIommuAbi as A, GuestRam, VirtioIommu, type GuestMemory } from '../host/index.js';
 import { AttachedIoas, dmaFault, expectBytes, expectErrno, Iommufd, memfd, newHost, outcome, pattern, uapi } from './support/host.js';
 
 const RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE;
@@ -376,6 +376,31 @@ describe('virtio-iommu page_size_mask under the host page size (QEMU granule, vi
     dev.addEndpoint(2, host.addDevice({ iommu: 'intel-vtd' })); // a 4K-granule host IOMMU shares 4 KiB
     expect(() => new VirtioIommu({ host, memory, irq, granule: '4k', pageSizeMask: 0x1000n })).toThrow(RangeError);
     expect(() => new VirtioIommu({ host, memory, irq, granule: '32k' as '4k' })).toThrow(RangeError);
+  });
+
+  // Bypass (boot-bypass, QEMU's default) maps guest RAM at IOVA = GPA with
+  // IOAS_MAP, which takes only pieces aligned to the IOAS's
+  // out_iova_alignment (io_pagetable.c iopt_check_iova / iopt_alloc_area:
+  // EINVAL otherwise). A RAM region whose end is not on a 16 KiB page is
+  // mapped but for its last partial page; cut at 4 KiB, the one piece was
+  // refused whole and the region's DMA faulted.
+  it('bypass identity maps on a 16 KiB host are cut to the IOAS alignment: a region ending inside a page keeps the rest', async () => {
+    const host = await newHost({ pageSize: 16384 });
+    const size = 0x11000; // 4 KiB past a 16 KiB multiple
+    const va = host.mmap(size); // rounded up to whole 16 KiB pages by mmap
+    const memory: GuestMemory = {
+      read: (gpa, dst) => { if (gpa < 0 || gpa + dst.length > size) return false; dst.set(host.mem.read(va + gpa, dst.length)); return true; },
+      write: (gpa, src) => { if (gpa < 0 || gpa + src.length > size) return false; host.mem.write(va + gpa, src); return true; },
+      hostAddress: (gpa) => (gpa >= 0 && gpa < size ? { va: va + gpa, length: size - gpa } : null),
+      regions: () => [{ gpa: 0, size }],
+    };
+    host.mem.write(va + 0xc000, new Uint8Array([1, 2, 3, 4]));
+    const dev = new VirtioIommu({ host, memory, irq: { set: () => {} } });
+    // An SMMUv3 under a 16 KiB kernel: 16 KiB stage-2 pages, so the IOAS takes 16 KiB pieces (a VT-d domain's 4 KiB would take the region whole).
+    const ep = dev.addEndpoint(1, host.addDevice({ iommu: 'arm-smmuv3' }));
+    expect(dev.bypass).toBe(true);
+    expect(ep.dma.read(0xc000, 4)).toEqual(new Uint8Array([1, 2, 3, 4]));
+    expect(dmaFault(() => ep.dma.read(0x10000, 4)).iova, 'the partial last page stays out').toBe(0x10000n);
   });
 
   it('once the guest has read the config (QEMU: granule_frozen at machine-init-done), an endpoint without the granule is refused and the mask stays', async () => {

@@ -43,7 +43,7 @@ const MAX_STRUCT = Math.max(MAX_READABLE, A.virtio_iommu_req_attach.size, A.virt
 const TAIL = A.virtio_iommu_req_tail.size;
 const FAULT_SIZE = A.virtio_iommu_fault.size;
 const bit = (n: number) => 1n << BigInt(n);
-/** The host's page: identity maps are cut to it. */
+/** The smallest granule the model takes: mappings become IOAS areas, which the host maps in whole (4 KiB or larger) pages. */
 const PAGE = 4096n;
 
 /** An inclusive range of IOVAs. */
@@ -397,7 +397,11 @@ export class VirtioIommu implements VirtioDevice {
   }
 
   private identityMap(ioas: number): void {
-    const allowed = this.iommufd.ioasIovaRanges(ioas).ranges;
+    // Pieces cut to what IOAS_MAP takes: the IOAS's out_iova_alignment (the
+    // kernel page, or a larger smallest page of its domains), as QEMU's
+    // iommufd backend learns it (iommufd_cdev_get_info_iova_range).
+    const { ranges: allowed, alignment } = this.iommufd.ioasIovaRanges(ioas);
+    const unit = alignment > PAGE ? alignment : PAGE;
     for (const r of this.memory.regions()) {
       let gpa = r.gpa;
       const end = r.gpa + r.size;
@@ -408,7 +412,7 @@ export class VirtioIommu implements VirtioDevice {
         for (const a of allowed) {
           const s = maxB(BigInt(gpa), a.start);
           const e = minB(BigInt(gpa + len) - 1n, a.last);
-          const s4 = alignUp(s, PAGE), e4 = alignDown(e + 1n, PAGE) - 1n;
+          const s4 = alignUp(s, unit), e4 = alignDown(e + 1n, unit) - 1n;
           if (s4 > e4) continue;
           try {
             this.iommufd.ioasMap({ ioasId: ioas, userVa: h.va + Number(s4 - BigInt(gpa)), length: e4 - s4 + 1n, iova: s4 });
