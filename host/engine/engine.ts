@@ -168,12 +168,13 @@ export function split64(v: number | bigint): [number, number] {
 // or above 2^30 was boxed on every call).
 const HALF = new Uint32Array(2);
 /**
- * Split into HALF[0] (lo) and HALF[1] (hi). A bigint below 2^53 goes through one Number() and a
- * division: Number() of BigInt & and >> results costs three times as much,
- * and a double's % is a libm call.
+ * Split into HALF[0] (lo) and HALF[1] (hi). A bigint below 2^53 goes
+ * through one Number() and a division: Number() of BigInt & and >> results
+ * costs three times as much, and a double's % is a libm call.
  */
 function halves(v: number | bigint): void {
-  // A Uint32Array store is ToUint32: of a non-negative double, its value mod 2^32, truncated (the halves without Math.floor).
+  // A Uint32Array store is ToUint32: of a non-negative double, its value
+  // mod 2^32, truncated (the halves without Math.floor).
   if (typeof v === 'number' && v >= 0) { HALF[0] = v; HALF[1] = v / TWO32; return; }
   halvesOther(v);
 }

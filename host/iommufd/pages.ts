@@ -61,7 +61,11 @@ export class IoPages {
   private runs: PinRun[] = [];
   /** Areas using these pages (kref): the file stays referenced while any does. */
   private refs = 0;
-  /** The byte address the pages start at: the VA, or the file offset (a field, not a getter of `source`: a getter left out of line returns a VA as a HeapNumber). */
+  /**
+   * The byte address the pages start at: the VA, or the file offset. A
+   * field, not a getter of `source`: a getter V8 leaves out of line
+   * returns a VA (above 2^30) as a new HeapNumber.
+   */
   readonly base: number;
   /** Byte offset of the first byte in its page (computed once). */
   readonly pageOffset: number;
