@@ -31,7 +31,7 @@ const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? null;
 /** IOVAs per translateBatch call of the warm-walk cases. */
 const BN_WARM = 256;
-const REPS = quick ? 3 : 9;
+const REPS = quick ? 5 : 9;
 const t0run = performance.now();
 // bench/run.mjs names the results directory (this file runs from a bundle there).
 const dir = process.env.VIOMMU_BENCH_RESULTS ?? 'bench/results';
@@ -349,8 +349,10 @@ function ioasCases(): void {
   const GIB = 1 << 30;
   const big = host.mmap(GIB);
   // One untimed map first: the first run of the pin path also waits for V8
-  // to compile it (on a busy machine 10x a warm run).
-  const reps = quick ? 2 : 5;
+  // to compile it (on a busy machine 10x a warm run). Five timed maps in
+  // --quick too: a map is a millisecond, and with two a slow first one
+  // made the median.
+  const reps = 5;
   const t: number[] = [];
   for (let r = -1; r < reps; r++) {
     const t0 = performance.now();
@@ -797,7 +799,7 @@ step('shared-memory mode: IOTLB-hit translation throughput of two workers agains
     while (Atomics.load(c, 3) < 2) Atomics.wait(c, 3, Atomics.load(c, 3), 50);
     return slots.reduce((sum, s) => sum + (t[2 * s]! * batchIovas.length) / (t[2 * s + 1]! * 1000), 0);
   };
-  const ms = quick ? 100 : 250;
+  const ms = quick ? 150 : 250;
   const one: number[] = [], two: number[] = [];
   for (let r = 0; r < REPS; r++) { one.push(phase([0], ms)); two.push(phase([0, 1], ms)); }
   Atomics.store(c, 2, 1);
