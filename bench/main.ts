@@ -289,6 +289,12 @@ if (only === 'iotlb') {
 }
 
 // --- 3. DMA through the vIOMMU against a raw copy of the same bytes ------------
+//
+// The raw copy is what an emulator does to copy guest bytes at a physical
+// address without an IOMMU: a view of them at that address and a set()
+// (JavaScript has no memcpy from an address; a DMA through the vIOMMU
+// makes the same view of the bytes it translated to). The copy alone, set()
+// from a view made once, is reported beside the 4 KiB case, without a target.
 // A function (hoisted) so that `--only=dma` can run it straight after the setup.
 dmaCases();
 
@@ -303,7 +309,14 @@ function dmaCases(): void {
     const [ours, raw] = measurePair(
       ops, (n) => { for (let i = 0; i < n; i++) dev.dma.readInto(iova, buf); },
       ops, (n) => { for (let i = 0; i < n; i++) buf.set(mem.subarray(pa, pa + size)); });
-    report({ id: `dma.read.${size >= 1 << 20 ? `${size >> 20}m` : `${size >> 10}k`}`, what: `DMA read of ${size} bytes, IOTLB warm`, value: ours, unit: 'ns', baseline: 'raw copy (set)', baselineValue: raw, ratio: raw / ours, target: size === 4096 ? '>= 0.85x' : '>= 0.95x' }, raw / ours >= (size === 4096 ? 0.85 : 0.95));
+    report({ id: `dma.read.${size >= 1 << 20 ? `${size >> 20}m` : `${size >> 10}k`}`, what: `DMA read of ${size} bytes, IOTLB warm`, value: ours, unit: 'ns', baseline: 'raw copy (a view at the address, set)', baselineValue: raw, ratio: raw / ours, target: size === 4096 ? '>= 0.85x' : '>= 0.95x' }, raw / ours >= (size === 4096 ? 0.85 : 0.95));
+    if (size === 4096) {
+      const src = mem.subarray(pa, pa + size);
+      const [ours2, copy] = measurePair(
+        ops, (n) => { for (let i = 0; i < n; i++) dev.dma.readInto(iova, buf); },
+        ops, (n) => { for (let i = 0; i < n; i++) buf.set(src); });
+      report({ id: 'dma.read.4k.vs_copy', what: 'the same 4 KiB DMA read against set() alone, from a view made once (the copy without finding the bytes)', value: ours2, unit: 'ns', baseline: 'set() from a view made once', baselineValue: copy, ratio: copy / ours2, target: null }, null);
+    }
   }
 }
 
