@@ -122,6 +122,32 @@ test('RLIMIT_MEMLOCK: pins beyond the limit are ENOMEM (map, copy into a new pag
   checkInvariants(host);
 });
 
+// pages.c pins first and charges after (pfn_reader_user_pin, then
+// pfn_reader_update_pinned, whose comment says the count "is done after the
+// pages have been read and processed"): a range both past the limit and
+// not all mapped fails on the pin, EFAULT, and a charge refused unpins
+// what was just pinned.
+test('RLIMIT_MEMLOCK: the pin comes before the charge (an unmapped page past the limit is EFAULT, not ENOMEM), and a refused charge leaves nothing pinned', async () => {
+  const host = await newHost({ credentials: { rlimitMemlock: 2 * PAGE } });
+  const io = new AttachedIoas(host);
+  const { ictx, ioas } = io;
+  const a = io.attach({ iommu: 'intel-vtd' });
+  const va = host.mmap(8 * PAGE);
+  host.munmap(va + 5 * PAGE, PAGE); // a hole in the range
+  const before = state(host);
+  expectErrno(() => ictx.map(ioas, va, 8 * PAGE, 0x100000n, RW | FIXED), 'EFAULT');
+  expect(state(host)).toEqual(before);
+  // All mapped but past the limit: ENOMEM, and the first page's frame holds no pin more than before.
+  ictx.map(ioas, va, PAGE, 0x200000n, RW | FIXED);
+  const pfn = Number(a.dma.translate(0x200000n).pa) / PAGE;
+  const pinned = host.engine.refcount(pfn);
+  ictx.unmap(ioas, 0x200000n, BigInt(PAGE));
+  expectErrno(() => ictx.map(ioas, va, 4 * PAGE, 0x100000n, RW | FIXED), 'ENOMEM');
+  expect(state(host)).toEqual(before);
+  expect(host.engine.refcount(pfn)).toBe(pinned - 1);
+  checkInvariants(host);
+});
+
 test('RLIMIT_MEMLOCK with CAP_IPC_LOCK: nothing charged, no limit', async () => {
   const host = await newHost({ credentials: { rlimitMemlock: 2 * PAGE, capIpcLock: true } });
   const ictx = new Iommufd(host);

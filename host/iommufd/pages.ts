@@ -42,9 +42,11 @@ export class PinAccount {
   lockedPages = 0;
   constructor(readonly capIpcLock: boolean, readonly limitPages: number) {}
 
-  charge(pages: number): void {
-    if (this.lockedPages + pages > this.limitPages) throw new SysError('ENOMEM');
+  /** Charge `pages`; false, with nothing charged, past the limit (incr_user_locked_vm's ENOMEM). */
+  charge(pages: number): boolean {
+    if (this.lockedPages + pages > this.limitPages) return false;
     this.lockedPages += pages;
+    return true;
   }
 
   uncharge(pages: number): void { this.lockedPages -= pages; }
@@ -119,26 +121,27 @@ export class IoPages {
   /**
    * Pin pages [first, last]: those not pinned yet are pinned (EFAULT for a
    * user page the process cannot give, EINVAL for a file page past its end
-   * or a file that is not a memfd: memfd_pin_folios) and charged (ENOMEM).
-   * All or nothing.
+   * or a file that is not a memfd: memfd_pin_folios), then charged (ENOMEM,
+   * and what was just pinned is unpinned). pages.c charges after pinning
+   * (pfn_reader_update_pinned: "changes in the number of pages pinned is
+   * done after the pages have been read"), so a range that is both past the
+   * limit and not all mapped is EFAULT. All or nothing.
    */
   pin(first: number, last: number): void {
     if (!Number.isSafeInteger(this.base + this.length)) throw new SysError('EFAULT');
     const runs = this.runs;
     if (runs.length === 0) {
       // Nothing pinned yet (an area's own pages, the usual case): the whole
-      // range is the one hole, charged, pinned and made the run list at once.
+      // range is the one hole, pinned, charged and made the run list at once.
       const pages = last - first + 1;
-      this.account?.charge(pages);
-      let got: PhysRun[];
-      try {
-        const pa = this.source.kind === 'user' ? this.mm.pinContiguous(this.pageVa(first), pages * this.page, this.writable) : -1;
-        if (pa >= 0) { this.runs = [{ first, last, count: 1, pa }]; return; }
-        got = this.pinPages(first, pages);
-      } catch (e) {
-        this.account?.uncharge(pages);
-        throw e;
+      const pa = this.source.kind === 'user' ? this.mm.pinContiguous(this.pageVa(first), pages * this.page, this.writable) : -1;
+      if (pa >= 0) {
+        if (!this.charged(pages)) { this.mm.unpinRun(pa, pages * this.page); throw new SysError('ENOMEM'); }
+        this.runs = [{ first, last, count: 1, pa }];
+        return;
       }
+      const got = this.pinPages(first, pages);
+      if (!this.charged(pages)) { this.mm.unpin(got); throw new SysError('ENOMEM'); }
       // A new list at its size (push() into the empty one would allocate room for 17).
       const fresh = new Array<PinRun>(got.length);
       let idx = first;
@@ -170,7 +173,6 @@ export class IoPages {
     if (at <= last) { holes.push(at, last); pages += last - at + 1; }
     const fresh: PinRun[] = [];
     if (pages > 0) {
-      this.account?.charge(pages);
       const done: PhysRun[][] = [];
       try {
         for (let h = 0; h < holes.length; h += 2) {
@@ -183,9 +185,9 @@ export class IoPages {
             idx += n;
           }
         }
+        if (!this.charged(pages)) throw new SysError('ENOMEM');
       } catch (e) {
         for (const got of done) this.mm.unpin(got);
-        this.account?.uncharge(pages);
         throw e;
       }
     }
@@ -203,6 +205,9 @@ export class IoPages {
     for (let j = i; j < end; j++) runs[j].count++;
     this.coalesce(i - 1, end);
   }
+
+  /** Charge `pages` newly pinned pages: false past the limit (nothing charged). Always true without an account (CAP_IPC_LOCK). */
+  private charged(pages: number): boolean { return this.account === null || this.account.charge(pages); }
 
   /** Drop one pin of pages [first, last]; pages nobody holds any more are released and uncharged. */
   unpin(first: number, last: number): void {
