@@ -157,6 +157,27 @@ const CLASS_IN: u64 = 0b10;
 }
 
 /**
+ * Whether a record can be written straight into ring r holding `count`:
+ * an SMMUv3 ring (32 data bytes) with room and no LOST_EVENTS header at its
+ * tail, and no worker to lock out. Anything else goes through ringPush.
+ */
+// @ts-ignore: decorator
+@inline function ringDirect(r: usize, count: u32): bool {
+  return load<u32>(r + RING_BASE) != 0 && load<u32>(r + RING_LOST) == 32 << 8 && count < load<u32>(r + RING_DEPTH) &&
+    load<u32>(CTRL_BASE + CTRL_INST_COUNT) == 0;
+}
+
+/** An SMMUv3 event record at rec: its header (flags 0, the sequence in `seqWord`'s high half), then the four words. */
+// @ts-ignore: decorator
+@inline function putRecord(rec: usize, seqWord: u64, w0: u64, w1: u64, iova: u64): void {
+  store<u64>(rec, seqWord & 0xffffffff00000000);
+  store<u64>(rec, w0, RING_HEADER);
+  store<u64>(rec, w1, RING_HEADER + 8);
+  store<u64>(rec, iova, RING_HEADER + 16);
+  store<u64>(rec, 0, RING_HEADER + 24);
+}
+
+/**
  * The fault path: context c refused `access` at `iova` with status `st`.
  * If c is routed to a ring, record the SMMUv3 event: type by reason,
  * StreamID = the context's tag, RnW, S2 and CLASS for a stage-2 fault, the
@@ -172,15 +193,11 @@ const CLASS_IN: u64 = 0b10;
   if ((st & ~F_STAGE2) == F_BLOCKED) return;
   const w0 = eventType(st) | (<u64>load<u32>(x + CTX_TAG) << 32);
   const w1 = eventWord1(st, access);
-  // A fault storm's record, inline in the translation loops: no worker to
-  // lock out, an SMMUv3 ring (32 data bytes) with room and no LOST_EVENTS
-  // header at its tail. Anything else through ringPush.
+  // A fault storm's record, inline in the translation loops (ringDirect).
   const r = ring(id);
-  const base = load<u32>(r + RING_BASE);
   const cs = load<u64>(r + RING_COUNT); // RING_COUNT, then RING_SEQ
   const count = <u32>cs;
-  if (base == 0 || load<u32>(r + RING_LOST) != 32 << 8 || count == load<u32>(r + RING_DEPTH) ||
-      load<u32>(CTRL_BASE + CTRL_INST_COUNT) != 0) {
+  if (!ringDirect(r, count)) {
     ringPush(id, w0, w1, iova, 0);
     return;
   }
@@ -189,12 +206,7 @@ const CLASS_IN: u64 = 0b10;
   let slot = load<u32>(r + RING_HEAD) + count;
   const depth = load<u32>(r + RING_DEPTH);
   if (slot >= depth) slot -= depth;
-  const rec = <usize>base + <usize>slot * (RING_HEADER + 32);
-  store<u64>(rec, <u64>seq << 32); // flags 0, sequence
-  store<u64>(rec, w0, RING_HEADER);
-  store<u64>(rec, w1, RING_HEADER + 8);
-  store<u64>(rec, iova, RING_HEADER + 16);
-  store<u64>(rec, 0, RING_HEADER + 24);
+  putRecord(<usize>load<u32>(r + RING_BASE) + <usize>slot * (RING_HEADER + 32), cs, w0, w1, iova);
 }
 
 // The fault path of a batch (translateBatch): the context's routing and the
@@ -234,12 +246,11 @@ function batchOpen(c: u32): void {
   if (id == 0) return;
   bMode = BATCH_SLOW;
   const r = ring(id);
-  const base = load<u32>(r + RING_BASE);
-  const depth = load<u32>(r + RING_DEPTH);
   const cs = load<u64>(r + RING_COUNT);
   const count = <u32>cs;
-  // recordFault's own fast case: an SMMUv3 ring with room and no LOST_EVENTS header, no worker.
-  if (base == 0 || load<u32>(r + RING_LOST) != 32 << 8 || count >= depth || load<u32>(CTRL_BASE + CTRL_INST_COUNT) != 0) return;
+  if (!ringDirect(r, count)) return; // recordFault's own fast case, or none
+  const base = load<u32>(r + RING_BASE);
+  const depth = load<u32>(r + RING_DEPTH);
   bMode = BATCH_FAST;
   bRing = r;
   bCs = cs;
@@ -267,11 +278,7 @@ export function batchRecordFault(c: u32, st: u32, iova: u64, access: u32): void 
     bCs = (cs + ((<u64>1 << 32) | 1)) & ((<u64>INT_MAX << 32) | 0xffffffff);
     store<u64>(bRing + RING_COUNT, bCs);
     const rec = bRec;
-    store<u64>(rec, cs & 0xffffffff00000000); // flags 0, sequence
-    store<u64>(rec, eventType(st) | bTag, RING_HEADER);
-    store<u64>(rec, eventWord1(st, access), RING_HEADER + 8);
-    store<u64>(rec, iova, RING_HEADER + 16);
-    store<u64>(rec, 0, RING_HEADER + 24);
+    putRecord(rec, cs, eventType(st) | bTag, eventWord1(st, access), iova);
     const next = rec + RING_HEADER + 32;
     bRec = next == bEnd ? bBase : next;
     if (--bLeft == 0) bMode = BATCH_SLOW; // full: the rest through ringPush (LOST_EVENTS)
