@@ -93,12 +93,12 @@ let armHi: u64 = 3;
 // @ts-ignore: decorator
 @inline export function useTable(f: u32, word: u32): void {
   fmt = f;
-  armHi = granuleCode(word) == 0 ? 3 : 0; // the granule code is 0 for every other format
+  armHi = granuleShift(word) == 12 ? 3 : 0; // the 4 KiB granule for every other format
 }
 
-/** The sizes word's granule code: (g - 12) / 2 for a 2^g-byte granule (0 for every format but ARM stage 2's 16 and 64 KiB). */
+/** g of the table's 2^g-byte granule, from the sizes word's code, (g - 12) / 2 (12 for every format but ARM stage 2's 16 and 64 KiB). */
 // @ts-ignore: decorator
-@inline export function granuleCode(word: u32): u32 { return (word >> PT_GRANULE_SHIFT) & 3; }
+@inline export function granuleShift(word: u32): u32 { return 12 + (((word >> PT_GRANULE_SHIFT) & 3) << 1); }
 // @ts-ignore: decorator
 @inline export function format(): u32 { return fmt; }
 

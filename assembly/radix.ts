@@ -35,7 +35,7 @@ import { framesAlloc, framesPut, framesAvailable } from "./frames";
 import { physRangeOk } from "./segments";
 import { iotlbFlushDomain, iotlbFlushRange } from "./iotlb";
 import {
-  useTable, format, granuleCode, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit,
+  useTable, format, granuleShift, present, isLeaf, addrOf, mkTable, mkLeaf, permOf, accessedBit, dirtyBit,
   SIZES_MASK,
 } from "./pte";
 import { hostWalk, setWalkResult, walkEntry, walkPerm, inputBits } from "./walk";
@@ -76,7 +76,7 @@ let gWidth: u32 = 48;
 
 /** Set the geometry of a host table of format f, sizes word `word`, `levels` levels. */
 function useGeometry(f: u32, word: u32, levels: u32): void {
-  gShift = 12 + (granuleCode(word) << 1);
+  gShift = granuleShift(word);
   gBits = gShift - 3;
   gWidth = f == FMT_AMD_V1 ? min<u32>(64, 12 + 9 * levels) : inputBits(word, levels);
   gRootBits = gWidth - shiftOf(levels);

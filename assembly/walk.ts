@@ -10,7 +10,7 @@ import {
 import { domTable, count } from "./state";
 import { physRangeOk } from "./segments";
 import {
-  useFormat, useTable, granuleCode, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
+  useFormat, useTable, granuleShift, present, isLeaf, addrOf, permOf, leafReserved, tableReserved, accessFlagFault, accessedBit, dirtyBit,
   SIZES_MASK, VTD_ADDR, AMD_ADDR_FIELD, AMD_PDE_RSVD, AMD_PTE_RSVD,
 } from "./pte";
 
@@ -83,7 +83,7 @@ export function hostWalk(did: u32, iova: u64): u32 {
   // fewer than a table's (a partial initial table) or up to 4 more, 2..16
   // tables concatenated at the initial lookup level (Arm ARM D8.2,
   // "Concatenated translation tables for the initial stage 2 lookup").
-  const g: u32 = 12 + (granuleCode(word) << 1);
+  const g: u32 = granuleShift(word);
   return walkLevels(d, fmt, word, levels, iova, g, inputBits(word, levels) - (g + (g - 3) * (levels - 1)));
 }
 
