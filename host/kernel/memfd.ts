@@ -49,10 +49,10 @@ export class MemFile extends KFile {
 
   /** Zero the allocated bytes from `at` to the end of the kernel page holding it. */
   private zeroFrom(at: number): void {
-    const end = this.framesCovered(at);
-    for (let i = Math.floor(at / PAGE_SIZE); i < end; i++) {
+    const first = Math.floor(at / PAGE_SIZE), end = this.framesCovered(at);
+    for (let i = first; i < end; i++) {
       if (this.pages[i] === 0) continue;
-      const from = i === Math.floor(at / PAGE_SIZE) ? at % PAGE_SIZE : 0;
+      const from = i === first ? at % PAGE_SIZE : 0;
       this.engine.bytes.fill(0, this.pages[i] * PAGE_SIZE + from, (this.pages[i] + 1) * PAGE_SIZE);
     }
   }
